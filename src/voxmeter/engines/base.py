@@ -1,0 +1,53 @@
+"""The Engine protocol: audio -> features -> encoder states -> tokens, in three timed stages.
+
+The harness calls the stages itself, so latency, memory and FLOPs are measured the same way for
+every engine. New model families are new engines, not branches inside old ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from voxmeter.assets.dims import ModelDims
+from voxmeter.spec import RunSpec
+
+
+@dataclass
+class DecodeOutput:
+    tokens: list[int]  # generated tokens, prompt and end-of-text excluded
+    text: str
+    hit_max_length: bool = False  # stopped by the length limit rather than end-of-text
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Encoded:
+    """Encoder output as the decoder will see it, plus what the FLOPs formulas need."""
+
+    states: Any  # engine-specific (torch tensor, ctranslate2 StorageView...)
+    computed_positions: int  # encoder positions actually computed (frames / 2)
+    decoder_positions: int  # positions the decoder cross-attends to (after pad and xV)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    spec: RunSpec
+    dims: ModelDims
+
+    def features(self, audio: np.ndarray) -> Any:
+        """16 kHz mono float32 audio -> the engine's log-mel input for the spec's frames."""
+
+    def encode(self, feats: Any) -> Encoded:
+        """Run the encoder on the (possibly shortened) input; apply pad and xV."""
+
+    def decode(self, enc: Encoded) -> DecodeOutput:
+        """Greedy decoding to end-of-text or the length limit."""
+
+    def param_count(self) -> int: ...
+
+    def weight_bytes(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,97 @@
+"""Result: one measured repeat of one RunSpec; the row the store keeps and analysis reads.
+
+`metrics` is a flat mapping so that the store, Pareto fronts, recommendations and the report
+can treat every figure alike. The keys and their units are listed in METRIC_UNITS; a figure
+that could not be measured is None (never 0, never a guess). Figures that are estimates carry
+their method in a sibling key (e.g. energy_method = "estimated: ...").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# key -> (unit, description). Percent figures are 0..100.
+METRIC_UNITS: dict[str, tuple[str, str]] = {
+    "n_clips": ("", "clips measured"),
+    "n_skipped": ("", "clips skipped as bad input"),
+    "n_flagged": ("", "clips whose hypothesis looks like a failure (early end, loop)"),
+    "audio_s": ("s", "audio measured"),
+    "wer": ("%", "corpus WER after Whisper's English normalizer"),
+    "cer": ("%", "corpus CER after Whisper's English normalizer"),
+    "load_s": ("s", "model load time (not in RTFx)"),
+    "feat_ms_p50": ("ms", "feature extraction per clip, median"),
+    "enc_ms_p50": ("ms", "encoder per clip, median"),
+    "dec_ms_p50": ("ms", "decoder per clip, median"),
+    "dec_ms_per_token": ("ms/token", "decoder time per generated token (total/total)"),
+    "e2e_ms_p50": ("ms", "end-to-end latency per clip, median"),
+    "e2e_ms_p90": ("ms", "end-to-end latency per clip, 90th percentile"),
+    "e2e_ms_p99": ("ms", "end-to-end latency per clip, 99th percentile"),
+    "rtf": ("", "processing seconds / audio seconds (total/total)"),
+    "rtfx": ("x", "audio seconds / processing seconds (total/total), after warm-up"),
+    "throughput_clips_s": ("clips/s", "clips per processing second"),
+    "param_count": ("", "model parameters"),
+    "weight_bytes": ("B", "bytes of weights as loaded"),
+    "peak_rss_mb": ("MiB", "process peak RSS during the run (sampled and ru_maxrss)"),
+    "steady_rss_mb": ("MiB", "RSS after the run"),
+    "feat_mem_mb": ("MiB", "feature-extraction transient: peak during stage - RSS before"),
+    "enc_mem_mb": ("MiB", "encoder transient: peak during stage - RSS before"),
+    "dec_mem_mb": ("MiB", "decoder transient: peak during stage - RSS before"),
+    "cuda_max_alloc_mb": ("MiB", "torch.cuda.max_memory_allocated (GPU runs only)"),
+    "gflops_counted_enc": ("GFLOP", "encoder FLOPs per clip counted at run time"),
+    "gflops_counted_dec": ("GFLOP", "decoder FLOPs per clip counted at run time"),
+    "gflops_analytic_enc": ("GFLOP", "encoder FLOPs per clip, closed form from shapes run"),
+    "gflops_analytic_dec": ("GFLOP", "decoder FLOPs per clip, closed form from shapes run"),
+    "gflops_analytic_total": ("GFLOP", "encoder + decoder analytic FLOPs per clip"),
+    "gflops_paper_total": ("GFLOP", "paper formula (3000 frames, 20 tokens, stride k)"),
+    "enc_gflops_per_s": ("GFLOP/s", "achieved encoder throughput (analytic FLOPs / time)"),
+    "enc_peak_share": ("%", "achieved encoder GFLOP/s as a share of measured matmul peak"),
+    "energy_j": ("J", "energy over the measured clips"),
+    "j_per_audio_s": ("J/s", "energy per second of audio"),
+    "j_per_word": ("J/word", "energy per reference word"),
+    "cpu_mhz_mean": ("MHz", "CPU frequency sampled during the run, mean"),
+    "cpu_mhz_min": ("MHz", "CPU frequency sampled during the run, minimum"),
+    "other_cpu_pct": ("%", "CPU used by other processes during the run"),
+}
+
+# Keys whose values are strings describing how a figure was obtained.
+METHOD_KEYS = ("energy_method", "flops_counted_method", "mode")
+
+
+@dataclass
+class Result:
+    spec_hash: str
+    spec: dict[str, Any]
+    repeat: int
+    metrics: dict[str, Any]
+    clips: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    mode: str = "inprocess"  # "inprocess" or "isolated" (fresh child process per spec)
+    status: str = "ok"  # "ok" or "failed"
+    created_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=_json_default)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Result:
+        return cls(**d)
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

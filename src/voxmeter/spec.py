@@ -1,0 +1,191 @@
+"""RunSpec: the frozen description of one configuration, and its stable hash.
+
+A spec's hash keys its results in the store, so a finished spec is skipped on re-run and a
+killed sweep resumes. The hash covers every field that changes what is measured (model, engine,
+data, axes, compression, device, threads, batch size, seed) but not how often it is measured
+(`repeats`): adding repeats to a finished spec measures the missing ones only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from voxmeter.errors import SpecError
+
+FULL_FRAMES = 3000  # Whisper's 30 s window in 10 ms mel frames
+ENGINES = ("hf", "ct2")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PADS = ("silence", "none")
+POOLS = ("stride", "avg")
+
+
+@dataclass(frozen=True)
+class AxisSettings:
+    """The paper's compute axes (xT, xV) plus precision; xN is `RunSpec.model`.
+
+    frames: mel frames the encoder runs on: an even int in [2, 3000], or "fit" (each clip's
+        length rounded up to `fit_step_s`).
+    pad: what the decoder cross-attends to past the computed positions when frames < 3000:
+        "silence" (cached encoder states of silence fill the remaining positions) or "none"
+        (only the computed positions, like whisper.cpp's audio_ctx).
+    stride: xV factor k; encoder states are subsampled by k before cross-attention.
+    pool: how xV subsamples: "stride" (keep every k-th state) or "avg" (average pool of k).
+    precision: fp32, bf16, fp16 (GPU), int8.
+    """
+
+    frames: int | str = FULL_FRAMES
+    fit_step_s: float = 1.0
+    pad: str = "silence"
+    stride: int = 1
+    pool: str = "stride"
+    precision: str = "fp32"
+
+    def validate(self) -> None:
+        if isinstance(self.frames, str):
+            if self.frames != "fit":
+                raise SpecError(f"frames: expected an even integer or 'fit', got {self.frames!r}")
+        elif not isinstance(self.frames, int) or isinstance(self.frames, bool):
+            raise SpecError(f"frames: expected an even integer or 'fit', got {self.frames!r}")
+        elif not (2 <= self.frames <= FULL_FRAMES) or self.frames % 2:
+            raise SpecError(f"frames: must be even and in [2, {FULL_FRAMES}], got {self.frames}")
+        if not (self.fit_step_s > 0):
+            raise SpecError(f"fit_step_s: must be positive, got {self.fit_step_s}")
+        if self.pad not in PADS:
+            raise SpecError(f"pad: expected one of {PADS}, got {self.pad!r}")
+        if not isinstance(self.stride, int) or isinstance(self.stride, bool) or self.stride < 1:
+            raise SpecError(f"stride: must be an integer >= 1, got {self.stride!r}")
+        if self.pool not in POOLS:
+            raise SpecError(f"pool: expected one of {POOLS}, got {self.pool!r}")
+        if self.precision not in PRECISIONS:
+            raise SpecError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+
+    @property
+    def is_full(self) -> bool:
+        return self.frames == FULL_FRAMES and self.stride == 1
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
+    """Compression applied after loading (filled in by the compression issue).
+
+    quant: "none" or a scheme name ("dynamic-int8" is what precision=int8 uses on CPU).
+    prune_heads / prune_ffn: fraction of attention heads / FFN neurons removed by importance.
+    lowrank_rank: rank of factorised linear layers (0 = off).
+    lora: name of a LoRA adapter directory ("" = none).
+    """
+
+    quant: str = "none"
+    prune_heads: float = 0.0
+    prune_ffn: float = 0.0
+    lowrank_rank: int = 0
+    lora: str = ""
+
+    def validate(self) -> None:
+        for name in ("prune_heads", "prune_ffn"):
+            v = getattr(self, name)
+            if not (0.0 <= v < 1.0):
+                raise SpecError(f"{name}: must be in [0, 1), got {v}")
+        if self.lowrank_rank < 0:
+            raise SpecError(f"lowrank_rank: must be >= 0, got {self.lowrank_rank}")
+
+    @property
+    def is_none(self) -> bool:
+        return self == CompressionSettings()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one measured configuration."""
+
+    model: str = "tiny.en"
+    engine: str = "hf"
+    data: str = "default"
+    device: str = "cpu"
+    threads: int = 2
+    batch_size: int = 1
+    seed: int = 0
+    max_clips: int = 0  # 0 = every clip of the data set
+    axes: AxisSettings = field(default_factory=AxisSettings)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
+    repeats: int = 3  # not part of the hash (see module docstring)
+    warmup: int = 1  # not part of the hash
+
+    def validate(self) -> RunSpec:
+        if self.engine not in ENGINES:
+            raise SpecError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
+        if self.device not in DEVICES:
+            raise SpecError(f"device: expected one of {DEVICES}, got {self.device!r}")
+        if self.threads < 1:
+            raise SpecError(f"threads: must be >= 1, got {self.threads}")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.repeats < 1:
+            raise SpecError(f"repeats: must be >= 1, got {self.repeats}")
+        if self.warmup < 0:
+            raise SpecError(f"warmup: must be >= 0, got {self.warmup}")
+        if self.max_clips < 0:
+            raise SpecError(f"max_clips: must be >= 0, got {self.max_clips}")
+        self.axes.validate()
+        self.compression.validate()
+        if self.axes.precision == "fp16" and self.device == "cpu":
+            raise SpecError("precision: fp16 needs --device cuda (CPU fp16 matmuls are emulated)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SpecError(f"unknown spec key(s): {', '.join(sorted(unknown))}")
+        axes = d.pop("axes", {}) or {}
+        comp = d.pop("compression", {}) or {}
+        try:
+            a = axes if isinstance(axes, AxisSettings) else AxisSettings(**axes)
+            c = comp if isinstance(comp, CompressionSettings) else CompressionSettings(**comp)
+        except TypeError as e:
+            raise SpecError(f"spec: {e}") from None
+        return cls(axes=a, compression=c, **d)
+
+    def hash_dict(self) -> dict[str, Any]:
+        d = self.to_dict()
+        d.pop("repeats")
+        d.pop("warmup")
+        return d
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.hash_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_(self, **changes: Any) -> RunSpec:
+        """A copy with top-level or axis/compression fields changed (axis names go to axes)."""
+        axis_names = {f.name for f in fields(AxisSettings)}
+        comp_names = {f.name for f in fields(CompressionSettings)}
+        ax = {k: changes.pop(k) for k in list(changes) if k in axis_names}
+        co = {k: changes.pop(k) for k in list(changes) if k in comp_names}
+        out = replace(self, **changes)
+        if ax:
+            out = replace(out, axes=replace(out.axes, **ax))
+        if co:
+            out = replace(out, compression=replace(out.compression, **co))
+        return out
+
+    def label(self) -> str:
+        """A short human label, e.g. `tiny.en hf fp32 T=3000 k=1`."""
+        a = self.axes
+        t = f"T={a.frames}" + (f"/{a.pad}" if a.frames != FULL_FRAMES else "")
+        k = f"k={a.stride}" + (f"/{a.pool}" if a.stride > 1 else "")
+        s = f"{self.model} {self.engine} {a.precision} {t} {k}"
+        if self.device != "cpu":
+            s += f" {self.device}"
+        if not self.compression.is_none:
+            s += " +compressed"
+        return s
