@@ -1,1 +1,25 @@
+"""Engines: one per runtime. `load_engine` picks it from the spec."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from voxmeter.assets.bundled import ModelSource, default_cache_dir, resolve_model
+from voxmeter.engines.base import DecodeOutput, Encoded, Engine
+from voxmeter.spec import RunSpec
+
+__all__ = ["DecodeOutput", "Encoded", "Engine", "load_engine"]
+
+
+def load_engine(
+    spec: RunSpec, cache_dir: str | Path | None = None, source: ModelSource | None = None
+) -> Engine:
+    cache = default_cache_dir(cache_dir)
+    source = source or resolve_model(spec.model, cache)
+    if spec.engine == "ct2":
+        from voxmeter.engines.ct2_whisper import Ct2WhisperEngine
+
+        return Ct2WhisperEngine(spec, source, cache)
+    from voxmeter.engines.hf_whisper import HFWhisperEngine
+
+    return HFWhisperEngine(spec, source, cache)

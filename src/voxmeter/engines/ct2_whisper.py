@@ -1,0 +1,155 @@
+"""The `ct2` engine: CTranslate2's Whisper (what faster-whisper runs), stage by stage.
+
+`encode` and `generate` are called separately so the harness times them like any engine's.
+CTranslate2 accepts encoder inputs shorter than 3000 frames (it slices its position table), so
+xT shortens real work here too; padding with silence states and xV subsampling happen on the
+encoder output, in numpy/torch, before it is handed to `generate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxmeter.assets.bundled import ModelSource
+from voxmeter.assets.convert import special_ids
+from voxmeter.audio.features import frames_for, log_mel
+from voxmeter.engines.base import DecodeOutput, Encoded
+from voxmeter.engines.common import (
+    Tokenizer,
+    decoder_positions,
+    load_suppress,
+    prompt_ids,
+    subsample,
+)
+from voxmeter.errors import ModelError, SpecError
+from voxmeter.spec import FULL_FRAMES, RunSpec
+
+COMPUTE_TYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class Ct2WhisperEngine:
+    name = "ct2"
+
+    def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
+        import ctranslate2
+
+        self.spec = spec
+        self.source = source
+        self.dims = source.dims
+        if source.ct2_dir is None:
+            what = "cost-only architecture" if source.kind == "cost-only" else "transformers dir"
+            raise SpecError(
+                f"model {source.name!r}: the ct2 engine needs CTranslate2 weights; this is a "
+                f"{what} (use --engine hf)"
+            )
+        compute_type = COMPUTE_TYPES[spec.axes.precision]
+        if spec.device == "cpu" and compute_type == "float16":
+            raise SpecError("precision: fp16 needs --device cuda")
+        self._ct2 = ctranslate2
+        try:
+            self.model = ctranslate2.models.Whisper(
+                str(source.ct2_dir),
+                device=spec.device,
+                compute_type=compute_type,
+                intra_threads=spec.threads,
+                inter_threads=1,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"{source.ct2_dir}: CTranslate2 cannot load it ({e})") from None
+        self.compute_type = compute_type
+        self.ids = special_ids(self.dims)
+        self.prompt = prompt_ids(self.dims)
+        self.suppress, _ = load_suppress(source, self.ids)
+        self.tokenizer = Tokenizer(source.tokenizer)
+        self.max_new_tokens = self.dims.n_text_ctx // 2
+        self._silence: np.ndarray | None = None
+        self._shapes = _variable_shapes(source.ct2_dir / "model.bin")
+
+    # -- accounting -----------------------------------------------------------------------
+    def param_count(self) -> int:
+        return sum(int(np.prod(s)) for s in self._shapes.values() if len(s) > 0)
+
+    def weight_bytes(self) -> int:
+        """Bytes as CTranslate2 holds them: computed from the variable shapes and compute type.
+
+        CTranslate2 exposes no memory query. With int8 it stores each 2-D weight as one byte per
+        value plus a float32 scale per row and keeps vectors in float32; with float types it
+        stores matrices in that type. This is a formula from the shapes, not a reading.
+        """
+        total = 0
+        per = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}[self.compute_type]
+        for name, shape in self._shapes.items():
+            n = int(np.prod(shape)) if shape else 0
+            if self.compute_type == "int8":
+                if len(shape) == 2 and name.endswith("weight"):
+                    total += n + shape[0] * 4
+                else:
+                    total += n * 4
+            else:
+                total += n * (per if len(shape) >= 2 else 4)
+        return total
+
+    # -- stages ---------------------------------------------------------------------------
+    def n_frames(self, n_samples: int) -> int:
+        f = self.spec.axes.frames
+        return frames_for(n_samples, self.spec.axes.fit_step_s) if f == "fit" else int(f)
+
+    def features(self, audio: np.ndarray):
+        feats = log_mel(audio, self.n_frames(len(audio)), self.dims.n_mels).numpy()
+        return self._ct2.StorageView.from_array(np.ascontiguousarray(feats))
+
+    def _encode_raw(self, feats):
+        return self.model.encode(feats, to_cpu=self.spec.device != "cpu")
+
+    def silence_states(self) -> np.ndarray:
+        if self._silence is None:
+            zeros = np.zeros(FULL_FRAMES * 160, dtype=np.float32)
+            feats = log_mel(zeros, FULL_FRAMES, self.dims.n_mels).numpy()
+            out = self._encode_raw(self._ct2.StorageView.from_array(feats))
+            self._silence = np.array(out, dtype=np.float32)
+        return self._silence
+
+    def encode(self, feats) -> Encoded:
+        out = self._encode_raw(feats)
+        computed = int(out.shape[1])
+        a = self.spec.axes
+        n_dec = decoder_positions(computed, self.dims.n_audio_ctx, a)
+        if n_dec == computed and a.stride == 1:
+            return Encoded(out, computed, computed)
+        states = np.array(out, dtype=np.float32)
+        if a.pad == "silence" and computed < self.dims.n_audio_ctx:
+            states = np.concatenate([states, self.silence_states()[:, computed:]], axis=1)
+        states = subsample(torch.from_numpy(states), a.stride, a.pool).numpy()
+        assert states.shape[1] == n_dec
+        sv = self._ct2.StorageView.from_array(np.ascontiguousarray(states))
+        return Encoded(sv, computed, n_dec)
+
+    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
+        if n_steps is not None:
+            raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
+        max_length = len(self.prompt) + self.max_new_tokens
+        res = self.model.generate(
+            enc.states,
+            [self.prompt],
+            beam_size=1,
+            max_length=max_length,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in res.sequences_ids[0] if t < self.ids["eot"]]
+        hit_max = len(tokens) >= self.max_new_tokens - 1
+        return DecodeOutput(tokens, self.tokenizer.decode(tokens), hit_max, {})
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _variable_shapes(model_bin: Path) -> dict[str, list[int]]:
+    """Shapes of the stored variables (read from the file header; aliases excluded)."""
+    from voxmeter.assets.ct2 import read_ct2_model
+
+    m = read_ct2_model(model_bin)
+    return {k: list(v.shape) for k, v in m.variables.items() if v.ndim > 0}

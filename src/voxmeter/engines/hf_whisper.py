@@ -1,0 +1,246 @@
+"""The `hf` engine: transformers' WhisperForConditionalGeneration, run by our own loop.
+
+Weights load through transformers (so a converted checkpoint is validated by it), but the
+forward pass is ours, written over the same modules, for three reasons transformers' `generate`
+cannot serve: the encoder must run on fewer than 3000 frames (xT: transformers refuses any other
+length), encoder states must be padded or subsampled before cross-attention (xV), and the
+decoder loop must be lean (a preallocated self-attention cache and cross-attention K/V computed
+once), since per-token Python overhead is what separates a transformers decoder from
+CTranslate2's. Linear layers are called as modules, so dynamic int8 quantization applies.
+Attention is SDPA while timing and explicit matmuls while counting FLOPs, since
+FlopCounterMode cannot see CPU SDPA kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voxmeter.assets.bundled import ModelSource
+from voxmeter.assets.convert import convert_cached, special_ids, whisper_config
+from voxmeter.audio.features import frames_for, log_mel
+from voxmeter.engines.base import DecodeOutput, Encoded
+from voxmeter.engines.common import (
+    Tokenizer,
+    decoder_positions,
+    load_suppress,
+    prompt_ids,
+    subsample,
+)
+from voxmeter.errors import ModelError, SpecError
+from voxmeter.spec import FULL_FRAMES, RunSpec
+
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    b, t, d = x.shape
+    return x.view(b, t, n_head, d // n_head).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+class HFWhisperEngine:
+    name = "hf"
+
+    def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
+        from transformers import WhisperForConditionalGeneration
+
+        self.spec = spec
+        self.source = source
+        self.dims = source.dims
+        self.count_mode = False  # explicit attention matmuls, so FlopCounterMode sees them
+        torch.set_num_threads(spec.threads)
+        precision = spec.axes.precision
+        if spec.device == "cuda" and not torch.cuda.is_available():
+            raise SpecError("device: cuda requested but torch sees no CUDA device")
+        if precision == "int8" and spec.device != "cpu":
+            raise SpecError("precision: int8 in the hf engine is dynamic quantization, CPU only")
+        self.device = torch.device(spec.device)
+
+        if source.kind == "cost-only":
+            torch.manual_seed(spec.seed)
+            model = WhisperForConditionalGeneration(whisper_config(self.dims))
+        else:
+            hf_dir = source.hf_dir or convert_cached(source.ct2_dir, cache_dir)
+            try:
+                model = WhisperForConditionalGeneration.from_pretrained(hf_dir)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
+        model.eval()
+        self._n_params = sum(p.numel() for p in model.parameters())
+        if precision == "int8":
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        else:
+            model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
+        self.model = model
+        self.dtype = torch.float32 if precision == "int8" else _TORCH_DTYPES[precision]
+        self.enc = model.model.encoder
+        self.dec = model.model.decoder
+        self.ids = special_ids(self.dims)
+        self.prompt = prompt_ids(self.dims)
+        self.suppress, self.suppress_begin = load_suppress(source, self.ids)
+        self.tokenizer = Tokenizer(source.tokenizer)
+        self.max_new_tokens = self.dims.n_text_ctx // 2
+        self._silence: torch.Tensor | None = None
+        self._suppress_mask = self._mask(self.suppress)
+        self._suppress_begin_mask = self._mask(self.suppress_begin)
+
+    def _mask(self, ids: list[int]) -> torch.Tensor:
+        m = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=self.device)
+        m[[i for i in ids if 0 <= i < self.dims.n_vocab]] = True
+        return m
+
+    # -- accounting -----------------------------------------------------------------------
+    def param_count(self) -> int:
+        """Architectural parameters (the tied output projection counted once)."""
+        return self._n_params
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights as loaded: parameters, buffers and packed int8 Linear weights."""
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in self.model.buffers())
+        return params + buffers + self._packed_bytes()
+
+    def _packed_bytes(self) -> int:
+        """Dynamic-int8 Linear weights live in packed params, invisible to .parameters()."""
+        nbytes = 0
+        for mod in self.model.modules():
+            if getattr(mod, "_packed_params", None) is None or not callable(mod.weight):
+                continue
+            w, b = mod.weight(), mod.bias()
+            nbytes += w.numel()  # one byte per int8 weight
+            if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                n_ch = w.q_per_channel_scales().numel()
+                nbytes += n_ch * 16  # fp64 scale + int64 zero point per channel
+            else:
+                nbytes += 16
+            nbytes += b.numel() * b.element_size() if b is not None else 0
+        return nbytes
+
+    # -- stages ---------------------------------------------------------------------------
+    def n_frames(self, n_samples: int) -> int:
+        f = self.spec.axes.frames
+        return frames_for(n_samples, self.spec.axes.fit_step_s) if f == "fit" else int(f)
+
+    def features(self, audio: np.ndarray) -> torch.Tensor:
+        feats = log_mel(audio, self.n_frames(len(audio)), self.dims.n_mels)
+        return feats.to(device=self.device, dtype=self.dtype)
+
+    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool):
+        if not self.count_mode:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if causal:
+            t, s = scores.shape[-2:]
+            mask = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(s - t + 1)
+            scores = scores.masked_fill(mask, float("-inf"))
+        return scores.softmax(-1) @ v
+
+    @torch.inference_mode()
+    def run_encoder(self, feats: torch.Tensor) -> torch.Tensor:
+        enc = self.enc
+        x = F.gelu(enc.conv1(feats))
+        x = F.gelu(enc.conv2(x)).transpose(1, 2)
+        x = x + enc.embed_positions.weight[: x.shape[1]].to(x.dtype)
+        h = self.dims.n_audio_head
+        for layer in enc.layers:
+            a = layer.self_attn
+            y = layer.self_attn_layer_norm(x)
+            q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
+            x = x + a.out_proj(_merge(self._attention(q, k, v, causal=False)))
+            y = layer.final_layer_norm(x)
+            x = x + layer.fc2(F.gelu(layer.fc1(y)))
+        return enc.layer_norm(x)
+
+    def silence_states(self) -> torch.Tensor:
+        """Encoder states of 30 s of silence, computed once per loaded model."""
+        if self._silence is None:
+            zeros = np.zeros(FULL_FRAMES * 160, dtype=np.float32)
+            feats = log_mel(zeros, FULL_FRAMES, self.dims.n_mels)
+            self._silence = self.run_encoder(feats.to(self.device, self.dtype))
+        return self._silence
+
+    @torch.inference_mode()
+    def encode(self, feats: torch.Tensor) -> Encoded:
+        states = self.run_encoder(feats)
+        computed = states.shape[1]
+        a = self.spec.axes
+        if a.pad == "silence" and computed < self.dims.n_audio_ctx:
+            states = torch.cat([states, self.silence_states()[:, computed:]], dim=1)
+        states = subsample(states, a.stride, a.pool)
+        assert states.shape[1] == decoder_positions(computed, self.dims.n_audio_ctx, a)
+        return Encoded(states, computed, states.shape[1])
+
+    @torch.inference_mode()
+    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
+        """Greedy decoding. With n_steps (cost-only models), run exactly that many steps."""
+        dec, dims, dev = self.dec, self.dims, self.device
+        h = dims.n_text_head
+        dh = dims.n_text_state // h
+        s = enc.states
+        cross = []
+        for layer in dec.layers:
+            a = layer.encoder_attn
+            cross.append((_heads(a.k_proj(s), h), _heads(a.v_proj(s), h)))
+        limit = len(self.prompt) + (n_steps or self.max_new_tokens)
+        limit = min(limit, dims.n_text_ctx)
+        kc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
+        vc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
+        pos_w, tok_w = dec.embed_positions.weight, dec.embed_tokens.weight
+        fed = torch.tensor([self.prompt], device=dev)
+        length = 0
+        out: list[int] = []
+        hit_max = False
+        steps = 0
+        while True:
+            t = fed.shape[1]
+            x = tok_w[fed] + pos_w[length : length + t]
+            for i, layer in enumerate(dec.layers):
+                a = layer.self_attn
+                y = layer.self_attn_layer_norm(x)
+                q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
+                kc[i][:, :, length : length + t] = k
+                vc[i][:, :, length : length + t] = v
+                k_all, v_all = kc[i][:, :, : length + t], vc[i][:, :, : length + t]
+                x = x + a.out_proj(_merge(self._attention(q, k_all, v_all, causal=t > 1)))
+                c = layer.encoder_attn
+                y = layer.encoder_attn_layer_norm(x)
+                q = _heads(c.q_proj(y), h)
+                x = x + c.out_proj(_merge(self._attention(q, *cross[i], causal=False)))
+                y = layer.final_layer_norm(x)
+                x = x + layer.fc2(F.gelu(layer.fc1(y)))
+            length += t
+            steps += 1
+            logits = self.model.proj_out(dec.layer_norm(x[:, -1])).float()[0]
+            logits.masked_fill_(self._suppress_mask, float("-inf"))
+            if steps == 1:
+                logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
+            tok = int(logits.argmax())
+            if n_steps is not None:
+                if steps >= n_steps:
+                    break
+                if tok == self.ids["eot"]:
+                    tok = int(logits.topk(2).indices[1])
+            elif tok == self.ids["eot"]:
+                break
+            out.append(tok)
+            if length >= limit:
+                hit_max = n_steps is None
+                break
+            fed = torch.tensor([[tok]], device=dev)
+        return DecodeOutput(out, self.tokenizer.decode(out), hit_max, {"steps": steps})
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        self._silence = None
+
