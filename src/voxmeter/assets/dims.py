@@ -57,3 +57,25 @@ def dims_for(name: str) -> ModelDims:
     except KeyError:
         known = ", ".join(ARCHITECTURES)
         raise ModelError(f"unknown model architecture {name!r} (known: {known})") from None
+
+
+def param_count(d: ModelDims) -> int:
+    """Parameters of a Whisper model with these shapes (output projection tied to embeddings).
+
+    Encoder: two convolutions, per layer q/k/v/o (k without bias) + FFN + two layer norms, a
+    final layer norm; positions are sinusoidal buffers in openai/whisper but stored weights in
+    transformers, so they are counted. Decoder: token and position embeddings, per layer
+    self-attention, cross-attention, FFN and three layer norms, a final layer norm.
+    """
+    def attn(n: int) -> int:
+        return 4 * n * n + 3 * n  # q, v, o biases; k has none
+
+    def ffn(n: int, f: int) -> int:
+        return 2 * n * f + f + n
+
+    a, t = d.n_audio_state, d.n_text_state
+    enc = d.n_mels * a * 3 + a + a * a * 3 + a + d.n_audio_ctx * a
+    enc += d.n_audio_layer * (attn(a) + ffn(a, d.d_ff_audio) + 4 * a) + 2 * a
+    dec = d.n_vocab * t + d.n_text_ctx * t
+    dec += d.n_text_layer * (2 * attn(t) + ffn(t, d.d_ff_text) + 6 * t) + 2 * t
+    return enc + dec

@@ -1,0 +1,178 @@
+"""voxmeter's command line. The one place that turns a VoxmeterError into one stderr line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from voxmeter.errors import SpecError, VoxmeterError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure what a speech model costs to run, and which cheaper configuration keeps its "
+    "accuracy.",
+)
+log = logging.getLogger("voxmeter")
+
+DEFAULT_STORE = "voxmeter-results.sqlite"
+
+
+def _setup_logging(quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_time=False, show_path=False)],
+    )
+    # transformers' own progress bars and notices are noise on our stderr
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _parse_frames(frames: str) -> int | str:
+    if frames == "fit":
+        return "fit"
+    try:
+        return int(frames)
+    except ValueError:
+        raise SpecError(f"--frames: expected an even integer or 'fit', got {frames!r}") from None
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
+    engine: str = typer.Option("hf", help="hf (torch + transformers) or ct2 (CTranslate2)"),
+    data: str = typer.Option("default", help="default, noisy, a JSONL manifest or LibriSpeech dir"),
+    repeats: int = typer.Option(3, min=1, help="measured passes over the data set"),
+    threads: int = typer.Option(2, min=1, help="intra-op threads"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    precision: str = typer.Option("fp32", help="fp32, bf16, fp16 (cuda) or int8"),
+    frames: str = typer.Option("3000", help="xT: encoder input frames (even, <=3000) or 'fit'"),
+    pad: str = typer.Option("silence", help="xT: what the decoder sees past a short input"),
+    stride: int = typer.Option(1, help="xV: encoder states subsampled by this factor"),
+    pool: str = typer.Option("stride", help="xV: 'stride' or 'avg'"),
+    max_clips: int = typer.Option(0, help="use only the first N clips (0 = all)"),
+    seed: int = typer.Option(0),
+    warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
+    store: Path = typer.Option(Path(DEFAULT_STORE), help="results store (SQLite)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="conversion cache (env VOXMETER_CACHE)"),
+    force: bool = typer.Option(False, help="re-measure a spec already in the store"),
+    isolated: bool = typer.Option(False, help="run in a fresh child process (own peak RSS)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    quiet: bool = typer.Option(False, help="no progress bar or notes"),
+) -> None:
+    """Measure one configuration: accuracy, latency, memory, FLOPs, energy, environment."""
+    from voxmeter.display import print_bench, results_json
+    from voxmeter.measure.runbench import measure_spec
+    from voxmeter.spec import AxisSettings, RunSpec
+
+    _setup_logging(quiet or as_json)
+    spec = RunSpec(
+        model=model,
+        engine=engine,
+        data=data,
+        device=device,
+        threads=threads,
+        seed=seed,
+        max_clips=max_clips,
+        repeats=repeats,
+        warmup=warmup,
+        axes=AxisSettings(
+            frames=_parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
+        ),
+    ).validate()
+    results, note = measure_spec(
+        spec, store, cache_dir=cache_dir, force=force, isolated=isolated, show=not (quiet or as_json)
+    )
+    if as_json:
+        typer.echo(json.dumps(results_json(spec, results, note), indent=2, default=str))
+    else:
+        print_bench(spec, results, note)
+
+
+@app.command()
+def models(
+    model: Optional[str] = typer.Option(None, "--model", help="also describe this directory"),
+    cache_dir: Optional[Path] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the models that can run here, with parameters and weight bytes."""
+    from voxmeter.display import list_models
+
+    list_models(model, cache_dir, as_json)
+
+
+@app.command()
+def flops(
+    model: str = typer.Option("tiny.en"),
+    frames: int = typer.Option(3000, help="encoder input frames (even, <= 3000)"),
+    stride: int = typer.Option(1, help="xV factor k"),
+    pad: str = typer.Option("silence"),
+    pool: str = typer.Option("stride"),
+    tokens: int = typer.Option(20, min=1, help="generated tokens, end-of-text included"),
+    cache_dir: Optional[Path] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """FLOPs per stage in three columns (counted, analytic, paper), without audio."""
+    from voxmeter.display import print_flops
+    from voxmeter.measure.flopsreport import flops_table
+
+    _setup_logging(True)
+    table = flops_table(model, frames, stride, pad, pool, tokens, cache_dir)
+    if as_json:
+        typer.echo(json.dumps(table, indent=2))
+    else:
+        print_flops(table)
+
+
+@app.command()
+def peak(
+    threads: int = typer.Option(2, min=1),
+    device: str = typer.Option("cpu"),
+    refresh: bool = typer.Option(False, help="measure again even if cached"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measure the machine's matmul peak (GFLOP/s) once and cache it."""
+    from voxmeter.display import print_peak
+    from voxmeter.measure.peak import get_peak
+
+    res = get_peak(threads=threads, device=device, refresh=refresh)
+    print_peak(res, as_json)
+
+
+def _register_explore() -> None:
+    try:
+        from voxmeter.cli_explore import register
+    except ImportError as e:  # the explore commands are optional while they are being built
+        if "cli_explore" not in str(e):
+            raise
+        return
+    register(app)
+
+
+_register_explore()
+
+
+def main() -> None:
+    try:
+        app()
+    except VoxmeterError as e:
+        typer.echo(f"voxmeter: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("voxmeter: interrupted; finished repeats are kept in the store", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

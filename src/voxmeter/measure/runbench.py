@@ -1,0 +1,93 @@
+"""`voxmeter bench`: measure one spec into the store, skipping repeats already there."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from voxmeter.result import Result
+from voxmeter.spec import RunSpec
+
+log = logging.getLogger("voxmeter")
+
+
+def measure_spec(
+    spec: RunSpec,
+    store_path: Path,
+    *,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    isolated: bool = False,
+    show: bool = True,
+) -> tuple[list[Result], str]:
+    """Run the repeats of `spec` that the store lacks; return all its results and a note."""
+    from voxmeter.store import ResultStore
+
+    store = ResultStore(store_path)
+    key = spec.spec_hash
+    if force:
+        store.delete(key)
+    done = store.done_repeats(key)
+    todo = [r for r in range(spec.repeats) if r not in done]
+    note = ""
+    if not todo:
+        note = (
+            f"spec {key} ({spec.label()}) already has {len(done)} repeat(s) in {store_path}: "
+            "skipped (use --force to measure again)"
+        )
+        log.info(note)
+    elif done:
+        note = f"{len(done)} repeat(s) already in the store; measuring {len(todo)} more"
+        log.info(note)
+    if todo:
+        for res in _run(spec, todo, cache_dir, isolated, show):
+            store.add(res)  # each repeat lands as soon as it is finished
+    results = [r for r in store.get(key) if r.repeat < spec.repeats] if hasattr(store, "get") else []
+    return sorted(results, key=lambda r: r.repeat), note
+
+
+def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool):
+    if isolated:
+        from voxmeter.measure.isolate import run_spec_isolated
+
+        yield from run_spec_isolated(spec, todo, cache_dir=cache_dir)
+        return
+    from voxmeter.measure.harness import prepare_data, run_spec
+
+    data = prepare_data(spec)
+    for cid, reason in data.skipped:
+        log.warning("skipped clip %s: %s", cid, reason)
+    if not show:
+        yield from run_spec(spec, todo, cache_dir=cache_dir, data=data)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    total = len(todo) * len(data.clips)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[clip]}"),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"loading {spec.label()}", total=total, clip="")
+        state = {"repeat": 0}
+
+        def progress(clip_id: str, i: int, n: int) -> None:
+            bar.update(
+                task,
+                advance=1,
+                description=f"{spec.label()} repeat {todo[state['repeat']] + 1}/{spec.repeats}",
+                clip=clip_id,
+            )
+
+        for res in run_spec(spec, todo, cache_dir=cache_dir, data=data, progress=progress):
+            state["repeat"] += 1
+            yield res

@@ -1,0 +1,33 @@
+"""Shared fixtures: one conversion cache per test session, the bundled tiny.en model, clips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Conversions are cached per session (or in VOXMETER_TEST_CACHE to reuse across runs)."""
+    keep = os.environ.get("VOXMETER_TEST_CACHE")
+    return Path(keep) if keep else tmp_path_factory.mktemp("vxcache")
+
+
+@pytest.fixture(scope="session")
+def tiny_source(cache_dir):
+    from voxmeter.assets.bundled import resolve_model
+
+    return resolve_model("tiny.en", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def default_clips():
+    """The bundled default set's clips as (Clip, LoadedAudio)."""
+    from voxmeter.data.datasets import iter_audio, load_dataset
+
+    return [(c, a) for c, a in iter_audio(load_dataset("default")) if not isinstance(a, Exception)]

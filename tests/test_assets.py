@@ -1,0 +1,96 @@
+"""CTranslate2 reader, conversion and model resolution, on the bundled weights."""
+
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from voxmeter.assets.bundled import resolve_model
+from voxmeter.assets.convert import convert_cached, ct2_to_hf_state_dict, dims_from_ct2
+from voxmeter.assets.ct2 import read_ct2_model
+from voxmeter.assets.dims import ARCHITECTURES, param_count
+from voxmeter.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def tiny_ct2(tiny_source):
+    return read_ct2_model(tiny_source.ct2_dir / "model.bin")
+
+
+def test_reader_sees_whisper_layout(tiny_ct2):
+    assert tiny_ct2.binary_version == 6 and tiny_ct2.spec_name == "WhisperSpec"
+    assert tiny_ct2.get("encoder/conv1/weight").shape == (384, 80, 3)
+    # the output projection is an alias of the token embedding
+    assert tiny_ct2.get("decoder/projection/weight") is tiny_ct2.get("decoder/embeddings/weight")
+    assert dims_from_ct2(tiny_ct2) == ARCHITECTURES["tiny.en"]
+
+
+def test_state_dict_splits_fused_projections(tiny_ct2):
+    dims, sd = ct2_to_hf_state_dict(tiny_ct2)
+    qkv = tiny_ct2.get("encoder/layer_0/self_attention/linear_0/weight").astype(np.float32)
+    q = sd["model.encoder.layers.0.self_attn.q_proj.weight"]
+    v = sd["model.encoder.layers.0.self_attn.v_proj.weight"]
+    assert np.array_equal(q, qkv[:384]) and np.array_equal(v, qkv[768:])
+    assert "model.encoder.layers.0.self_attn.k_proj.bias" not in sd
+    # the dropped key bias is zero in these weights, so dropping it changes nothing
+    kb = tiny_ct2.get("encoder/layer_0/self_attention/linear_0/bias")[384:768]
+    assert not np.any(kb)
+    n = sum(v.size for k, v in sd.items())
+    assert n == param_count(dims)
+
+
+def test_conversion_is_cached(tiny_source, cache_dir):
+    a = convert_cached(tiny_source.ct2_dir, cache_dir)
+    mtime = (a / "model.safetensors").stat().st_mtime
+    b = convert_cached(tiny_source.ct2_dir, cache_dir)
+    assert a == b and (b / "model.safetensors").stat().st_mtime == mtime
+
+
+def _copy_model(tiny_source, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(tiny_source.ct2_dir, d, ignore=shutil.ignore_patterns("__pycache__"))
+    return d
+
+
+def test_truncated_model_bin_is_one_line_error(tiny_source, tmp_path):
+    d = _copy_model(tiny_source, tmp_path)
+    data = (d / "model.bin").read_bytes()
+    (d / "model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated") as e:
+        read_ct2_model(d / "model.bin")
+    assert str(d / "model.bin") in str(e.value)
+
+
+def test_corrupt_and_missing_and_empty_model(tmp_path):
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(struct.pack("<I", 99) + b"garbage")
+    with pytest.raises(ModelError, match="not a CTranslate2"):
+        read_ct2_model(bad)
+    bad.write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        read_ct2_model(bad)
+    with pytest.raises(ModelError, match="not found"):
+        read_ct2_model(tmp_path / "nope" / "model.bin")
+
+
+def test_resolve_names_and_dirs(tiny_source, tmp_path):
+    assert tiny_source.kind == "bundled" and tiny_source.has_weights
+    large = resolve_model("large-v3")
+    assert large.kind == "cost-only" and not large.has_weights and large.dims.n_mels == 128
+    local = resolve_model(str(_copy_model(tiny_source, tmp_path)))
+    assert local.kind == "local-ct2" and local.dims == tiny_source.dims
+    with pytest.raises(ModelError, match="unknown model 'huge'"):
+        resolve_model("huge")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no model.bin"):
+        resolve_model(str(empty))
+
+
+def test_param_count_formula_matches_published_sizes():
+    # openai/whisper's model card rounds to 39 M, 74 M, 244 M, 769 M, 1550 M
+    sizes = [("tiny", 39), ("base", 74), ("small", 244), ("medium", 769), ("large-v3", 1550)]
+    for name, published in sizes:
+        n = param_count(ARCHITECTURES[name]) / 1e6
+        assert abs(n - published) / published < 0.04, name
