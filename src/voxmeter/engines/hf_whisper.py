@@ -115,7 +115,8 @@ class HFWhisperEngine:
         """Dynamic-int8 Linear weights live in packed params, invisible to .parameters()."""
         nbytes = 0
         for mod in self.model.modules():
-            if getattr(mod, "_packed_params", None) is None or not callable(mod.weight):
+            w_fn = getattr(mod, "weight", None)
+            if getattr(mod, "_packed_params", None) is None or not callable(w_fn):
                 continue
             w, b = mod.weight(), mod.bias()
             nbytes += w.numel()  # one byte per int8 weight

@@ -88,6 +88,7 @@ def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) 
     rec.update(
         id=clip.id,
         duration_s=clip.duration_s,
+        notes=clip.notes,
         ref=clip.text,
         hyp=out.text,
         n_tokens=len(out.tokens),
@@ -112,8 +113,8 @@ def run_spec(
     mode: str = "inprocess",
 ) -> Iterator[Result]:
     """Measure `spec` once per repeat index in `repeats`, yielding each Result when done."""
-    from voxmeter.measure.instruments import Instruments
-    from voxmeter.measure.summary import summarize_repeat
+    from voxmeter.measure.probes import Instruments
+    from voxmeter.measure.repeat_summary import summarize_repeat
 
     spec.validate()
     if not repeats:

@@ -1,0 +1,122 @@
+"""The harness's instruments in one place: stage timing, RSS sampling, energy, CPU watch.
+
+`stage(name, rec)` wraps one pipeline stage of one clip: it records `<name>_ms` and, with the
+instruments on, `<name>_mem_mb` (peak RSS during the stage minus RSS before it). A repeat is
+one energy/CPU window. With `enabled=False` only the clocks run (the overhead benchmark
+compares the two).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from voxmeter.spec import RunSpec
+
+MB = 1024 * 1024
+
+
+@dataclass
+class RepeatWindow:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    peak_gflops: float | None = None
+
+
+class Instruments:
+    def __init__(self, spec: RunSpec, enabled: bool = True) -> None:
+        self.spec = spec
+        self.enabled = enabled
+        self.cuda = spec.device == "cuda"
+        self._env: dict[str, Any] | None = None
+        self.rss = self.energy = self.cpu = None
+        if enabled:
+            from voxmeter.measure.energy import EnergyMeter
+            from voxmeter.measure.envinfo import CpuMonitor
+            from voxmeter.measure.memory import RssSampler
+
+            self.rss = RssSampler()
+            self.rss.start()
+            self.energy = EnergyMeter(device=spec.device)
+            self.cpu = CpuMonitor()
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def stage(self, name: str, rec: dict[str, Any]) -> Iterator[None]:
+        self._sync()
+        if self.rss is not None:
+            self.rss.begin_window(name)
+        t0 = time.perf_counter_ns()
+        yield
+        self._sync()
+        rec[f"{name}_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        if self.rss is not None:
+            w = self.rss.end_window(name)
+            rec[f"{name}_mem_mb"] = w.transient_mb
+
+    def off(self) -> Instruments:
+        """Clocks only: for warm-up, whose figures are thrown away."""
+        return Instruments(self.spec, enabled=False)
+
+    def begin_repeat(self) -> None:
+        self._t0 = time.perf_counter()
+        self._stage_mem: dict[str, float] = {}
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        if not self.enabled:
+            return
+        self.rss.reset_peak()
+        self.energy.begin_window("repeat")
+        self.cpu.start()
+
+    def end_repeat(self) -> RepeatWindow:
+        w = RepeatWindow()
+        w.metrics["wall_s"] = time.perf_counter() - self._t0
+        if self.cuda:
+            import torch
+
+            w.metrics["cuda_max_alloc_mb"] = torch.cuda.max_memory_allocated() / MB
+        if not self.enabled:
+            return w
+        e = self.energy.end_window("repeat")
+        w.metrics["energy_j"] = e.joules
+        w.metrics["energy_method"] = e.method
+        cpu = self.cpu.stop()
+        w.metrics.update(
+            cpu_mhz_mean=cpu.mhz_mean, cpu_mhz_min=cpu.mhz_min, other_cpu_pct=cpu.other_cpu_pct
+        )
+        w.warnings.extend(cpu.warnings)
+        ru_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        w.metrics["peak_rss_mb"] = max(self.rss.peak_mb(), ru_peak) if self.spec else ru_peak
+        w.metrics["steady_rss_mb"] = self.rss.current_mb()
+        for stage in ("feat", "enc", "dec"):
+            w.metrics[f"{stage}_mem_mb"] = self.rss.max_transient_mb(stage)
+        w.peak_gflops = self._peak()
+        return w
+
+    def _peak(self) -> float | None:
+        from voxmeter.measure.peak import cached_peak
+
+        p = cached_peak(threads=self.spec.threads, device=self.spec.device)
+        return p.gflops_per_s if p else None
+
+    def environment(self) -> dict[str, Any]:
+        if self._env is None:
+            from voxmeter.measure.envinfo import collect_env
+
+            self._env = collect_env(self.spec.threads, self.spec.seed, self.spec.device)
+        return self._env
+
+    def close(self) -> None:
+        if self.rss is not None:
+            self.rss.stop()

@@ -1,0 +1,129 @@
+"""Turn one repeat's per-clip records and instrument windows into the flat metrics of a Result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from voxmeter.assets.bundled import ModelSource
+from voxmeter.metrics import corpus_wer, failure_flags, normalize, wer_bootstrap_ci
+from voxmeter.spec import RunSpec
+
+GFLOP = 1e9
+
+
+def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
+    """Analytic encoder and decoder FLOPs of the shapes this clip actually ran."""
+    from voxmeter.measure.flops import analytic_decoder_flops, analytic_encoder_flops
+
+    enc = analytic_encoder_flops(dims, rec["n_frames"]).total
+    dec = analytic_decoder_flops(
+        dims, rec["decoder_positions"], len(engine.prompt), rec["n_steps"]
+    ).total
+    return enc, dec
+
+
+def summarize_repeat(
+    spec: RunSpec,
+    engine: Any,
+    source: ModelSource,
+    data: Any,
+    recs: list[dict],
+    window: Any,
+    counted: dict | None,
+) -> tuple[dict[str, Any], list[str]]:
+    from voxmeter.measure.flops import paper_flops
+
+    dims = source.dims
+    m: dict[str, Any] = {}
+    warnings: list[str] = list(window.warnings)
+    audio_s = sum(r["duration_s"] for r in recs)
+    proc_s = sum(r["e2e_ms"] for r in recs) / 1e3
+    m.update(
+        n_clips=len(recs),
+        n_skipped=len(data.skipped),
+        audio_s=audio_s,
+        rtf=proc_s / audio_s,
+        rtfx=audio_s / proc_s,
+        throughput_clips_s=len(recs) / proc_s,
+        param_count=engine.param_count(),
+        weight_bytes=engine.weight_bytes(),
+        weight_bytes_method=(
+            "from shapes and compute type (CTranslate2 has no memory query)"
+            if engine.name == "ct2"
+            else "tensor bytes as loaded"
+        ),
+    )
+    for stage in ("feat", "enc", "dec", "e2e"):
+        vals = [r[f"{stage}_ms"] for r in recs]
+        m[f"{stage}_ms_p50"] = float(np.percentile(vals, 50))
+        if stage == "e2e":
+            m["e2e_ms_p90"], m["e2e_ms_p99"] = (float(v) for v in np.percentile(vals, [90, 99]))
+    steps = sum(r["n_steps"] for r in recs)
+    m["dec_ms_per_token"] = sum(r["dec_ms"] for r in recs) / max(1, steps)
+
+    # accuracy
+    ref_words = sum(len(normalize(r["ref"]).split()) for r in recs)
+    for r in recs:
+        r["flags"] = failure_flags(r["hyp"], r["duration_s"], r["ref"], r["hit_max_length"])
+    m["n_flagged"] = sum(1 for r in recs if r["flags"])
+    if source.has_weights and engine.tokenizer.available:
+        refs, hyps = [r["ref"] for r in recs], [r["hyp"] for r in recs]
+        w = corpus_wer(refs, hyps)
+        m["wer"], m["cer"] = w.wer, w.cer
+        ci = wer_bootstrap_ci(refs, hyps, seed=spec.seed)
+        m["wer_ci_lo"], m["wer_ci_hi"] = ci if ci else (None, None)
+        for r in recs:
+            cw = corpus_wer([r["ref"]], [r["hyp"]])
+            r["wer"], r["cer"] = cw.wer, cw.cer
+    else:
+        m["wer"] = m["cer"] = None
+        m["accuracy_note"] = "not available: cost-only model with random weights"
+
+    # FLOPs: analytic per clip (mean), counted on the counting pass, paper's formula
+    per_clip = [clip_flops(dims, engine, r) for r in recs]
+    for r, (e, d) in zip(recs, per_clip):
+        r["gflops_analytic_enc"], r["gflops_analytic_dec"] = e / GFLOP, d / GFLOP
+    enc_fl = np.array([e for e, _ in per_clip])
+    dec_fl = np.array([d for _, d in per_clip])
+    m["gflops_analytic_enc"] = float(enc_fl.mean()) / GFLOP
+    m["gflops_analytic_dec"] = float(dec_fl.mean()) / GFLOP
+    m["gflops_analytic_total"] = m["gflops_analytic_enc"] + m["gflops_analytic_dec"]
+    m["gflops_paper_total"] = paper_flops(dims, stride_k=spec.axes.stride).total / GFLOP
+    if counted:
+        n = len(counted["shapes"])
+        an = [clip_flops(dims, engine, s) for s in counted["shapes"]]
+        m["gflops_counted_enc"] = counted["enc"] / GFLOP
+        m["gflops_counted_dec"] = counted["dec"] / GFLOP
+        m["flops_counted_vs_analytic_enc"] = counted["enc"] / (sum(a for a, _ in an) / n)
+        m["flops_counted_vs_analytic_dec"] = counted["dec"] / (sum(d for _, d in an) / n)
+        m["flops_counted_method"] = (
+            f"FlopCounterMode on the first {n} clip(s), eager attention, untimed pass"
+        )
+    else:
+        m["gflops_counted_enc"] = m["gflops_counted_dec"] = None
+        m["flops_counted_method"] = (
+            "not countable: CTranslate2 runs outside torch" if engine.name == "ct2" else "off"
+        )
+    enc_s = sum(r["enc_ms"] for r in recs) / 1e3
+    m["enc_gflops_per_s"] = float(enc_fl.sum()) / GFLOP / enc_s if enc_s else None
+
+    # memory, energy, CPU
+    m.update(window.metrics)
+    if m.get("energy_j") is not None:
+        m["j_per_audio_s"] = m["energy_j"] / audio_s
+        m["j_per_word"] = m["energy_j"] / ref_words if ref_words else None
+    peak = window.peak_gflops
+    if peak and m["enc_gflops_per_s"]:
+        m["enc_peak_share"] = 100.0 * m["enc_gflops_per_s"] / peak
+        m["peak_note"] = f"of {peak:.1f} GFLOP/s measured by `voxmeter peak`"
+    else:
+        m["enc_peak_share"] = None
+        m["peak_note"] = "run `voxmeter peak` once to measure the machine's matmul peak"
+    if m["n_flagged"]:
+        warnings.append(
+            f"{m['n_flagged']} clip(s) look like decoding failures (early end or loop); "
+            "one such clip can move WER by several points"
+        )
+    return m, warnings
