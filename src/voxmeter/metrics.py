@@ -1,0 +1,264 @@
+"""Accuracy figures: WER/CER as the Open ASR Leaderboard computes them, a bootstrap CI over
+clips, flags for hypotheses that look like failures, and UA/WA for classification.
+
+WER convention: Whisper's English text normalizer on reference and hypothesis, then corpus
+totals (sum of substitutions + deletions + insertions over sum of reference words), never a
+mean of per-clip rates (which would weight a 3-word clip like a 30-word one). Rates are in
+percent, 0..100 (WER can exceed 100 when the hypothesis inserts more words than the
+reference holds).
+
+A reference that normalizes to nothing (e.g. "Uh, hmm.") contributes its hypothesis words as
+insertions and zero reference words: the model is charged for what it made up, and the
+corpus denominator stays the words that were really said. A corpus with no reference words at
+all has no WER (None), as a rate over zero words is not a number.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jiwer
+import numpy as np
+
+# failure_flags thresholds (see its docstring for why each value).
+SLOW_WORDS_PER_S = 1.5
+EARLY_END_RATE_SHARE = 0.4
+EARLY_END_MIN_S = 2.0
+EARLY_END_REF_SHARE = 0.5
+EARLY_END_MIN_REF_WORDS = 4
+LOOP_MAX_N = 4
+LOOP_MIN_REPEATS = 4
+COMPRESSION_RATIO_MAX = 2.4  # Whisper's own compression_ratio_threshold
+
+
+@lru_cache(maxsize=1)
+def _normalizer():
+    # Building it parses a spelling table; one per process is enough and it holds no state
+    # that changes between calls.
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def normalize(text: str) -> str:
+    """Whisper's English normalizer: lower case, no punctuation, numbers as digits, US spelling,
+    contractions expanded, fillers ("uh", "hmm") removed."""
+    return _normalizer()(text)
+
+
+@dataclass(frozen=True)
+class WerStats:
+    """Edit totals over a set of clips, and the rates they give (percent; None when no
+    reference words/characters)."""
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    ref_words: int
+    wer: float | None
+    char_edits: int
+    ref_chars: int
+    cer: float | None
+    n_clips: int
+    n_empty_refs: int  # clips whose reference normalized to nothing
+
+    @property
+    def word_edits(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+
+def clip_counts(ref: str, hyp: str) -> tuple[int, int, int, int, int, int]:
+    """(S, D, I, ref words, char edits, ref chars) for one already-normalized pair."""
+    if not ref.split():
+        # jiwer would divide by zero words; count the hypothesis as pure insertion instead.
+        return 0, 0, len(hyp.split()), 0, len(hyp), 0
+    w = jiwer.process_words(ref, hyp)
+    c = jiwer.process_characters(ref, hyp)
+    char_edits = c.substitutions + c.deletions + c.insertions
+    ref_chars = c.substitutions + c.deletions + c.hits
+    ref_words = w.substitutions + w.deletions + w.hits
+    return w.substitutions, w.deletions, w.insertions, ref_words, char_edits, ref_chars
+
+
+def corpus_wer(refs: Sequence[str], hyps: Sequence[str], normalized: bool = False) -> WerStats:
+    """Corpus WER and CER; texts are normalized first unless `normalized` says they already
+    are."""
+    counts = _all_counts(refs, hyps, normalized)
+    totals = counts.sum(axis=0) if len(counts) else np.zeros(6, dtype=np.int64)
+    s, d, i, n, ce, nc = (int(v) for v in totals)
+    return WerStats(
+        substitutions=s,
+        deletions=d,
+        insertions=i,
+        ref_words=n,
+        wer=100.0 * (s + d + i) / n if n else None,
+        char_edits=ce,
+        ref_chars=nc,
+        cer=100.0 * ce / nc if nc else None,
+        n_clips=len(counts),
+        n_empty_refs=int(np.count_nonzero(counts[:, 3] == 0)) if len(counts) else 0,
+    )
+
+
+def clip_wer(ref: str, hyp: str, normalized: bool = False) -> WerStats:
+    """WER/CER of one clip (the same figures as a corpus of one)."""
+    return corpus_wer([ref], [hyp], normalized)
+
+
+def wer_bootstrap_ci(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    normalized: bool = False,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of corpus WER (percent), resampling clips.
+
+    Clips, not words, are the unit resampled: words within a clip share a speaker and
+    recording, so their errors are not independent. None when there are no reference words.
+    """
+    counts = _all_counts(refs, hyps, normalized)
+    if not len(counts):
+        return None
+    return bootstrap_ci_from_counts(counts[:, :3].sum(axis=1), counts[:, 3], n_boot, seed, level)
+
+
+def bootstrap_ci_from_counts(
+    errors: np.ndarray,
+    ref_words: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """The bootstrap of `wer_bootstrap_ci` on per-clip (edits, reference words) arrays.
+
+    Resamples whose clips hold no reference words (only possible with empty references) have
+    no WER and are left out of the percentiles.
+    """
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    errors = np.asarray(errors, dtype=np.int64)
+    ref_words = np.asarray(ref_words, dtype=np.int64)
+    m = len(errors)
+    if m == 0 or ref_words.sum() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    # Chunked so that 1000 resamples of a 100k-clip corpus never hold 1e8 indices at once.
+    chunk = max(1, 4_000_000 // m)
+    wers = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, m, size=(min(chunk, n_boot - start), m))
+        e, n = errors[idx].sum(axis=1), ref_words[idx].sum(axis=1)
+        ok = n > 0
+        wers.append(100.0 * e[ok] / n[ok])
+    w = np.concatenate(wers)
+    if not len(w):
+        return None
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(w, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def failure_flags(
+    hyp: str, duration_s: float, ref: str | None = None, hit_max_length: bool = False
+) -> list[str]:
+    """Flags for a hypothesis that looks like a decoding failure rather than a mistake.
+
+    - "early_end": the decoder stopped long before the speech did. With a reference: fewer
+      than 50% of its (normalized) words, when it has at least 4 (below that, one dropped
+      word already halves the count). Without one: for clips over 2 s, fewer than 40% of the
+      words a slow speaker would say (1.5 words/s; read English runs at 2.5-3), so a quiet or
+      slow clip is not flagged, while a 20 s clip decoded as two words is.
+    - "repetition_loop": the same 1- to 4-word sequence 4+ times in a row, or the text's
+      zlib compression ratio above 2.4, the threshold Whisper itself uses to reject a
+      decode as a loop.
+    - "hit_max_length": the decoder was cut off by its token limit (passed in by the engine).
+    """
+    flags = []
+    n_hyp = len(normalize(hyp).split())
+    if ref is not None:
+        n_ref = len(normalize(ref).split())
+        if n_ref >= EARLY_END_MIN_REF_WORDS and n_hyp < EARLY_END_REF_SHARE * n_ref:
+            flags.append("early_end")
+    elif (
+        duration_s > EARLY_END_MIN_S
+        and n_hyp < EARLY_END_RATE_SHARE * SLOW_WORDS_PER_S * duration_s
+    ):
+        flags.append("early_end")
+    if longest_repeat(_words(hyp)) >= LOOP_MIN_REPEATS or (
+        compression_ratio(hyp) > COMPRESSION_RATIO_MAX
+    ):
+        flags.append("repetition_loop")
+    if hit_max_length:
+        flags.append("hit_max_length")
+    return flags
+
+
+def longest_repeat(words: Sequence[str], max_n: int = LOOP_MAX_N) -> int:
+    """Most consecutive repeats of any n-gram (n = 1..max_n) in `words`; 1 if none repeats.
+
+    An n-gram repeated r times in a row is a run of (r - 1) * n positions where
+    words[j] == words[j + n]; scanning that run per n avoids building n-grams.
+    """
+    best = 1 if words else 0
+    for n in range(1, max_n + 1):
+        run = 0
+        for j in range(len(words) - n):
+            run = run + 1 if words[j] == words[j + n] else 0
+            best = max(best, run // n + 1)
+    return best
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 bytes over zlib-compressed bytes, as Whisper computes it (0 for empty text)."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def unweighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
+    """UA: mean over the classes present in `y_true` of each class's recall, in percent.
+
+    The speech-emotion convention: it does not let a majority class hide a minority one.
+    """
+    t, p = _labels(y_true, y_pred)
+    # dict.fromkeys, not np.unique: labels of mixed types need not be orderable.
+    recalls = [float(np.mean(p[t == c] == c)) for c in dict.fromkeys(t.tolist())]
+    return 100.0 * float(np.mean(recalls))
+
+
+def weighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
+    """WA: plain accuracy (each sample weighs the same, so classes weigh by frequency), in
+    percent."""
+    t, p = _labels(y_true, y_pred)
+    return 100.0 * float(np.mean(t == p))
+
+
+def _labels(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not len(y_true):
+        raise ValueError("no labels")
+    # Object arrays compare labels of any hashable type exactly (no string coercion).
+    t = np.empty(len(y_true), dtype=object)
+    p = np.empty(len(y_pred), dtype=object)
+    t[:], p[:] = list(y_true), list(y_pred)
+    return t, p
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def _all_counts(refs: Sequence[str], hyps: Sequence[str], normalized: bool) -> np.ndarray:
+    """Per-clip counts as an (n_clips, 6) int array, columns as `clip_counts` returns."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if not normalized:
+        refs, hyps = [normalize(r) for r in refs], [normalize(h) for h in hyps]
+    rows = [clip_counts(r, h) for r, h in zip(refs, hyps)]
+    return np.array(rows, dtype=np.int64).reshape(len(rows), 6)

@@ -1,0 +1,213 @@
+"""WER/CER against hand counts, the normalizer, the bootstrap, failure flags, UA/WA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxmeter.metrics import (
+    bootstrap_ci_from_counts,
+    clip_wer,
+    compression_ratio,
+    corpus_wer,
+    failure_flags,
+    longest_repeat,
+    normalize,
+    unweighted_accuracy,
+    weighted_accuracy,
+    wer_bootstrap_ci,
+)
+
+# --- normalizer ----------------------------------------------------------------------------
+
+
+def test_normalizer_matches_written_and_spoken_forms():
+    # Whisper's normalizer spells "Mr." out, reads the 's as "is" (it cannot tell a possessive
+    # from a contraction) and turns "ten dollars" into "$10": both sides land on one string.
+    assert normalize("Mr. Smith's 10 dollars") == "mister smith is $10"
+    assert normalize("mister smith's ten dollars") == "mister smith is $10"
+    assert clip_wer("Mr. Smith's 10 dollars", "mister smith's ten dollars").wer == 0.0
+
+
+def test_normalizer_drops_punctuation_case_fillers_and_british_spelling():
+    assert normalize("Hello, World!") == "hello world"
+    assert normalize("Uh, the colour of the centre.") == "the color of the center"
+
+
+# --- WER / CER -------------------------------------------------------------------------------
+
+
+def test_one_insertion_in_three_words():
+    s = clip_wer("the cat sat", "the cat sat down")
+    assert (s.substitutions, s.deletions, s.insertions, s.ref_words) == (0, 0, 1, 3)
+    assert s.wer == pytest.approx(100 / 3)
+    # CER counts characters, spaces included: " down" is 5 inserted of 11.
+    assert (s.char_edits, s.ref_chars) == (5, 11)
+    assert s.cer == pytest.approx(100 * 5 / 11)
+
+
+def test_substitution_and_deletion():
+    s = clip_wer("the cat sat on the mat", "the bat sat on mat")
+    assert (s.substitutions, s.deletions, s.insertions, s.ref_words) == (1, 1, 0, 6)
+    assert s.wer == pytest.approx(100 * 2 / 6)
+
+
+def test_corpus_wer_is_total_edits_over_total_words_not_a_mean_of_rates():
+    refs = ["a b c d e f g h i j", "k l"]  # 10 and 2 words
+    hyps = ["a b c d e f g h i j", "x y"]  # 0 and 2 errors
+    s = corpus_wer(refs, hyps)
+    assert s.wer == pytest.approx(100 * 2 / 12)  # a mean of per-clip rates would give 50
+    assert s.n_clips == 2 and s.word_edits == 2
+
+
+def test_normalization_can_be_skipped():
+    assert corpus_wer(["Hello."], ["hello"]).wer == 0.0
+    assert corpus_wer(["Hello."], ["hello"], normalized=True).wer == 100.0
+
+
+def test_empty_reference_counts_insertions_without_crashing():
+    s = corpus_wer(["the cat sat", "Uh, hmm."], ["the cat sat", "hello there"])
+    assert s.n_empty_refs == 1
+    assert (s.insertions, s.ref_words) == (2, 3)
+    assert s.wer == pytest.approx(100 * 2 / 3)
+    only_empty = clip_wer("hmm", "hello")
+    assert only_empty.wer is None and only_empty.cer is None and only_empty.insertions == 1
+    assert clip_wer("", "").wer is None
+
+
+def test_mismatched_lengths_are_a_bug():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        corpus_wer(["a", "b"], ["a"])
+
+
+# --- bootstrap -------------------------------------------------------------------------------
+
+
+def noisy_corpus(n: int = 60) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(1)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+    refs, hyps = [], []
+    for _ in range(n):
+        r = list(rng.choice(words, size=int(rng.integers(3, 15))))
+        h = [w if rng.random() > 0.2 else "zulu" for w in r]
+        refs.append(" ".join(r))
+        hyps.append(" ".join(h))
+    return refs, hyps
+
+
+def test_bootstrap_contains_point_estimate_and_is_deterministic():
+    refs, hyps = noisy_corpus()
+    point = corpus_wer(refs, hyps).wer
+    lo, hi = wer_bootstrap_ci(refs, hyps, n_boot=1000, seed=0)
+    assert lo < point < hi
+    assert 0 < hi - lo < 20  # informative, not degenerate
+    assert wer_bootstrap_ci(refs, hyps, seed=0) == (lo, hi)
+    assert wer_bootstrap_ci(refs, hyps, seed=1) != (lo, hi)
+    lo90, hi90 = wer_bootstrap_ci(refs, hyps, seed=0, level=0.90)
+    assert lo <= lo90 and hi90 <= hi  # a lower level gives a narrower interval
+
+
+def test_bootstrap_of_perfect_output_is_zero_width():
+    refs = ["one two three", "four five"]
+    assert wer_bootstrap_ci(refs, refs) == (0.0, 0.0)
+
+
+def test_bootstrap_from_counts_matches_hand_resampling():
+    errors, words = np.array([1, 0, 3]), np.array([4, 5, 6])
+    lo, hi = bootstrap_ci_from_counts(errors, words, n_boot=200, seed=3)
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, 3, size=(200, 3))
+    w = 100 * errors[idx].sum(1) / words[idx].sum(1)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(w, [2.5, 97.5])))
+
+
+def test_bootstrap_without_reference_words_is_none():
+    assert wer_bootstrap_ci(["hmm"], ["hello"]) is None
+    assert wer_bootstrap_ci([], []) is None
+
+
+# --- failure flags ---------------------------------------------------------------------------
+
+NORMAL = (
+    "It is a truth universally acknowledged, that a single man in possession of a good "
+    "fortune, must be in want of a wife. However little known the feelings or views of such "
+    "a man may be on his first entering a neighbourhood, this truth is so well fixed in the "
+    "minds of the surrounding families, that he is considered the rightful property of some "
+    "one or other of their daughters."
+)
+
+
+def test_normal_text_is_not_flagged():
+    assert failure_flags(NORMAL, 22.0) == []
+    assert failure_flags(NORMAL, 22.0, ref=NORMAL) == []
+    assert failure_flags("Go forward ten meters.", 2.8, ref="go forward ten meters") == []
+    assert failure_flags("He had had enough, and that that was that.", 3.0) == []
+    assert compression_ratio(NORMAL) < 2.4
+
+
+def test_short_clips_and_short_refs_are_not_early_ends():
+    assert failure_flags("ten", 1.5) == []  # too short to judge by rate
+    assert failure_flags("", 1.1, ref="ten of clubs") == []  # one miss halves a 3-word ref
+
+
+def test_early_end_by_speaking_rate():
+    # 20 s at a slow 1.5 words/s is 30 words; 40% of that is 12.
+    assert failure_flags("and then he said that", 20.0) == ["early_end"]
+    thirteen = "the train to the coast leaves from platform four every morning at dawn"
+    assert failure_flags(thirteen, 20.0) == []
+    assert failure_flags(thirteen.rsplit(" ", 2)[0], 20.0) == ["early_end"]  # eleven words
+
+
+def test_early_end_against_the_reference():
+    ref = "had he married a more amiable woman he might have been made still more respectable"
+    assert failure_flags("had he married a more", 6.0, ref=ref) == ["early_end"]
+    assert failure_flags("had he married a more amiable woman he might have", 6.0, ref=ref) == []
+
+
+def test_word_loops_are_flagged():
+    assert "repetition_loop" in failure_flags("the the the the", 2.0)
+    assert "repetition_loop" in failure_flags("and I said no. No, no, no!", 2.0)
+    loop = "Thank you for watching. " + "I am going home. " * 4
+    assert failure_flags(loop, 10.0) == ["repetition_loop"]
+    assert failure_flags("the the the", 2.0) == []  # three in a row is speech, not a loop
+
+
+def test_compression_ratio_catches_long_loops():
+    long_loop = "we will see you in the next video and " * 12
+    assert compression_ratio(long_loop) > 2.4
+    assert "repetition_loop" in failure_flags(long_loop, 25.0)
+
+
+def test_longest_repeat_counts_ngrams():
+    assert longest_repeat(list("abababab")) == 4
+    assert longest_repeat(list("xabcabcabcy")) == 3
+    assert longest_repeat(["one", "two", "three"]) == 1
+    assert longest_repeat([]) == 0
+
+
+def test_hit_max_length_is_passed_through():
+    assert failure_flags(NORMAL, 22.0, hit_max_length=True) == ["hit_max_length"]
+
+
+# --- classification --------------------------------------------------------------------------
+
+
+def test_ua_and_wa_on_an_imbalanced_set():
+    y_true = ["neutral"] * 8 + ["angry"] * 2
+    y_pred = ["neutral"] * 10
+    assert weighted_accuracy(y_true, y_pred) == pytest.approx(80.0)
+    assert unweighted_accuracy(y_true, y_pred) == pytest.approx(50.0)  # (100 + 0) / 2
+
+
+def test_ua_averages_recalls_over_classes_present():
+    y_true = [0, 0, 1, 1, 1, 2]
+    y_pred = [0, 1, 1, 1, 0, 2]
+    assert unweighted_accuracy(y_true, y_pred) == pytest.approx(100 * (1 / 2 + 2 / 3 + 1) / 3)
+    assert weighted_accuracy(y_true, y_pred) == pytest.approx(100 * 4 / 6)
+
+
+def test_classification_inputs_are_checked():
+    with pytest.raises(ValueError):
+        weighted_accuracy([1, 2], [1])
+    with pytest.raises(ValueError):
+        unweighted_accuracy([], [])
