@@ -1,0 +1,155 @@
+"""Clips, data sets and the JSONL manifest that lists them.
+
+A manifest has one JSON object per line:
+
+    {"id": "clip-1", "audio": "clips/clip-1.flac", "text": "Hello there.", "source": "...",
+     "licence": "...", "duration_s": 2.4, "snr_db": 10}
+
+`audio` and `text` are required; `id` defaults to the audio file's stem. Relative audio paths
+resolve against the manifest's own folder, so a manifest travels with its clips. Keys other
+than the known ones are kept in `Clip.extra` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxmeter.errors import DataError
+
+REQUIRED_KEYS = ("audio", "text")
+KNOWN_KEYS = ("id", "audio", "text", "source", "licence", "duration_s")
+
+
+@dataclass
+class Clip:
+    """One utterance and its reference transcript."""
+
+    id: str
+    audio: Path
+    text: str
+    source: str = ""
+    licence: str = ""
+    duration_s: float | None = None  # as listed; the loaded audio is the authority
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """A named list of clips; `root` is where relative paths were resolved from."""
+
+    name: str
+    clips: list[Clip]
+    root: Path
+
+    @property
+    def listed_duration_s(self) -> float | None:
+        """Sum of the listed durations, or None when any clip lacks one."""
+        if any(c.duration_s is None for c in self.clips):
+            return None
+        return float(sum(c.duration_s for c in self.clips))  # type: ignore[misc]
+
+
+def load_manifest(path: str | Path) -> Dataset:
+    """Read a JSONL manifest; every problem is a DataError naming the file (and line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"manifest {p}: no such file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"manifest {p}: cannot be read ({e})") from None
+    clips: list[Clip] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        clip = _parse_line(p, n, line)
+        if clip.id in first_line:
+            raise DataError(
+                f"manifest {p} line {n}: duplicate id {clip.id!r} (first on line "
+                f"{first_line[clip.id]})"
+            )
+        first_line[clip.id] = n
+        clips.append(clip)
+    if not clips:
+        raise DataError(f"manifest {p}: no clips (the file is empty)")
+    check_audio_exists(clips, f"manifest {p}")
+    return Dataset(name=p.stem, clips=clips, root=p.parent)
+
+
+def check_audio_exists(clips: list[Clip], what: str) -> None:
+    """One error for all missing files, so a broken copy is reported once, not per clip."""
+    missing = [c.audio for c in clips if not c.audio.is_file()]
+    if missing:
+        raise DataError(
+            f"{what}: {len(missing)} of {len(clips)} audio files missing, first: {missing[0]}"
+        )
+
+
+def write_manifest(dataset: Dataset, path: str | Path) -> None:
+    """Write `dataset` as JSONL; audio under the manifest's folder is written relative to it."""
+    p = Path(path)
+    base = p.parent.resolve()
+    with p.open("w", encoding="utf-8") as f:
+        for c in dataset.clips:
+            f.write(json.dumps(clip_record(c, base), ensure_ascii=False) + "\n")
+
+
+def clip_record(clip: Clip, base: Path) -> dict[str, Any]:
+    """The manifest line for `clip`, with its audio path made relative to `base` if inside it."""
+    audio = clip.audio.resolve()
+    try:
+        shown = audio.relative_to(base).as_posix()
+    except ValueError:
+        shown = str(audio)
+    rec: dict[str, Any] = {"id": clip.id, "audio": shown, "text": clip.text}
+    if clip.source:
+        rec["source"] = clip.source
+    if clip.licence:
+        rec["licence"] = clip.licence
+    if clip.duration_s is not None:
+        rec["duration_s"] = round(float(clip.duration_s), 3)
+    for k, v in clip.extra.items():
+        if k in KNOWN_KEYS:
+            raise DataError(f"clip {clip.id}: extra key {k!r} shadows a manifest field")
+        rec[k] = v
+    return rec
+
+
+def _parse_line(p: Path, n: int, line: str) -> Clip:
+    where = f"manifest {p} line {n}"
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in rec:
+            raise DataError(f"{where}: missing required key {key!r}")
+    audio, text = rec["audio"], rec["text"]
+    if not isinstance(audio, str) or not audio:
+        raise DataError(f"{where}: 'audio' must be a non-empty string")
+    if not isinstance(text, str):
+        raise DataError(f"{where}: 'text' must be a string")
+    audio_path = Path(os.path.expanduser(audio))
+    if not audio_path.is_absolute():
+        audio_path = p.parent / audio_path
+    duration = rec.get("duration_s")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, (int, float))
+    ):
+        raise DataError(f"{where}: 'duration_s' must be a number")
+    return Clip(
+        id=str(rec.get("id") or audio_path.stem),
+        audio=audio_path,
+        text=text,
+        source=str(rec.get("source", "")),
+        licence=str(rec.get("licence", "")),
+        duration_s=float(duration) if duration is not None else None,
+        extra={k: v for k, v in rec.items() if k not in KNOWN_KEYS},
+    )
