@@ -30,6 +30,13 @@ class Encoded:
     states: Any  # engine-specific (torch tensor, ctranslate2 StorageView...)
     computed_positions: int  # encoder positions actually computed (frames / 2)
     decoder_positions: int  # positions the decoder cross-attends to (after pad and xV)
+    # positions whose cross-attention K/V the decoder must project; the rest (pure silence
+    # padding) come from a per-model cache. Equals decoder_positions when nothing is cached.
+    kv_projected: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kv_projected is None:
+            self.kv_projected = self.decoder_positions
 
 
 @runtime_checkable

@@ -92,6 +92,7 @@ class HFWhisperEngine:
         self.tokenizer = Tokenizer(source.tokenizer)
         self.max_new_tokens = self.dims.n_text_ctx // 2
         self._silence: torch.Tensor | None = None
+        self._silence_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._suppress_mask = self._mask(self.suppress)
         self._suppress_begin_mask = self._mask(self.suppress_begin)
 
@@ -180,7 +181,28 @@ class HFWhisperEngine:
             states = torch.cat([states, self.silence_states()[:, computed:]], dim=1)
         states = subsample(states, a.stride, a.pool)
         assert states.shape[1] == decoder_positions(computed, self.dims.n_audio_ctx, a)
-        return Encoded(states, computed, states.shape[1])
+        kv = states.shape[1]
+        if a.pad == "silence" and computed < self.dims.n_audio_ctx:
+            # pooled group g depends on real audio iff g * k < computed (stride and avg alike)
+            kv = -(-computed // a.stride)
+        return Encoded(states, computed, states.shape[1], kv)
+
+    def silence_cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention K/V of the pooled silence states, per decoder layer, cached.
+
+        Projection is affine and pooling linear, so K/V of pooled silence equal the pooled K/V:
+        reusing them for the padded positions of every clip is exact, not an approximation.
+        """
+        if self._silence_kv is None:
+            a = self.spec.axes
+            s = subsample(self.silence_states(), a.stride, a.pool)
+            h = self.dims.n_text_head
+            with torch.inference_mode():
+                self._silence_kv = [
+                    (_heads(layer.encoder_attn.k_proj(s), h), _heads(layer.encoder_attn.v_proj(s), h))
+                    for layer in self.dec.layers
+                ]
+        return self._silence_kv
 
     @torch.inference_mode()
     def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
@@ -188,11 +210,17 @@ class HFWhisperEngine:
         dec, dims, dev = self.dec, self.dims, self.device
         h = dims.n_text_head
         dh = dims.n_text_state // h
-        s = enc.states
+        m = enc.kv_projected
+        s = enc.states[:, :m]
+        cached = self.silence_cross_kv() if m < enc.decoder_positions else None
         cross = []
-        for layer in dec.layers:
+        for i, layer in enumerate(dec.layers):
             a = layer.encoder_attn
-            cross.append((_heads(a.k_proj(s), h), _heads(a.v_proj(s), h)))
+            k, v = _heads(a.k_proj(s), h), _heads(a.v_proj(s), h)
+            if cached is not None:
+                k = torch.cat([k, cached[i][0][:, :, m:]], dim=2)
+                v = torch.cat([v, cached[i][1][:, :, m:]], dim=2)
+            cross.append((k, v))
         limit = len(self.prompt) + (n_steps or self.max_new_tokens)
         limit = min(limit, dims.n_text_ctx)
         kc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
@@ -243,5 +271,5 @@ class HFWhisperEngine:
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
-        self._silence = None
+        self._silence = self._silence_kv = None
 

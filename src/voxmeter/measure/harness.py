@@ -97,6 +97,7 @@ def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) 
         n_frames=int(feats.shape[-1]),
         computed_positions=enc.computed_positions,
         decoder_positions=enc.decoder_positions,
+        kv_projected=enc.kv_projected,
     )
     rec["e2e_ms"] = rec["feat_ms"] + rec["enc_ms"] + rec["dec_ms"]
     return rec
@@ -178,6 +179,7 @@ def count_pass(engine: Engine, source: ModelSource, data: PreparedData) -> dict 
                 dict(
                     n_frames=int(feats.shape[-1]),
                     decoder_positions=enc.decoder_positions,
+                    kv_projected=enc.kv_projected,
                     n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
                 )
             )
