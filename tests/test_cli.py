@@ -15,6 +15,7 @@ def voxmeter(*args, cwd=None, env_extra=None):
     return subprocess.run(
         [sys.executable, "-m", "voxmeter.cli", *args],
         capture_output=True,
+        check=False,
         text=True,
         cwd=cwd,
         env=env,

@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -65,7 +64,7 @@ def bench(
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="results store (SQLite)"),
-    cache_dir: Optional[Path] = typer.Option(None, help="conversion cache (env VOXMETER_CACHE)"),
+    cache_dir: Path | None = typer.Option(None, help="conversion cache (env VOXMETER_CACHE)"),
     force: bool = typer.Option(False, help="re-measure a spec already in the store"),
     isolated: bool = typer.Option(False, help="run in a fresh child process (own peak RSS)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
@@ -102,8 +101,8 @@ def bench(
 
 @app.command()
 def models(
-    model: Optional[str] = typer.Option(None, "--model", help="also describe this directory"),
-    cache_dir: Optional[Path] = typer.Option(None),
+    model: str | None = typer.Option(None, "--model", help="also describe this directory"),
+    cache_dir: Path | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the models that can run here, with parameters and weight bytes."""
@@ -120,7 +119,7 @@ def flops(
     pad: str = typer.Option("silence"),
     pool: str = typer.Option("stride"),
     tokens: int = typer.Option(20, min=1, help="generated tokens, end-of-text included"),
-    cache_dir: Optional[Path] = typer.Option(None),
+    cache_dir: Path | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """FLOPs per stage in three columns (counted, analytic, paper), without audio."""

@@ -42,10 +42,10 @@ def _window() -> torch.Tensor:
 
 def frames_for(n_samples: int, step_s: float = 1.0) -> int:
     """xT 'fit': the clip's length in frames, rounded up to a multiple of step_s, capped at 30 s."""
-    step = max(2, int(round(step_s * SAMPLE_RATE / HOP)))
+    step = max(2, round(step_s * SAMPLE_RATE / HOP))
     step += step % 2
     frames = -(-n_samples // HOP)
-    return int(min(3000, max(step, -(-frames // step) * step)))
+    return min(3000, max(step, -(-frames // step) * step))
 
 
 def log_mel(audio: np.ndarray, n_frames: int = 3000, n_mels: int = 80) -> torch.Tensor:

@@ -59,9 +59,13 @@ def flops_table(
         "paper": {"encoder": p.encoder, "decoder": p.decoder, "total": p.total},
         "notes": [
             "counted: torch FlopCounterMode over the hf engine (eager attention), one pass on zeros",
-            f"analytic: closed form from the shapes run ({prompt} prompt tokens, {tokens} steps, "
-            f"{enc.decoder_positions} cross-attention positions)",
-            "paper: the formula of 'Scaling Audio Models Efficiently' as reconstructed in "
-            "voxmeter.measure.flops.paper_flops (3000-frame encoder, stride k on its output)",
+            (
+                f"analytic: closed form from the shapes run ({prompt} prompt tokens, {tokens} "
+                f"steps, {enc.decoder_positions} cross-attention positions)"
+            ),
+            (
+                "paper: the formula of 'Scaling Audio Models Efficiently' as reconstructed in "
+                "voxmeter.measure.flops.paper_flops (3000-frame encoder, stride k on its output)"
+            ),
         ],
     }

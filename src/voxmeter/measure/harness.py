@@ -73,7 +73,7 @@ def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> in
     if source.has_weights:
         return None
     n = len(engine.tokenizer.encode(clip.text)) if engine.tokenizer.available else 0
-    return max(1, n or int(round(clip.duration_s * 3))) + 1
+    return max(1, n or round(clip.duration_s * 3)) + 1
 
 
 def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) -> dict:
