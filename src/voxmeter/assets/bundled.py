@@ -162,8 +162,8 @@ def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> Mod
 
 def _resolve_local(p: Path, cache: Path) -> ModelSource:
     if (p / "model.bin").exists():
-        from voxmeter.assets.ct2 import read_ct2_model
         from voxmeter.assets.convert import dims_from_ct2
+        from voxmeter.assets.ct2 import read_ct2_model
 
         dims = dims_from_ct2(read_ct2_model(p / "model.bin"))
         tok = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from voxmeter.assets.bundled import ModelSource
-from voxmeter.assets.dims import ModelDims
 from voxmeter.assets.convert import special_ids
+from voxmeter.assets.dims import ModelDims
 from voxmeter.spec import AxisSettings
 
 
