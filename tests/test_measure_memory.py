@@ -1,0 +1,128 @@
+"""RSS sampling windows: real allocations seen by the real sampler, and the arithmetic."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from voxmeter.measure.memory import MIB, HighWaterMark, RssReader, RssSampler, ru_maxrss_mb
+from voxmeter.measure.windows import MeasureError
+
+
+def test_reader_agrees_with_psutil():
+    read = RssReader()
+    try:
+        assert abs(read() - psutil.Process().memory_info().rss) < 4 * MIB
+    finally:
+        read.close()
+    assert ru_maxrss_mb() >= psutil.Process().memory_info().rss / MIB - 4
+
+
+def _wait_for_samples(sampler: RssSampler, n: int = 3) -> None:
+    start = sampler.n_samples
+    deadline = time.monotonic() + 5
+    while sampler.n_samples < start + n and time.monotonic() < deadline:
+        time.sleep(sampler.interval_s)
+    assert sampler.n_samples >= start + n, "sampler thread took no samples"
+
+
+def _has_hwm() -> bool:
+    hwm, _ = HighWaterMark.open()
+    if hwm is not None:
+        hwm.close()
+    return hwm is not None
+
+
+def test_thread_sampler_sees_a_transient_allocation():
+    with RssSampler(interval_s=0.002, mode="thread") as s:
+        assert s.mode == "thread" and "sampled every 2 ms" in s.method
+        s.begin_window("enc")
+        buf = np.ones(64 * MIB // 8)  # 64 MiB, every page touched
+        _wait_for_samples(s)
+        del buf
+        w = s.end_window("enc")
+    assert w.transient_mb > 48  # allocator and page-size slack aside, the 64 MiB was seen
+    assert w.peak_mb - w.rss_after_mb > 48  # and it was returned
+    assert w.n_samples >= 4
+    assert s.max_transient_mb("enc") == w.transient_mb
+    assert s.peak_rss().peak_mb >= w.peak_mb
+
+
+@pytest.mark.skipif(not _has_hwm(), reason="/proc/self/clear_refs not writable here")
+def test_kernel_mark_catches_a_spike_no_thread_could_and_keeps_nesting_exact():
+    with RssSampler(mode="hwm") as s:
+        assert s.mode == "hwm" and s._thread is None
+        s.begin_window("clip")
+        s.begin_window("enc")
+        buf = np.ones(96 * MIB // 8)  # allocated, touched and freed between two readings
+        del buf
+        enc = s.end_window("enc")
+        s.begin_window("dec")  # resets the mark: the clip must still remember the 96 MiB
+        buf = np.ones(32 * MIB // 8)
+        del buf
+        dec = s.end_window("dec")
+        clip = s.end_window("clip")
+    assert enc.n_samples == 2  # begin and end only, yet the spike is there
+    assert 90 < enc.transient_mb < 110
+    assert 28 < dec.transient_mb < 40
+    assert clip.peak_mb >= enc.peak_mb and clip.transient_mb > 90
+    assert s.peak_rss().peak_mb >= enc.peak_mb
+
+
+class Scripted:
+    """RSS readings given in MiB, one per call: makes the arithmetic checkable by hand."""
+
+    def __init__(self, *mib: float) -> None:
+        self.values = [int(v * MIB) for v in mib]
+
+    def __call__(self) -> int:
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+def test_window_arithmetic_and_per_name_maximum():
+    s = RssSampler(reader=Scripted(100, 100, 130, 110, 105, 120, 104))
+    assert s.mode == "thread"  # a scripted reader implies the sampling path
+    s.begin_window("dec")  # 100
+    s.begin_window("clip")  # 100
+    w = s.end_window("dec")  # 130
+    assert (w.rss_before_mb, w.peak_mb, w.rss_after_mb, w.transient_mb) == (100, 130, 130, 30)
+    s.begin_window("dec")  # 110
+    w2 = s.end_window("dec")  # 105
+    assert (w2.peak_mb, w2.transient_mb) == (110, 0)
+    clip = s.end_window("clip")  # 120: the enclosing window saw every reading
+    assert (clip.peak_mb, clip.transient_mb) == (130, 30)
+    assert s.max_transient_mb("dec") == 30 and s.max_transient_mb("feat") is None
+    assert s.peak_mb() == 130
+    s.reset_peak()  # 104
+    assert s.peak_mb() == 104 and s.max_transient_mb("dec") is None
+
+
+def test_misuse_raises():
+    s = RssSampler(reader=Scripted(1))
+    with pytest.raises(MeasureError, match="never begun"):
+        s.end_window("enc")
+    with pytest.raises(MeasureError):
+        RssSampler(interval_s=0)
+    with pytest.raises(MeasureError):
+        RssSampler(mode="guess")
+    s.start()
+    with pytest.raises(MeasureError, match="already started"):
+        s.start()
+    s.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_per_window():
+    with RssSampler(device="cuda") as s:
+        s.begin_window("enc")
+        x = torch.empty(256 * MIB // 4, device="cuda")
+        del x
+        w = s.end_window("enc")
+        s.begin_window("dec")
+        w2 = s.end_window("dec")
+    assert w.cuda_peak_mb >= 256 and w2.cuda_peak_mb < 256
