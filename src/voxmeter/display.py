@@ -203,7 +203,7 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
                 "params": n,
                 "weight_bytes_fp32": n * 4,
                 "file_bytes": disk,
-                "accuracy": "available" if src.has_weights else "not available (random weights)",
+                "accuracy": "yes" if src.has_weights else "n/a (cost-only)",
                 "path": str(src.ct2_dir or src.hf_dir or ""),
             }
         )
@@ -211,11 +211,11 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
         print(json.dumps(rows, indent=2))
         return
     t = Table(title="models that can run here")
-    for col in ("name", "kind", "params", "fp32 weights", "on disk", "accuracy", "path"):
+    for col in ("name", "kind", "params", "fp32 weights", "on disk", "accuracy"):
         t.add_column(col)
     for r in rows:
         if r["kind"] == "missing":
-            t.add_row(r["name"], "missing", "", "", "", "", r["note"])
+            t.add_row(r["name"], "missing", "", "", "", r["note"])
             continue
         disk = f"{r['file_bytes'] / 2**20:.1f} MiB" if r["file_bytes"] else ""
         t.add_row(
@@ -225,9 +225,9 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
             f"{r['weight_bytes_fp32'] / 2**20:.1f} MiB",
             disk,
             r["accuracy"],
-            r["path"],
         )
     console.print(t)
+    console.print("[dim]paths: voxmeter models --json[/dim]")
 
 
 def print_flops(table: dict[str, Any]) -> None:

@@ -67,6 +67,8 @@ class Ct2WhisperEngine:
         self.max_new_tokens = self.dims.n_text_ctx // 2
         self._silence: np.ndarray | None = None
         self._shapes = _variable_shapes(source.ct2_dir / "model.bin")
+        if spec.axes.pad == "silence" and spec.axes.frames != FULL_FRAMES:
+            self.silence_states()  # part of loading: computed once, never inside a clip
 
     # -- accounting -----------------------------------------------------------------------
     def param_count(self) -> int:

@@ -52,6 +52,10 @@ class HFWhisperEngine:
 
     def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
         from transformers import WhisperForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
         self.spec = spec
         self.source = source
@@ -95,6 +99,8 @@ class HFWhisperEngine:
         self._silence_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._suppress_mask = self._mask(self.suppress)
         self._suppress_begin_mask = self._mask(self.suppress_begin)
+        if spec.axes.pad == "silence" and spec.axes.frames != FULL_FRAMES:
+            self.silence_cross_kv()  # part of loading: computed once, never inside a clip
 
     def _mask(self, ids: list[int]) -> torch.Tensor:
         m = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=self.device)
