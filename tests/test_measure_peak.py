@@ -1,0 +1,70 @@
+"""Matmul peak: the formula, a real (small) measurement, and the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxmeter.measure.peak import (
+    cache_key,
+    cache_path,
+    cached_peak,
+    get_peak,
+    matmul_flops,
+    measure_matmul_peak,
+)
+from voxmeter.measure.windows import MeasureError
+
+FAST = {"seconds": 0.05, "sizes": (64, 128)}
+
+
+def test_matmul_flops_formula():
+    assert matmul_flops(1024) == 2 * 1024**3 == 2_147_483_648
+
+
+def test_measurement_is_real_and_restores_threads():
+    before = torch.get_num_threads()
+    r = measure_matmul_peak(threads=1, **FAST)
+    assert torch.get_num_threads() == before
+    assert r.gflops_per_s > 0 and r.n in (64, 128)
+    assert (r.threads, r.dtype, r.device) == (1, "float32", "cpu")
+    assert r.torch_version == torch.__version__
+    with pytest.raises(MeasureError):
+        measure_matmul_peak(threads=0)
+    with pytest.raises(MeasureError):
+        measure_matmul_peak(threads=1, dtype="float77")
+
+
+def test_cache_round_trip_and_refresh(tmp_path: Path):
+    assert cached_peak(1, cache_dir=tmp_path) is None
+    first = get_peak(threads=1, cache_dir=tmp_path, **FAST)
+    path = cache_path(tmp_path)
+    data = json.loads(path.read_text())
+    key = cache_key(1, "float32", "cpu")
+    assert data[key]["gflops_per_s"] == first.gflops_per_s
+    assert "threads=1" in key and "float32" in key and torch.__version__ in key
+    data[key]["gflops_per_s"] = 12345.0  # a sentinel only a cache read can return
+    path.write_text(json.dumps(data))
+    assert get_peak(threads=1, cache_dir=tmp_path, **FAST).gflops_per_s == 12345.0
+    assert cached_peak(1, torch.float32, cache_dir=tmp_path).gflops_per_s == 12345.0
+    assert cached_peak(2, cache_dir=tmp_path) is None  # threads are part of the key
+    fresh = get_peak(threads=1, cache_dir=tmp_path, refresh=True, **FAST)
+    assert fresh.gflops_per_s != 12345.0
+    assert json.loads(path.read_text())[key]["gflops_per_s"] == fresh.gflops_per_s
+
+
+def test_corrupt_cache_is_measured_again(tmp_path: Path, caplog):
+    path = cache_path(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    r = get_peak(threads=1, cache_dir=tmp_path, **FAST)
+    assert r.gflops_per_s > 0 and "unreadable" in caplog.text
+    assert cache_key(1, "float32", "cpu") in json.loads(path.read_text())
+
+
+def test_cache_dir_from_env(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("VOXMETER_CACHE", str(tmp_path))
+    assert cache_path() == tmp_path / "matmul_peak.json"
