@@ -82,7 +82,11 @@ def analytic_encoder_flops(dims: ModelDims, n_frames: int) -> StageFlops:
 
 
 def analytic_decoder_flops(
-    dims: ModelDims, n_positions: int, prompt_len: int, n_generated: int
+    dims: ModelDims,
+    n_positions: int,
+    prompt_len: int,
+    n_generated: int,
+    kv_positions: int | None = None,
 ) -> StageFlops:
     """Decoder FLOPs of our greedy loop with a KV cache, for n_generated forward steps.
 
@@ -98,6 +102,9 @@ def analytic_decoder_flops(
                                                   after this step's tokens are written
       cross-attention scores and values:          2 n_positions d per fed token per layer
       logits (last position of each step only):   d n_vocab per step
+    kv_positions (default n_positions) is how many of those positions get their K/V projected
+    per clip: with pad=silence the hf engine reuses cached K/V for the pure-silence positions
+    (exact, since projection is affine), so only the first ceil(computed/k) are projected.
     The prompt step runs its prompt_len queries against all prompt_len keys as one dense
     matmul (the causal mask hides entries, it does not skip them), so it is charged
     prompt_len^2 rather than a triangle: that is what executes and what FlopCounterMode sees;
@@ -110,7 +117,13 @@ def analytic_decoder_flops(
         )
     d, n_layer, f = dims.n_text_state, dims.n_text_layer, FLOPS_PER_MAC
     fed = prompt_len + n_generated - 1
-    cross_kv = n_layer * 2 * d * d * n_positions
+    if kv_positions is None:
+        kv_positions = n_positions
+    if not 0 <= kv_positions <= n_positions:
+        raise MeasureError(
+            f"analytic_decoder_flops: kv_positions must be in [0, {n_positions}], got {kv_positions}"
+        )
+    cross_kv = n_layer * 2 * d * d * kv_positions
     self_proj = n_layer * 4 * d * d * fed
     cross_proj = n_layer * 2 * d * d * fed
     ffn = n_layer * 2 * d * dims.d_ff_text * fed

@@ -42,7 +42,9 @@ def flops_table(
     dec_c = count_flops(engine.decode, enc, tokens)
     prompt = len(engine.prompt)
     a_enc = analytic_encoder_flops(engine.dims, frames).total
-    a_dec = analytic_decoder_flops(engine.dims, enc.decoder_positions, prompt, tokens).total
+    a_dec = analytic_decoder_flops(
+        engine.dims, enc.decoder_positions, prompt, tokens, kv_positions=enc.kv_projected
+    ).total
     p = paper_flops(engine.dims, stride_k=stride, n_tokens=tokens)
     return {
         "label": f"{model} T={frames} k={stride} pad={pad} tokens={tokens}",
@@ -61,7 +63,8 @@ def flops_table(
             "counted: torch FlopCounterMode over the hf engine (eager attention), one pass on zeros",
             (
                 f"analytic: closed form from the shapes run ({prompt} prompt tokens, {tokens} "
-                f"steps, {enc.decoder_positions} cross-attention positions)"
+                f"steps, {enc.decoder_positions} cross-attention positions, K/V projected for "
+                f"{enc.kv_projected}; the rest are cached silence)"
             ),
             (
                 "paper: the formula of 'Scaling Audio Models Efficiently' as reconstructed in "

@@ -19,7 +19,11 @@ def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
 
     enc = analytic_encoder_flops(dims, rec["n_frames"]).total
     dec = analytic_decoder_flops(
-        dims, rec["decoder_positions"], len(engine.prompt), rec["n_steps"]
+        dims,
+        rec["decoder_positions"],
+        len(engine.prompt),
+        rec["n_steps"],
+        kv_positions=rec.get("kv_projected"),
     ).total
     return enc, dec
 
