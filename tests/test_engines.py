@@ -105,3 +105,30 @@ def test_int8_shrinks_weights(cache_dir, hf):
     assert q.weight_bytes() < 0.85 * hf.weight_bytes()
     ct2q = load_engine(RunSpec(engine="ct2").with_(precision="int8"), cache_dir)
     assert ct2q.weight_bytes() < 0.35 * hf.weight_bytes()
+
+
+@pytest.mark.slow
+def test_base_tokens_equal_faster_whisper_float32(cache_dir, some_clips):
+    """The multilingual base model (two-part package) converts exactly too."""
+    from faster_whisper import WhisperModel
+
+    from voxmeter.assets.bundled import resolve_model
+
+    src = resolve_model("base", cache_dir)
+    assert src.dims.n_vocab == 51865
+    e = load_engine(RunSpec(model="base"), cache_dir, src)
+    fw = WhisperModel(str(src.ct2_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    for clip, audio in some_clips[:2]:
+        ours = e.decode(e.encode(e.features(audio.samples))).tokens
+        segments, _ = fw.transcribe(
+            audio.samples,
+            language="en",
+            task="transcribe",
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        theirs = [t for s in segments for t in s.tokens if t < 50257]
+        assert ours == theirs, clip.id

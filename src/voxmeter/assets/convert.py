@@ -55,7 +55,7 @@ def special_ids(dims: ModelDims) -> dict[str, int]:
         "eot": 50256 + shift,
         "sot": 50257 + shift,
         "no_timestamps": 50362 + shift,
-        "transcribe": 50359 + shift,
+        "transcribe": 50358 + shift,
         "en": 50259,  # language tokens exist only in multilingual vocabularies
     }
 
