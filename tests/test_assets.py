@@ -94,3 +94,23 @@ def test_param_count_formula_matches_published_sizes():
     for name, published in sizes:
         n = param_count(ARCHITECTURES[name]) / 1e6
         assert abs(n - published) / published < 0.04, name
+
+
+@pytest.mark.parametrize("name", ["tiny.en", "base"])
+def test_special_ids_match_the_shipped_tokenizer(name, cache_dir):
+    from tokenizers import Tokenizer
+
+    from voxmeter.assets.convert import special_ids
+
+    src = resolve_model(name, cache_dir)
+    tok = Tokenizer.from_file(str(src.tokenizer))
+    names = {
+        "eot": "<|endoftext|>",
+        "sot": "<|startoftranscript|>",
+        "no_timestamps": "<|notimestamps|>",
+        "transcribe": "<|transcribe|>",
+    }
+    if not src.dims.english_only:
+        names["en"] = "<|en|>"
+    for key, text in names.items():
+        assert special_ids(src.dims)[key] == tok.token_to_id(text), key
