@@ -19,6 +19,7 @@ from voxmeter.measure.flops import (
     analytic_flops,
     count_flops,
     decoder_positions_for,
+    kv_positions_for,
     paper_flops,
     peak_share,
 )
@@ -83,11 +84,27 @@ def test_decoder_positions_match_the_engine():
 
 def test_analytic_flops_combines_both_stages():
     a = analytic_flops(TINY, 1000, stride_k=2, pad="none", prompt_len=2, n_generated=10)
-    assert a["computed_positions"] == 500 and a["decoder_positions"] == 250
+    assert a["computed_positions"] == 500 and a["decoder_positions"] == a["kv_positions"] == 250
     assert a["decoder"] == analytic_decoder_flops(TINY, 250, 2, 10)
     assert a["total"] == analytic_encoder_flops(TINY, 1000).total + a["decoder"].total
     s = analytic_flops(TINY, 1000, stride_k=3, pad="silence", pool="avg", n_generated=10)
     assert s["decoder_positions"] == 500  # floor(1500 / 3)
+    # silence K/V are cached per model: only ceil(500 / 3) = 167 positions are projected
+    assert s["kv_positions"] == 167
+    assert s["decoder"] == analytic_decoder_flops(TINY, 500, 2, 10, kv_positions=167)
+    cached = analytic_decoder_flops(TINY, 500, 2, 10, kv_positions=167)
+    full = analytic_decoder_flops(TINY, 500, 2, 10)
+    assert full.total - cached.total == 2 * 4 * 2 * 384 * 384 * (500 - 167)  # 4 layers, K and V
+
+
+def test_kv_positions_never_exceed_the_positions_that_exist():
+    for frames in (2, 998, 2998, 3000):
+        for k in (1, 2, 3, 7):
+            for pool in ("stride", "avg"):
+                n = decoder_positions_for(frames, 1500, k, "silence", pool)
+                assert 1 <= kv_positions_for(frames, 1500, k, "silence", pool) <= n
+    # 2998 frames -> 1499 computed; avg by 7 keeps floor(1500/7) = 214 < ceil(1499/7) = 215
+    assert kv_positions_for(2998, 1500, 7, "silence", "avg") == 214
 
 
 def test_bad_shapes_raise():

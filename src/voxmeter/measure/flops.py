@@ -121,7 +121,8 @@ def analytic_decoder_flops(
         kv_positions = n_positions
     if not 0 <= kv_positions <= n_positions:
         raise MeasureError(
-            f"analytic_decoder_flops: kv_positions must be in [0, {n_positions}], got {kv_positions}"
+            "analytic_decoder_flops: kv_positions must be in "
+            f"[0, {n_positions}], got {kv_positions}"
         )
     cross_kv = n_layer * 2 * d * d * kv_positions
     self_proj = n_layer * 4 * d * d * fed
@@ -169,6 +170,22 @@ def decoder_positions_for(
     return -(-n // stride_k) if pool == "stride" else max(1, n // stride_k)
 
 
+def kv_positions_for(
+    n_frames: int, n_audio_ctx: int, stride_k: int = 1, pad: str = "silence", pool: str = "stride"
+) -> int:
+    """Cross-attention positions whose K/V a clip must project (the rest come from a cache).
+
+    With pad="silence" and a short input, pooled position g depends on real audio iff
+    g * k < computed, so ceil(computed / k) positions are projected (at most all of them);
+    the pure-silence remainder reuses K/V projected once per model. Otherwise all are.
+    """
+    n_pos = decoder_positions_for(n_frames, n_audio_ctx, stride_k, pad, pool)
+    computed = encoder_positions(n_frames)
+    if pad != "silence" or computed >= n_audio_ctx:
+        return n_pos
+    return min(n_pos, -(-computed // stride_k))
+
+
 def analytic_flops(
     dims: ModelDims,
     n_frames: int,
@@ -180,18 +197,20 @@ def analytic_flops(
 ) -> dict[str, Any]:
     """Encoder + decoder analytic FLOPs of one clip, with the positions the decoder saw.
 
-    With pad="silence" the silence states come from a cache computed once per model, so they
-    are not charged to the clip.
+    With pad="silence" the silence states and their cross-attention K/V come from caches
+    computed once per model, so they are not charged to the clip (see kv_positions_for).
     """
     enc = analytic_encoder_flops(dims, n_frames)
     n_pos = decoder_positions_for(n_frames, dims.n_audio_ctx, stride_k, pad, pool)
-    dec = analytic_decoder_flops(dims, n_pos, prompt_len, n_generated)
+    kv = kv_positions_for(n_frames, dims.n_audio_ctx, stride_k, pad, pool)
+    dec = analytic_decoder_flops(dims, n_pos, prompt_len, n_generated, kv_positions=kv)
     return {
         "encoder": enc,
         "decoder": dec,
         "total": enc.total + dec.total,
         "computed_positions": encoder_positions(n_frames),
         "decoder_positions": n_pos,
+        "kv_positions": kv,
     }
 
 

@@ -35,8 +35,9 @@ class OpenWindows(Generic[T]):
         try:
             return self._open.pop(name)
         except KeyError:
+            open_now = ", ".join(self.names()) or "none"
             raise MeasureError(
-                f"{self._instrument}: window {name!r} was never begun (open: {self.names() or 'none'})"
+                f"{self._instrument}: window {name!r} was never begun (open: {open_now})"
             ) from None
 
     def discard(self, name: str) -> None:
