@@ -32,6 +32,8 @@ def test_measurement_is_real_and_restores_threads():
     assert r.gflops_per_s > 0 and r.n in (64, 128)
     assert (r.threads, r.dtype, r.device) == (1, "float32", "cpu")
     assert r.torch_version == torch.__version__
+    assert r.other_cpu_pct is None or 0 <= r.other_cpu_pct <= 100
+    assert all("underestimated" in w for w in r.warnings)
     with pytest.raises(MeasureError):
         measure_matmul_peak(threads=0)
     with pytest.raises(MeasureError):

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from voxmeter.measure.windows import MeasureError
 log = logging.getLogger("voxmeter")
 
 DEFAULT_SIZES = (1024, 1536, 2048)
+OTHER_CPU_WARN_PCT = 10.0
 CACHE_FILE = "matmul_peak.json"
 
 
@@ -42,6 +43,8 @@ class PeakResult:
     torch_version: str
     seconds: float  # time spent measuring
     measured_at: str  # ISO UTC
+    other_cpu_pct: float | None = None  # CPU other processes used while measuring, 0..100
+    warnings: list[str] = field(default_factory=list)
 
 
 def matmul_flops(n: int) -> int:
@@ -86,10 +89,14 @@ def measure_matmul_peak(
 ) -> PeakResult:
     """Best GFLOP/s over timed square matmuls of each size, within about `seconds`.
 
-    Each size gets one untimed warm-up (page faults, packing buffers, thread pool start) and
-    then timed repeats until its share of the time budget is spent (at least 3).
+    Each size gets one untimed warm-up (page faults, packing buffers, thread pool start), then
+    the sizes take turns until the time is spent (at least 3 runs each), so a burst of load
+    from another process cannot spoil every run of one size. Load from other processes is
+    recorded, and warned about, since it makes the peak an underestimate.
     """
     import torch
+
+    from voxmeter.measure.envinfo import CpuMonitor
 
     if threads < 1:
         raise MeasureError(f"peak: threads must be >= 1, got {threads}")
@@ -100,29 +107,40 @@ def measure_matmul_peak(
         raise MeasureError("peak: device cuda requested but torch sees no CUDA device")
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
+    monitor = CpuMonitor()
     t_start = time.perf_counter()
     best, best_n = 0.0, sizes[0]
     try:
         gen = torch.Generator(device="cpu").manual_seed(0)
+        mats = []
         for n in sizes:
             a = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
             b = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
             out = torch.empty(n, n, device=device, dtype=dt)
             torch.mm(a, b, out=out)  # warm-up
-            cuda_synchronize(device)
-            budget_end = time.perf_counter() + seconds / len(sizes)
-            runs = 0
-            while runs < 3 or time.perf_counter() < budget_end:
+            mats.append((n, a, b, out))
+        cuda_synchronize(device)
+        monitor.begin_window("peak")
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < 3 or time.perf_counter() < deadline:
+            for n, a, b, out in mats:
                 t0 = time.perf_counter_ns()
                 torch.mm(a, b, out=out)
                 cuda_synchronize(device)
-                ns = time.perf_counter_ns() - t0
-                runs += 1
-                rate = matmul_flops(n) / ns  # FLOPs per ns == GFLOP/s
+                rate = matmul_flops(n) / (time.perf_counter_ns() - t0)  # FLOPs/ns == GFLOP/s
                 if rate > best:
                     best, best_n = rate, n
+            rounds += 1
+        load = monitor.end_window("peak")
     finally:
         torch.set_num_threads(prev)
+    warns = []
+    if load.other_cpu_pct is not None and load.other_cpu_pct > OTHER_CPU_WARN_PCT:
+        warns.append(
+            f"other processes used {load.other_cpu_pct:.0f}% CPU while measuring: the peak is "
+            "likely underestimated; measure again on a quiet machine (voxmeter peak --refresh)"
+        )
     return PeakResult(
         gflops_per_s=best,
         n=best_n,
@@ -133,6 +151,8 @@ def measure_matmul_peak(
         torch_version=torch.__version__,
         seconds=time.perf_counter() - t_start,
         measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        other_cpu_pct=load.other_cpu_pct,
+        warnings=warns,
     )
 
 
