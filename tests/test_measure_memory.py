@@ -49,7 +49,7 @@ def test_thread_sampler_sees_a_transient_allocation():
     assert w.peak_mb - w.rss_after_mb > 48  # and it was returned
     assert w.n_samples >= 4
     assert s.max_transient_mb("enc") == w.transient_mb
-    assert s.peak_rss().peak_mb >= w.peak_mb
+    assert s.peak_rss().span_mb >= w.peak_mb
 
 
 @pytest.mark.skipif(not _has_hwm(), reason="/proc/self/clear_refs not writable here")
@@ -70,7 +70,22 @@ def test_kernel_mark_catches_a_spike_no_thread_could_and_keeps_nesting_exact():
     assert 90 < enc.transient_mb < 110
     assert 28 < dec.transient_mb < 40
     assert clip.peak_mb >= enc.peak_mb and clip.transient_mb > 90
-    assert s.peak_rss().peak_mb >= enc.peak_mb
+    peak = s.peak_rss()
+    assert peak.span_mb >= enc.peak_mb and peak.lifetime_mb >= peak.span_mb
+
+
+@pytest.mark.skipif(not _has_hwm(), reason="/proc/self/clear_refs not writable here")
+def test_lifetime_peak_survives_the_resets_that_lower_ru_maxrss():
+    buf = np.ones(160 * MIB // 8)  # a loading-time spike before the sampler exists
+    del buf
+    before = ru_maxrss_mb()
+    with RssSampler(mode="hwm") as s:
+        s.begin_window("enc")
+        s.end_window("enc")
+        s.reset_peak()
+        peak = s.peak_rss()
+    assert peak.lifetime_mb >= before  # the spike is kept
+    assert peak.span_mb < before - 100  # the span starts after it
 
 
 class Scripted:

@@ -19,7 +19,8 @@ stage needs on top of what was already resident. The peak comes from one of two 
 
 Side effect of "hwm": the reset also lowers what getrusage's ru_maxrss reports for the live
 process, so run one hwm sampler per process and take the process peak from `peak_rss()`,
-which keeps every mark read before a reset.
+whose lifetime figure keeps the mark found at start (model loading) and every mark read
+before a reset.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class HighWaterMark:
         except OSError:
             os.close(self._status)
             raise
+        # the mark so far is the process's lifetime peak: keep it before the first reset
+        self.initial_peak, _ = self.read()
         try:
             self.reset()
         except OSError:
@@ -163,14 +166,9 @@ class MemoryWindow:
 
 @dataclass(frozen=True)
 class PeakRss:
-    sampled_mb: float  # highest RSS this sampler saw (or the kernel marked) since start/reset
-    ru_maxrss_mb: float  # getrusage's figure (lifetime, but lowered by hwm resets)
-    peak_mb: float  # the larger of the two
-
-    @classmethod
-    def combine(cls, sampled_mb: float) -> PeakRss:
-        ru = ru_maxrss_mb()
-        return cls(sampled_mb, ru, max(sampled_mb, ru))
+    span_mb: float  # highest RSS since start() or the last reset_peak() (e.g. one repeat)
+    lifetime_mb: float  # the process's peak, model loading included; survives hwm resets
+    ru_maxrss_mb: float  # getrusage's figure as it reads now (lowered by hwm resets)
 
 
 class _OpenWindow:
@@ -224,6 +222,7 @@ class RssSampler:
         self._started = False
         self._closed = False
         self._peak = 0
+        self._lifetime = self._hwm.initial_peak if self._hwm is not None else 0
         self._transients: dict[str, float] = {}  # largest transient per window name
         self.n_samples = 0
 
@@ -288,6 +287,7 @@ class RssSampler:
                 peak = rss = self._read()
             self.n_samples += 1
             self._peak = max(self._peak, peak)
+            self._lifetime = max(self._lifetime, peak)
             for w in self._open.values():
                 w.n += 1
                 w.peak = max(w.peak, peak)
@@ -350,5 +350,13 @@ class RssSampler:
             return self._transients.get(name)
 
     def peak_rss(self) -> PeakRss:
-        """Process peak: this sampler's peak combined with ru_maxrss."""
-        return PeakRss.combine(self.peak_mb())
+        """The span's peak and the process's lifetime peak.
+
+        Lifetime is the larger of every kernel mark or sample seen and ru_maxrss: read it
+        here rather than from getrusage, which hwm resets lower.
+        """
+        span = self.peak_mb()
+        ru = ru_maxrss_mb()
+        with self._lock:
+            lifetime = max(self._lifetime / MIB, ru)
+        return PeakRss(span_mb=span, lifetime_mb=lifetime, ru_maxrss_mb=ru)
