@@ -90,6 +90,11 @@ def bench(
             frames=_parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
         ),
     ).validate()
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.data.datasets import load_dataset
+
+    resolve_model(spec.model, cache_dir)  # fail fast on a bad model or data set, before any work
+    load_dataset(spec.data)
     results, note = measure_spec(
         spec, store, cache_dir=cache_dir, force=force, isolated=isolated, show=not (quiet or as_json)
     )
