@@ -115,9 +115,7 @@ class RaplCounter:
         return [int((d.path / "energy_uj").read_text()) for d in self.domains]
 
     def joules(self, start: list[int], end: list[int]) -> tuple[float, str]:
-        uj = sum(
-            rapl_delta_uj(s, e, d.max_range_uj) for s, e, d in zip(start, end, self.domains)
-        )
+        uj = sum(rapl_delta_uj(s, e, d.max_range_uj) for s, e, d in zip(start, end, self.domains))
         n = len(self.domains)
         return uj / 1e6, f"RAPL package ({n} domain{'s' if n > 1 else ''})"
 
@@ -323,4 +321,3 @@ class EnergyMeter:
 
     def discard_window(self, name: str) -> None:
         self._open.discard(name)
-
