@@ -62,13 +62,13 @@ def test_kernel_mark_catches_a_spike_no_thread_could_and_keeps_nesting_exact():
         del buf
         enc = s.end_window("enc")
         s.begin_window("dec")  # resets the mark: the clip must still remember the 96 MiB
-        buf = np.ones(32 * MIB // 8)
+        buf = np.ones(48 * MIB // 8)  # over glibc's 32 MiB cap: always fresh mmap'd pages
         del buf
         dec = s.end_window("dec")
         clip = s.end_window("clip")
     assert enc.n_samples == 2  # begin and end only, yet the spike is there
     assert 90 < enc.transient_mb < 110
-    assert 28 < dec.transient_mb < 40
+    assert 44 < dec.transient_mb < 56
     assert clip.peak_mb >= enc.peak_mb and clip.transient_mb > 90
     peak = s.peak_rss()
     assert peak.span_mb >= enc.peak_mb and peak.lifetime_mb >= peak.span_mb
