@@ -34,7 +34,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "throughput_clips_s": ("clips/s", "clips per processing second"),
     "param_count": ("", "model parameters"),
     "weight_bytes": ("B", "bytes of weights as loaded"),
-    "peak_rss_mb": ("MiB", "process peak RSS during the run (sampled and ru_maxrss)"),
+    "peak_rss_mb": ("MiB", "peak RSS while the clips ran (weights resident)"),
+    "process_peak_rss_mb": ("MiB", "peak RSS over the process's life, model load included"),
     "steady_rss_mb": ("MiB", "RSS after the run"),
     "feat_mem_mb": ("MiB", "feature-extraction transient: peak during stage - RSS before"),
     "enc_mem_mb": ("MiB", "encoder transient: peak during stage - RSS before"),
@@ -57,7 +58,7 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
 }
 
 # Keys whose values are strings describing how a figure was obtained.
-METHOD_KEYS = ("energy_method", "flops_counted_method", "mode")
+METHOD_KEYS = ("energy_method", "flops_counted_method", "rss_method", "weight_bytes_method")
 
 
 @dataclass

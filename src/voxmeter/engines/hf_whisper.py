@@ -190,7 +190,7 @@ class HFWhisperEngine:
         kv = states.shape[1]
         if a.pad == "silence" and computed < self.dims.n_audio_ctx:
             # pooled group g depends on real audio iff g * k < computed (stride and avg alike)
-            kv = -(-computed // a.stride)
+            kv = min(kv, -(-computed // a.stride))
         return Encoded(states, computed, states.shape[1], kv)
 
     def silence_cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:

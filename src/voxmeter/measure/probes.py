@@ -8,7 +8,6 @@ compares the two).
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +55,12 @@ class Instruments:
         if self.rss is not None:
             self.rss.begin_window(name)
         t0 = time.perf_counter_ns()
-        yield
+        try:
+            yield
+        except BaseException:
+            if self.rss is not None:
+                self.rss.discard_window(name)  # the next clip must find no window open
+            raise
         self._sync()
         rec[f"{name}_ms"] = (time.perf_counter_ns() - t0) / 1e6
         if self.rss is not None:
@@ -97,8 +101,12 @@ class Instruments:
             cpu_mhz_mean=cpu.mhz_mean, cpu_mhz_min=cpu.mhz_min, other_cpu_pct=cpu.other_cpu_pct
         )
         w.warnings.extend(cpu.warnings)
-        ru_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        w.metrics["peak_rss_mb"] = max(self.rss.peak_mb(), ru_peak) if self.spec else ru_peak
+        peaks = self.rss.peak_rss()
+        # peak during the measured clips (weights resident) vs. the whole process's life,
+        # model loading and conversion included
+        w.metrics["peak_rss_mb"] = peaks.span_mb
+        w.metrics["process_peak_rss_mb"] = peaks.lifetime_mb
+        w.metrics["rss_method"] = self.rss.method
         w.metrics["steady_rss_mb"] = self.rss.current_mb()
         for stage in ("feat", "enc", "dec"):
             w.metrics[f"{stage}_mem_mb"] = self.rss.max_transient_mb(stage)
