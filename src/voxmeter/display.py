@@ -8,6 +8,7 @@ over clips (greedy decoding gives the same text every repeat).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from rich.table import Table
 from voxmeter.result import METRIC_UNITS, Result
 from voxmeter.spec import RunSpec
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _summ(values: list[float]) -> dict[str, Any]:
@@ -140,12 +141,17 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     t.add_section()
     for stage in ("enc", "dec"):
         name = "encoder" if stage == "enc" else "decoder"
+        ratio = m.get(f"flops_counted_vs_analytic_{stage}")
+        how = "analytic: mean over clips, from the shapes run"
+        if ratio is not None:
+            how += f"; counted/analytic on the counted clips {ratio:.4f}"
         t.add_row(
-            f"GFLOPs {name}",
+            f"GFLOPs {name} counted | analytic",
             f"{_fmt(m.get(f'gflops_counted_{stage}'))} | {_fmt(m.get(f'gflops_analytic_{stage}'))}",
             "GFLOP/clip",
-            "counted | analytic" + (f" ({m.get('flops_counted_method')})" if stage == "enc" else ""),
+            how,
         )
+    t.add_row("FLOPs counting", "", "", m.get("flops_counted_method", ""))
     t.add_row(
         "GFLOPs total",
         f"{_fmt(m.get('gflops_analytic_total'))} | paper {_fmt(m.get('gflops_paper_total'))}",
