@@ -19,7 +19,7 @@ import numpy as np
 
 from voxmeter.assets.bundled import ModelSource, default_cache_dir, resolve_model
 from voxmeter.engines import Engine, load_engine
-from voxmeter.errors import DataError
+from voxmeter.errors import DataError, SpecError
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
 
@@ -118,6 +118,8 @@ def run_spec(
     from voxmeter.measure.repeat_summary import summarize_repeat
 
     spec.validate()
+    if spec.batch_size != 1:
+        raise SpecError(f"batch_size: only 1 is measured so far (got {spec.batch_size})")
     if not repeats:
         return
     data = data or prepare_data(spec)
