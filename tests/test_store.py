@@ -1,0 +1,272 @@
+"""The results store: round trips, resumability bookkeeping, aggregation, export, kill safety.
+
+`sample_results()` builds plausible hand-made Results (no model runs); the analysis and report
+tests use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from voxmeter.errors import StoreError
+from voxmeter.result import Result
+from voxmeter.spec import RunSpec
+from voxmeter.store import ResultStore, aggregate_results, open_existing, t_interval
+
+
+def make_result(spec: RunSpec, repeat: int = 0, **metrics) -> Result:
+    return Result(
+        spec_hash=spec.spec_hash,
+        spec=spec.to_dict(),
+        repeat=repeat,
+        metrics=metrics,
+        clips=[{"id": "c1", "e2e_ms": metrics.get("e2e_ms_p50", 1.0)}],
+        env={"cpu": "test cpu", "threads": spec.threads, "repeat": repeat},
+        warnings=[],
+        mode="isolated",
+    )
+
+
+def sample_results() -> list[Result]:
+    """Three models x a few axis settings x 2 repeats, with figures shaped like real ones."""
+    out = []
+    sizes = {"tiny.en": (1.0, 150e6, 40.0), "base": (0.7, 290e6, 95.0), "small": (None, 970e6, 380)}
+    for model, (wer_scale, wbytes, full_gflops) in sizes.items():
+        for frames, stride in ((3000, 1), (3000, 2), ("fit", 1), (1000, 4)):
+            spec = RunSpec(model=model, repeats=2).with_(frames=frames, stride=stride)
+            shrink = (1000 / 3000 if frames == 1000 else 0.3 if frames == "fit" else 1.0) / (
+                1 + 0.1 * (stride - 1)
+            )
+            gflops = full_gflops * shrink
+            for rep in range(2):
+                jitter = 1 + 0.02 * rep
+                m = dict(
+                    gflops_analytic_total=gflops,
+                    e2e_ms_p50=20 * gflops * jitter,
+                    e2e_ms_p90=26 * gflops * jitter,
+                    feat_ms_p50=5.0 * jitter,
+                    enc_ms_p50=12 * gflops * jitter,
+                    dec_ms_p50=8 * gflops * jitter,
+                    rtf=0.002 * gflops * jitter,
+                    rtfx=500 / gflops / jitter,
+                    peak_rss_mb=300 + wbytes / 2**20 + gflops * jitter,
+                    feat_mem_mb=2.0,
+                    enc_mem_mb=0.5 * gflops,
+                    dec_mem_mb=0.2 * gflops,
+                    weight_bytes=wbytes,
+                    energy_j=3 * gflops * jitter,
+                    j_per_audio_s=0.1 * gflops * jitter,
+                    energy_method="estimated: CPU TDP share x time",
+                )
+                if wer_scale is None:
+                    m["wer"] = None
+                else:
+                    wer = wer_scale * 40 * gflops**-0.3 * (1 + 0.05 * (stride - 1))
+                    m.update(wer=wer, cer=wer / 2, wer_ci_lo=wer * 0.8, wer_ci_hi=wer * 1.25)
+                out.append(make_result(spec, rep, **m))
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite") as s:
+        yield s
+
+
+def test_round_trip_and_resume_bookkeeping(store):
+    a, b = RunSpec(), RunSpec(model="base")
+    r0 = make_result(a, 0, wer=10.0, e2e_ms_p50=100.0)
+    r0.clips = [{"id": "x", "hyp": "héllo", "e2e_ms": 3.5}]
+    r0.warnings = ["a warning"]
+    store.add(r0)
+    store.add(make_result(a, 2, wer=11.0))
+    store.add(make_result(b, 0, wer=8.0))
+    assert store.done_repeats(a.spec_hash) == {0, 2}
+    assert store.done_repeats("nope") == set()
+    got = store.get(a.spec_hash)
+    assert [r.repeat for r in got] == [0, 2]
+    assert got[0].to_dict() == r0.to_dict()  # everything survives, unicode included
+    assert store.get(a.spec_hash[:6])[0].spec_hash == a.spec_hash  # a prefix is enough
+    assert set(store.specs()) == {a.spec_hash, b.spec_hash}
+    assert len(store.all()) == 3
+
+    # a repeat written again replaces the old row rather than duplicating it
+    store.add(make_result(a, 0, wer=12.0))
+    assert len(store.all()) == 3
+    assert store.get(a.spec_hash)[0].metrics["wer"] == 12.0
+
+    assert store.delete(a.spec_hash) == 2
+    assert store.done_repeats(a.spec_hash) == set()
+    with pytest.raises(StoreError, match="no results for spec"):
+        store.get(a.spec_hash)
+
+
+def test_failed_rows_are_kept_but_not_done(store):
+    from voxmeter.store import failed_result
+
+    s = RunSpec()
+    store.add(failed_result(s.to_dict(), s.spec_hash, 0, "model x: no weights"))
+    assert store.done_repeats(s.spec_hash) == set()  # a re-run tries it again
+    assert store.all() == []
+    assert [f.warnings for f in store.failures()] == [["model x: no weights"]]
+    store.add(make_result(s, 0, wer=1.0))  # success replaces the failure
+    assert store.failures() == [] and store.done_repeats(s.spec_hash) == {0}
+
+
+def test_wal_mode_and_visible_to_other_connections(store):
+    store.add(make_result(RunSpec(), 0, wer=1.0))
+    other = sqlite3.connect(store.path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+    other.close()
+
+
+def test_not_a_store(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, I am not a database\n" * 100)
+    with pytest.raises(StoreError, match="notes.txt.*not a voxmeter store"):
+        ResultStore(text)
+    foreign = tmp_path / "other.sqlite"
+    c = sqlite3.connect(foreign)
+    c.execute("CREATE TABLE people (name TEXT)")
+    c.commit()
+    c.close()
+    with pytest.raises(StoreError, match="other.sqlite.*not a voxmeter store"):
+        ResultStore(foreign)
+    with pytest.raises(StoreError, match="no such results store"):
+        open_existing(tmp_path / "missing.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists()
+    with pytest.raises(StoreError, match="does not exist"):
+        ResultStore(tmp_path / "no" / "dir" / "r.sqlite")
+
+
+def test_t_interval_by_hand():
+    lo, hi = t_interval([10.0, 12.0, 14.0])
+    # mean 12, s = 2, t(0.975, 2) = 4.302653: half width = 4.302653 * 2 / sqrt(3) = 4.968275
+    assert (lo, hi) == pytest.approx((12 - 4.968275, 12 + 4.968275), abs=1e-5)
+    assert t_interval([5.0]) is None
+
+
+def test_aggregate_means_and_cis():
+    s = RunSpec(repeats=3)
+    rs = [
+        make_result(s, i, e2e_ms_p50=v, wer=7.0, wer_ci_lo=5.0, wer_ci_hi=9.5, energy_method="est")
+        for i, v in enumerate((10.0, 12.0, 14.0))
+    ]
+    rs.append(make_result(RunSpec(model="base"), 0, e2e_ms_p50=3.0, wer=None, rtfx=float("nan")))
+    rows = {r.spec_hash: r for r in aggregate_results(rs)}
+    row = rows[s.spec_hash]
+    assert row.n_repeats == 3 and row.label == s.label()
+    lat = row.metrics["e2e_ms_p50"]
+    assert lat.mean == 12.0 and lat.n == 3 and lat.ci_method == "t over repeats"
+    assert lat.half_width == pytest.approx(4.968275, abs=1e-5)
+    # WER: the same every repeat; its CI is the recorded bootstrap over clips, not a zero
+    wer = row.metrics["wer"]
+    assert (wer.mean, wer.ci_lo, wer.ci_hi, wer.ci_method) == (
+        7.0,
+        5.0,
+        9.5,
+        "bootstrap over clips",
+    )
+    assert row.notes["energy_method"] == "est"
+    single = rows[RunSpec(model="base").spec_hash]
+    assert single.metrics["e2e_ms_p50"].ci_lo is None  # one repeat: no interval
+    assert single.value("wer") is None and single.value("rtfx") is None  # None/NaN are absent
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_export_flat(store, tmp_path, fmt):
+    for r in sample_results():
+        store.add(r)
+    out = tmp_path / f"out.{fmt}"
+    n = store.export(out, fmt)
+    assert n == len(sample_results())
+    if fmt == "csv":
+        import csv
+
+        rows = list(csv.DictReader(out.open()))
+    elif fmt == "json":
+        rows = json.loads(out.read_text())
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    assert len(rows) == n
+    assert {
+        "spec_hash",
+        "repeat",
+        "label",
+        "spec.model",
+        "spec.axes.frames",
+        "spec.axes.stride",
+        "wer",
+        "e2e_ms_p50",
+        "peak_rss_mb",
+        "gflops_analytic_total",
+    } <= set(rows[0])
+    frames = {str(r["spec.axes.frames"]) for r in rows}
+    assert frames == {"3000", "fit", "1000"}  # mixed int/"fit" survives every format
+    tiny = [r for r in rows if r["spec.model"] == "tiny.en" and str(r["spec.axes.stride"]) == "1"]
+    assert tiny and all(float(r["wer"]) > 0 for r in tiny)
+
+
+def test_export_errors(store, tmp_path):
+    with pytest.raises(StoreError, match="has no results"):
+        store.export(tmp_path / "x.csv")
+    store.add(make_result(RunSpec(), 0, wer=1.0))
+    from voxmeter.errors import SpecError
+
+    with pytest.raises(SpecError, match="--format"):
+        store.export(tmp_path / "x.xlsx", "xlsx")
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+_WRITER = """
+import sys, itertools
+from voxmeter.result import Result
+from voxmeter.store import ResultStore
+s = ResultStore(sys.argv[1])
+big = [{"id": f"clip{i}", "hyp": "word " * 200} for i in range(200)]  # ~200 kB per row
+for i in itertools.count():
+    s.add(Result(spec_hash=f"h{i % 7}", spec={"i": i}, repeat=i, metrics={"wer": float(i)},
+                 clips=big))
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_mid_write_leaves_only_whole_rows(tmp_path):
+    path = tmp_path / "k.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:
+            if int(line) >= 20:
+                break
+        time.sleep(0.05)  # land the kill somewhere inside a later write
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with ResultStore(path) as s:
+        assert s._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = s.all()
+        assert len(rows) >= 21
+        for r in rows:  # every row whole: full clip list, parseable metrics
+            assert len(r.clips) == 200 and r.metrics["wer"] == float(r.repeat)
+        assert sorted(r.repeat for r in rows) == list(range(len(rows)))  # no gaps
+
+
+def test_sample_results_are_plausible():
+    rows = aggregate_results(sample_results())
+    assert len(rows) == 12
+    assert all(r.value("wer") is None for r in rows if r.spec["model"] == "small")
+    assert all(math.isfinite(r.value("e2e_ms_p50")) for r in rows)
