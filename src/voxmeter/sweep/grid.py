@@ -1,0 +1,495 @@
+"""Sweep files and the spec grids they expand to; iso-FLOPs grids for a compute budget.
+
+A sweep file (TOML) names the models, engines and data in [sweep], the axis values to cross in
+[axes], optional [constraints] for `recommend`/`report`, and an optional [budget] that asks for
+an iso-FLOPs grid instead of the axes grid. Every key is checked: an unknown key or an
+impossible value is a one-line SpecError naming the file and the key.
+
+Expansion is the cartesian product, then each spec is put in canonical form so that settings
+with no effect collapse into one spec (pad when frames = 3000, pool when stride = 1,
+fit_step_s when frames is not "fit"), and combinations that cannot run (fp16 on CPU) are
+dropped; the count of each is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voxmeter.errors import SpecError, VoxmeterError
+from voxmeter.spec import (
+    DEVICES,
+    ENGINES,
+    FULL_FRAMES,
+    AxisSettings,
+    RunSpec,
+)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
+
+MINIMISE = ("latency", "energy", "memory", "flops")
+# The paper's decoding assumption for FLOPs budgets: a 2-token prompt
+# (<|startoftranscript|><|notimestamps|> for English-only models) and 20 generated tokens.
+BUDGET_PROMPT_TOKENS = 2
+BUDGET_GENERATED_TOKENS = 20
+DEFAULT_BUDGET_STRIDES = (1, 2, 3, 4, 6, 8)
+
+_SWEEP_KEYS = {
+    "name": str,
+    "models": list,
+    "engines": list,
+    "data": str,
+    "device": (str, list),
+    "repeats": int,
+    "warmup": int,
+    "threads": int,
+    "batch_size": int,
+    "seed": int,
+    "max_clips": int,
+}
+_AXES_KEYS = ("frames", "pad", "stride", "pool", "precision", "fit_step_s")
+_CONSTRAINT_KEYS = {
+    "max_wer": float,
+    "max_rtf": float,
+    "max_memory_mb": float,
+    "max_gflops": float,
+    "minimise": str,
+}
+_BUDGET_KEYS = {"gflops": float, "tol": float, "strides": list, "frames": list}
+_SECTIONS = ("sweep", "axes", "constraints", "budget")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a recommendation must satisfy; None means unconstrained."""
+
+    max_wer: float | None = None
+    max_rtf: float | None = None
+    max_memory_mb: float | None = None
+    max_gflops: float | None = None
+    minimise: str = "latency"
+
+    def merged(self, **overrides: Any) -> Constraints:
+        """These constraints with every non-None override applied (command line over file)."""
+        kept = {k: v for k, v in overrides.items() if v is not None}
+        return Constraints(**{**self.__dict__, **kept})
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    gflops: float | None = None
+    tol: float = 0.05
+    strides: tuple[int, ...] = ()
+    frames: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    path: Path
+    name: str
+    models: tuple[str, ...]
+    engines: tuple[str, ...]
+    data: str
+    devices: tuple[str, ...]
+    base: RunSpec  # threads, repeats, seed...: the fields every spec shares
+    axes: dict[str, tuple[Any, ...]]  # only the axes the file names
+    constraints: Constraints
+    budget: BudgetSettings
+
+
+@dataclass
+class Expansion:
+    specs: list[RunSpec]
+    n_combinations: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def notes(self) -> list[str]:
+        out = [f"{self.n_combinations} combinations -> {len(self.specs)} specs"]
+        out += [f"{n} dropped: {why}" for why, n in self.dropped.items()]
+        return out
+
+
+# -- parsing ----------------------------------------------------------------------------
+def _err(path: Path, key: str, msg: str) -> SpecError:
+    return SpecError(f"{path}: {key}: {msg}")
+
+
+def _check_keys(path: Path, section: str, table: Any, allowed: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _err(path, section, f"expected a table, got {type(table).__name__}")
+    for k in table:
+        if k not in allowed:
+            raise _err(path, f"{section}.{k}", f"unknown key (known: {', '.join(allowed)})")
+    return table
+
+
+def _typed(path: Path, key: str, v: Any, kind: Any) -> Any:
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _err(path, key, f"expected {want}, got {v!r}")
+    return v
+
+
+def _options(path: Path, key: str, v: Any) -> tuple[Any, ...]:
+    """A scalar or a non-empty list of scalars, as a tuple without duplicates."""
+    vals = v if isinstance(v, list) else [v]
+    if not vals:
+        raise _err(path, key, "empty list: the grid would have no specs")
+    for x in vals:
+        if isinstance(x, list | dict):
+            raise _err(path, key, f"expected scalars, got {x!r}")
+    return tuple(dict.fromkeys(vals))
+
+
+def load_sweep(path: str | Path) -> SweepFile:
+    """Read and check a sweep file; SpecError naming the file and key for anything wrong."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read sweep file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: not valid TOML ({e})") from None
+    for k in doc:
+        if k not in _SECTIONS:
+            raise _err(p, k, f"unknown section (known: {', '.join(_SECTIONS)})")
+    if "sweep" not in doc:
+        raise _err(p, "sweep", "missing section [sweep]")
+    sw = _check_keys(p, "sweep", doc["sweep"], _SWEEP_KEYS)
+    sw = {k: _typed(p, f"sweep.{k}", v, _SWEEP_KEYS[k]) for k, v in sw.items()}
+    models = _options(p, "sweep.models", sw.get("models", ["tiny.en"]))
+    engines = _options(p, "sweep.engines", sw.get("engines", ["hf"]))
+    devices = _options(p, "sweep.device", sw.get("device", "cpu"))
+    for m in models:
+        _check_model(p, m)
+    for e in engines:
+        if e not in ENGINES:
+            raise _err(p, "sweep.engines", f"unknown engine {e!r} (known: {', '.join(ENGINES)})")
+    for d in devices:
+        if d not in DEVICES:
+            raise _err(p, "sweep.device", f"unknown device {d!r} (known: {', '.join(DEVICES)})")
+    base_fields = ("repeats", "warmup", "threads", "batch_size", "seed", "max_clips", "data")
+    base = RunSpec(**{k: sw[k] for k in base_fields if k in sw})
+    try:
+        base.validate()
+    except SpecError as e:
+        raise SpecError(f"{p}: sweep.{e}") from None
+
+    axes_t = _check_keys(p, "axes", doc.get("axes", {}), _AXES_KEYS)
+    axes = {k: _options(p, f"axes.{k}", v) for k, v in axes_t.items()}
+    for v in axes.get("fit_step_s", ()):
+        _typed(p, "axes.fit_step_s", v, (int, float))
+    for k, vals in axes.items():
+        for v in vals:
+            try:
+                AxisSettings(**{k: v}).validate()
+            except (SpecError, TypeError) as e:
+                raise _err(p, f"axes.{k}", str(e).split(": ", 1)[-1]) from None
+
+    cons_t = _check_keys(p, "constraints", doc.get("constraints", {}), _CONSTRAINT_KEYS)
+    cons_t = {k: _typed(p, f"constraints.{k}", v, _CONSTRAINT_KEYS[k]) for k, v in cons_t.items()}
+    constraints = Constraints(**cons_t)
+    check_constraints(constraints, where=f"{p}: constraints.")
+
+    bud_t = _check_keys(p, "budget", doc.get("budget", {}), _BUDGET_KEYS)
+    bud_t = {k: _typed(p, f"budget.{k}", v, _BUDGET_KEYS[k]) for k, v in bud_t.items()}
+    budget = BudgetSettings(
+        gflops=bud_t.get("gflops"),
+        tol=bud_t.get("tol", 0.05),
+        strides=_int_options(p, "budget.strides", bud_t.get("strides", [])),
+        frames=_int_options(p, "budget.frames", bud_t.get("frames", [])),
+    )
+    try:
+        check_budget(budget.gflops, budget.tol, budget.frames, budget.strides)
+    except SpecError as e:
+        raise SpecError(f"{p}: budget.{e}") from None
+
+    return SweepFile(
+        path=p,
+        name=sw.get("name", p.stem),
+        models=models,
+        engines=engines,
+        data=base.data,
+        devices=devices,
+        base=base,
+        axes=axes,
+        constraints=constraints,
+        budget=budget,
+    )
+
+
+def _int_options(path: Path, key: str, vals: list[Any]) -> tuple[int, ...]:
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _err(path, key, f"expected integers, got {v!r}")
+    return tuple(dict.fromkeys(vals))
+
+
+def _check_model(path: Path, model: Any) -> None:
+    from voxmeter.assets.dims import ARCHITECTURES
+
+    if not isinstance(model, str) or not model:
+        raise _err(path, "sweep.models", f"expected model names, got {model!r}")
+    if model not in ARCHITECTURES and not Path(model).is_dir():
+        known = ", ".join(ARCHITECTURES)
+        raise _err(path, "sweep.models", f"unknown model {model!r} (known: {known}, or a dir)")
+
+
+def check_constraints(c: Constraints, where: str = "--") -> None:
+    """Reject impossible limits; `where` prefixes the key ("--" names command-line options)."""
+
+    def name(k: str) -> str:
+        return f"--{k.replace('_', '-')}" if where == "--" else f"{where}{k}"
+
+    for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops"):
+        v = getattr(c, k)
+        if v is not None and not v > 0:
+            raise SpecError(f"{name(k)}: must be > 0, got {v}")
+    if c.minimise not in MINIMISE:
+        raise SpecError(
+            f"{name('minimise')}: expected one of {', '.join(MINIMISE)}, got {c.minimise!r}"
+        )
+
+
+# -- expansion --------------------------------------------------------------------------
+def canonical(spec: RunSpec) -> RunSpec:
+    """The same measurement with settings that cannot matter reset to their defaults."""
+    a = spec.axes
+    d = AxisSettings()
+    changes: dict[str, Any] = {}
+    if a.frames == FULL_FRAMES and a.pad != d.pad:
+        changes["pad"] = d.pad
+    if a.stride == 1 and a.pool != d.pool:
+        changes["pool"] = d.pool
+    if a.frames != "fit" and a.fit_step_s != d.fit_step_s:
+        changes["fit_step_s"] = d.fit_step_s
+    return spec.with_(**changes) if changes else spec
+
+
+def _why_redundant(spec: RunSpec) -> str:
+    a, d = spec.axes, AxisSettings()
+    if a.frames == FULL_FRAMES and a.pad != d.pad:
+        return "pad has no effect at frames = 3000"
+    if a.stride == 1 and a.pool != d.pool:
+        return "pool has no effect at stride = 1"
+    if a.frames != "fit" and a.fit_step_s != d.fit_step_s:
+        return "fit_step_s has no effect unless frames = 'fit'"
+    return "duplicate combination"
+
+
+def _unrunnable(spec: RunSpec) -> str | None:
+    if spec.axes.precision == "fp16" and spec.device != "cuda":
+        return "fp16 needs device = 'cuda'"
+    if spec.axes.precision == "int8" and spec.engine == "hf" and spec.device == "cuda":
+        return "int8 in the hf engine is CPU only"
+    return None
+
+
+def expand(sweep: SweepFile) -> Expansion:
+    """Every spec of the sweep's grid, canonical and deduplicated, in file order."""
+    names = list(sweep.axes)
+    combos = list(
+        itertools.product(
+            sweep.models, sweep.engines, sweep.devices, *(sweep.axes[n] for n in names)
+        )
+    )
+    specs: dict[str, RunSpec] = {}
+    dropped: Counter[str] = Counter()
+    for model, engine, device, *vals in combos:
+        spec = sweep.base.with_(model=model, engine=engine, device=device, **dict(zip(names, vals)))
+        why = _unrunnable(spec)
+        if why:
+            dropped[why] += 1
+            continue
+        c = canonical(spec)
+        if c.spec_hash in specs:
+            dropped[_why_redundant(spec)] += 1
+            continue
+        specs[c.spec_hash] = c.validate()
+    if not specs:
+        reasons = "; ".join(f"{n} {w}" for w, n in dropped.items())
+        raise SpecError(f"{sweep.path}: the grid has no runnable specs ({reasons})")
+    return Expansion(list(specs.values()), len(combos), dict(dropped))
+
+
+# -- iso-FLOPs budget grids -------------------------------------------------------------
+@dataclass(frozen=True)
+class BudgetPoint:
+    model: str
+    frames: int
+    stride: int
+    gflops: float  # analytic, prompt 2 + 20 generated tokens
+    rel_err: float  # (gflops - budget) / budget
+
+
+@dataclass
+class BudgetGrid:
+    budget_gflops: float
+    tol: float
+    points: dict[str, list[BudgetPoint]]  # model -> points found (possibly empty)
+    pad: str
+    pool: str
+
+    @property
+    def missing(self) -> list[str]:
+        return [m for m, pts in self.points.items() if not pts]
+
+    def all_points(self) -> list[BudgetPoint]:
+        return [p for pts in self.points.values() for p in pts]
+
+    def lines(self) -> list[str]:
+        out = [
+            (
+                f"iso-FLOPs grid at {self.budget_gflops:g} GFLOPs ±{self.tol:.0%} per clip "
+                f"(analytic, {BUDGET_PROMPT_TOKENS}-token prompt + {BUDGET_GENERATED_TOKENS} "
+                f"generated tokens as in the paper; pad={self.pad}, pool={self.pool})"
+            )
+        ]
+        for model, pts in self.points.items():
+            if not pts:
+                out.append(f"  {model}: no frames/stride setting within ±{self.tol:.0%}")
+                continue
+            cells = ", ".join(
+                f"T={p.frames} k={p.stride} ({p.gflops:.2f}, {p.rel_err:+.1%})" for p in pts
+            )
+            out.append(f"  {model}: {cells}")
+        return out
+
+
+def check_budget(
+    gflops: float | None, tol: float, frames: tuple[int, ...], strides: tuple[int, ...]
+) -> None:
+    if gflops is not None and not gflops > 0:
+        raise SpecError(f"gflops: must be > 0, got {gflops}")
+    if not 0 < tol < 1:
+        raise SpecError(f"tol: must be in (0, 1), got {tol}")
+    for f in frames:
+        try:
+            AxisSettings(frames=f).validate()
+        except SpecError as e:
+            raise SpecError(f"frames: {str(e).split(': ', 1)[-1]}") from None
+    for k in strides:
+        if k < 1:
+            raise SpecError(f"strides: must be integers >= 1, got {k}")
+
+
+def budget_gflops_of(
+    model: str, frames: int, stride: int, pad: str = "silence", pool: str = "stride"
+) -> float:
+    """Analytic GFLOPs of one clip under the paper's decoding assumption (2 + 20 tokens)."""
+    from voxmeter.assets.dims import dims_for
+    from voxmeter.measure.flops import analytic_flops
+
+    f = analytic_flops(
+        dims_for(model),
+        frames,
+        stride,
+        pad,
+        prompt_len=BUDGET_PROMPT_TOKENS,
+        n_generated=BUDGET_GENERATED_TOKENS,
+        pool=pool,
+    )
+    return f["total"] / 1e9
+
+
+def budget_grid(
+    models: tuple[str, ...] | list[str],
+    budget_gflops: float,
+    tol: float = 0.05,
+    frames_options: tuple[int, ...] | list[int] | None = None,
+    strides: tuple[int, ...] | list[int] = DEFAULT_BUDGET_STRIDES,
+    pad: str = "silence",
+    pool: str = "stride",
+) -> BudgetGrid:
+    """For each model size, the (frames, stride) settings costing budget ± tol GFLOPs per clip.
+
+    FLOPs are analytic, from the model's architecture (assets.dims), with a 2-token prompt and
+    20 generated tokens, the paper's assumption. With explicit `frames_options`, every option
+    within tolerance is kept. Without, frames range over every even value in [2, 3000] and, per
+    stride, only the one closest to the budget is kept (neighbouring frame counts differ by
+    a fraction of a percent, so keeping all would list dozens of near-identical specs).
+    """
+    from voxmeter.assets.dims import dims_for
+
+    check_budget(budget_gflops, tol, tuple(frames_options or ()), tuple(strides))
+    if not strides:
+        raise SpecError("strides: empty list: the budget grid would have no specs")
+    dense = not frames_options
+    frames_list = list(range(2, FULL_FRAMES + 1, 2)) if dense else list(frames_options)
+    points: dict[str, list[BudgetPoint]] = {}
+    for model in dict.fromkeys(models):
+        try:
+            dims_for(model)
+        except VoxmeterError as e:
+            raise SpecError(f"budget grid: {e}") from None
+        found: list[BudgetPoint] = []
+        for k in strides:
+            cands = []
+            for f in frames_list:
+                g = budget_gflops_of(model, f, k, pad, pool)
+                err = (g - budget_gflops) / budget_gflops
+                if abs(err) <= tol:
+                    cands.append(BudgetPoint(model, f, k, g, err))
+            if dense and cands:
+                cands = [min(cands, key=lambda p: abs(p.rel_err))]
+            found.extend(cands)
+        points[model] = found
+    return BudgetGrid(budget_gflops, tol, points, pad, pool)
+
+
+def budget_specs(grid: BudgetGrid, sweep: SweepFile) -> Expansion:
+    """The runnable specs of a budget grid, crossed with the file's engines and precisions."""
+    precisions = sweep.axes.get("precision", (AxisSettings().precision,))
+    pts = grid.all_points()
+    combos = list(itertools.product(pts, sweep.engines, sweep.devices, precisions))
+    specs: dict[str, RunSpec] = {}
+    dropped: Counter[str] = Counter()
+    for p, engine, device, precision in combos:
+        spec = sweep.base.with_(
+            model=p.model,
+            engine=engine,
+            device=device,
+            frames=p.frames,
+            stride=p.stride,
+            pad=grid.pad,
+            pool=grid.pool,
+            precision=precision,
+        )
+        why = _unrunnable(spec)
+        if why:
+            dropped[why] += 1
+            continue
+        c = canonical(spec)
+        if c.spec_hash in specs:
+            dropped[_why_redundant(spec)] += 1
+            continue
+        specs[c.spec_hash] = c.validate()
+    return Expansion(list(specs.values()), len(combos), dict(dropped))
+
+
+def sweep_budget_grid(sweep: SweepFile, budget_gflops: float | None = None) -> BudgetGrid:
+    """The budget grid a sweep file asks for (command-line budget over the file's [budget])."""
+    g = budget_gflops if budget_gflops is not None else sweep.budget.gflops
+    if g is None:
+        raise SpecError(f"{sweep.path}: no budget: pass --budget-gflops or set budget.gflops")
+    pads = sweep.axes.get("pad", (AxisSettings().pad,))
+    pools = sweep.axes.get("pool", (AxisSettings().pool,))
+    if len(pads) > 1 or len(pools) > 1:
+        raise SpecError(f"{sweep.path}: axes.pad/pool: a budget grid takes one value of each")
+    strides = sweep.budget.strides or tuple(
+        s for s in sweep.axes.get("stride", DEFAULT_BUDGET_STRIDES)
+    )
+    frames = sweep.budget.frames or None
+    return budget_grid(
+        sweep.models, g, sweep.budget.tol, frames, strides, pad=pads[0], pool=pools[0]
+    )

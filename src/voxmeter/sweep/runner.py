@@ -1,0 +1,299 @@
+"""Run many specs into the store, resumably, locally or on Ray.
+
+Resumability comes from the store: before running, each spec's finished repeats are looked up
+by its hash and only the missing repeat indices are measured; every Result is written the
+moment it arrives (one transaction per row), so a sweep killed with -9 loses at most the
+repeats in flight and a re-run picks up where it stopped.
+
+A spec that fails with a VoxmeterError (a model that cannot load, a bad data set) leaves
+`status = 'failed'` rows for the repeats it did not finish, is reported in the summary, and
+the sweep goes on; failed rows do not count as done, so the next run tries them again. Any
+other exception is a bug and stops the sweep with its traceback.
+
+Executors: "local" runs one spec after another in this process's control (by default each in
+a fresh child process, so peak RSS is the spec's own). "ray" runs one spec per Ray task, with
+`num_cpus` = the spec's threads so Ray never packs more concurrent specs onto a node than it
+has cores; the tasks stream Results back and only the driver writes the store (SQLite is not
+a network database). Concurrent specs on one node share caches and memory bandwidth, so their
+latencies are noisier than a local sweep's; the harness records other processes' CPU use with
+every result. Ray is imported only by the Ray executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voxmeter.errors import SpecError, VoxmeterError
+from voxmeter.result import Result
+from voxmeter.spec import RunSpec
+from voxmeter.store import ResultStore, failed_result
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger("voxmeter")
+
+EXECUTORS = ("local", "ray")
+# runner(spec, repeat_indices, cache_dir=...) -> one Result per repeat, as each finishes
+Runner = Callable[..., Iterator[Result]]
+
+
+@dataclass
+class SweepSummary:
+    n_specs: int
+    n_skipped: int  # specs whose repeats were all in the store already
+    n_results: int = 0  # repeats measured and written now
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (spec label, message)
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        """The closing summary (the notes were logged when the sweep began)."""
+        out = []
+        ran = self.n_specs - self.n_skipped
+        out.append(
+            f"sweep: {ran} spec(s) run, {self.n_results} repeat(s) written, "
+            f"{len(self.failed)} failed, in {self.elapsed_s:.1f} s"
+        )
+        out += [f"failed: {label}: {msg}" for label, msg in self.failed]
+        return out
+
+
+@dataclass
+class _Job:
+    spec: RunSpec
+    missing: list[int]
+    written: set[int] = field(default_factory=set)
+
+
+def _default_runner() -> Runner:
+    from voxmeter.measure.isolate import run_spec_isolated
+
+    return run_spec_isolated
+
+
+def plan(
+    specs: list[RunSpec], store: ResultStore, force: bool = False
+) -> tuple[list[_Job], int, int]:
+    """The jobs still to run: (jobs, n_unique_specs, n_already_done)."""
+    unique = list({s.spec_hash: s for s in specs}.values())
+    jobs, done_specs = [], 0
+    for spec in unique:
+        if force:
+            store.delete(spec.spec_hash)
+        done = store.done_repeats(spec.spec_hash)
+        missing = [r for r in range(spec.repeats) if r not in done]
+        if missing:
+            jobs.append(_Job(spec, missing))
+        else:
+            done_specs += 1
+    return jobs, len(unique), done_specs
+
+
+def run_sweep(
+    specs: list[RunSpec],
+    store: ResultStore,
+    *,
+    runner: Runner | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> SweepSummary:
+    """Measure every repeat of `specs` the store lacks; write each Result as it arrives."""
+    if executor not in EXECUTORS:
+        raise SpecError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if address and executor != "ray":
+        raise SpecError("--address: only meaningful with --executor ray")
+    t0 = time.perf_counter()
+    jobs, n_specs, n_done = plan(specs, store, force)
+    summary = SweepSummary(n_specs=n_specs, n_skipped=n_done)
+    if n_done:
+        note = f"{n_done} of {n_specs} specs already done, skipping"
+        summary.notes.append(note)
+        log.info(note)
+    partial = sum(1 for j in jobs if len(j.missing) < j.spec.repeats)
+    if partial:
+        note = f"{partial} spec(s) partly done: measuring only their missing repeats"
+        summary.notes.append(note)
+        log.info(note)
+    if jobs:
+        run = runner or _default_runner()
+        cache = str(cache_dir) if cache_dir else None
+        with _Bar(sum(len(j.missing) for j in jobs), progress) as bar:
+            if executor == "local":
+                _run_local(jobs, store, run, cache, bar, summary)
+            else:
+                _run_ray(jobs, store, run, cache, address, bar, summary)
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _record(store: ResultStore, job: _Job, res: Result, summary: SweepSummary) -> None:
+    if res.spec_hash != job.spec.spec_hash:
+        raise RuntimeError(
+            f"runner returned spec {res.spec_hash} while running {job.spec.spec_hash}"
+        )
+    store.add(res)
+    job.written.add(res.repeat)
+    summary.n_results += 1
+
+
+def _record_failure(store: ResultStore, job: _Job, message: str, summary: SweepSummary) -> None:
+    spec = job.spec
+    for r in job.missing:
+        if r not in job.written:
+            store.add(failed_result(spec.to_dict(), spec.spec_hash, r, message))
+    summary.failed.append((spec.label(), message))
+    log.error("spec %s (%s) failed: %s", spec.spec_hash, spec.label(), message)
+
+
+def _run_local(
+    jobs: list[_Job],
+    store: ResultStore,
+    runner: Runner,
+    cache_dir: str | None,
+    bar: _Bar,
+    summary: SweepSummary,
+) -> None:
+    for i, job in enumerate(jobs, 1):
+        bar.describe(f"[{i}/{len(jobs)}] {job.spec.label()}")
+        try:
+            for res in runner(job.spec, list(job.missing), cache_dir=cache_dir):
+                _record(store, job, res, summary)
+                bar.advance()
+        except VoxmeterError as e:
+            _record_failure(store, job, str(e), summary)
+            bar.advance(len(job.missing) - len(job.written))
+
+
+# -- Ray --------------------------------------------------------------------------------
+def _ray_measure(
+    runner: Runner, spec_dict: dict[str, Any], repeats: list[int], cache_dir: str | None
+) -> Iterator[tuple[str, Any]]:
+    """A Ray task: stream ("result", result dict) per repeat, or ("error", message) once."""
+    spec = RunSpec.from_dict(spec_dict)
+    try:
+        for res in runner(spec, repeats, cache_dir=cache_dir):
+            yield "result", res.to_dict()
+    except VoxmeterError as e:
+        yield "error", str(e)
+
+
+def _run_ray(
+    jobs: list[_Job],
+    store: ResultStore,
+    runner: Runner,
+    cache_dir: str | None,
+    address: str | None,
+    bar: _Bar,
+    summary: SweepSummary,
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise SpecError(
+            "--executor ray: ray is not installed (pip install 'voxmeter[ray]')"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise SpecError(f"--address {address}: cannot connect to Ray ({e})") from None
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        task = ray.remote(num_returns="streaming")(_ray_measure)
+        pending: dict[Any, _Job] = {}
+        for job in jobs:
+            need = job.spec.threads
+            if need > cpus:
+                log.warning(
+                    "spec %s wants %d threads but the Ray cluster has %d CPUs: scheduling it on %d",
+                    job.spec.spec_hash,
+                    need,
+                    cpus,
+                    cpus,
+                )
+            gen = task.options(num_cpus=min(need, cpus)).remote(
+                runner, job.spec.to_dict(), list(job.missing), cache_dir
+            )
+            pending[gen] = job
+        while pending:
+            bar.describe(f"ray: {len(pending)} spec(s) queued or running")
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            gen = ready[0]
+            job = pending[gen]
+            try:
+                ref = next(gen)
+            except StopIteration:
+                del pending[gen]
+                continue
+            kind, payload = ray.get(ref)  # a bug in the task re-raises here, traceback kept
+            if kind == "result":
+                _record(store, job, Result.from_dict(payload), summary)
+                bar.advance()
+            else:
+                _record_failure(store, job, payload, summary)
+                bar.advance(len(job.missing) - len(job.written))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- progress ---------------------------------------------------------------------------
+class _Bar:
+    """A rich progress bar over repeats (spec label, done/total, ETA), or nothing at all."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self._progress = None
+        self._task = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> Self:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("sweep", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def describe(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None and n:
+            self._progress.advance(self._task, n)

@@ -1,0 +1,246 @@
+"""The sweep runner: skip what is done, write as results arrive, survive failing specs,
+resume after kill -9, never import Ray unless asked, and run on a local Ray instance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_store import make_result
+
+from voxmeter.errors import ModelError
+from voxmeter.spec import RunSpec
+from voxmeter.store import ResultStore
+from voxmeter.sweep.runner import run_sweep
+
+SPECS = [RunSpec(repeats=2, threads=1).with_(stride=k) for k in (1, 2, 3)]
+
+
+def rows_in(path: Path) -> int:
+    """Rows another connection sees: what a kill at this moment would leave."""
+    c = sqlite3.connect(path)
+    try:
+        return c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    finally:
+        c.close()
+
+
+class FakeRunner:
+    """Yields plausible Results; records its calls; checks earlier repeats are already stored."""
+
+    def __init__(self, store_path: Path | None = None, fail_model: str = "", fail_after: int = 0):
+        self.calls: list[tuple[str, list[int]]] = []
+        self.store_path = store_path
+        self.fail_model = fail_model
+        self.fail_after = fail_after
+        self.seen_before: list[int] = []
+
+    def __call__(self, spec, repeats, cache_dir=None):
+        self.calls.append((spec.spec_hash, list(repeats)))
+        for i, r in enumerate(repeats):
+            if spec.model == self.fail_model and i >= self.fail_after:
+                raise ModelError(f"model {spec.model!r}: weights missing")
+            if self.store_path is not None:
+                self.seen_before.append(rows_in(self.store_path))
+            yield make_result(spec, r, wer=10.0 + r, e2e_ms_p50=100.0 * spec.axes.stride)
+
+
+def test_runs_everything_then_skips_everything(tmp_path, caplog):
+    path = tmp_path / "s.sqlite"
+    fake = FakeRunner(store_path=path)
+    with ResultStore(path) as st:
+        summary = run_sweep(SPECS, st, runner=fake, progress=False)
+        assert summary.ok and summary.n_results == 6 and summary.n_skipped == 0
+        assert len(st.all()) == 6
+        assert {st.done_repeats(s.spec_hash) == {0, 1} for s in SPECS} == {True}
+    # each Result was in the store before the runner produced the next one
+    assert fake.seen_before == [0, 1, 2, 3, 4, 5]
+
+    fake2 = FakeRunner()
+    with ResultStore(path) as st, caplog.at_level("INFO", logger="voxmeter"):
+        again = run_sweep(SPECS + SPECS[:1], st, runner=fake2, progress=False)  # dup ignored
+    assert fake2.calls == [] and again.n_results == 0 and again.n_skipped == 3
+    assert "3 of 3 specs already done, skipping" in again.notes
+    assert "3 of 3 specs already done, skipping" in caplog.text
+
+
+def test_partial_specs_run_only_missing_repeats(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        st.add(make_result(SPECS[0], 1, wer=1.0))
+        for r in (0, 1):
+            st.add(make_result(SPECS[1], r, wer=1.0))
+        fake = FakeRunner()
+        summary = run_sweep(SPECS, st, runner=fake, progress=False)
+        assert fake.calls == [(SPECS[0].spec_hash, [0]), (SPECS[2].spec_hash, [0, 1])]
+        assert summary.n_skipped == 1 and summary.n_results == 3
+        assert "1 of 3 specs already done, skipping" in summary.notes
+        # the row that was already there is untouched
+        assert st.get(SPECS[0].spec_hash)[1].metrics["wer"] == 1.0
+
+        fake = FakeRunner()
+        forced = run_sweep(SPECS[:1], st, runner=fake, force=True, progress=False)
+        assert fake.calls == [(SPECS[0].spec_hash, [0, 1])] and forced.n_results == 2
+        assert st.get(SPECS[0].spec_hash)[1].metrics["wer"] == 11.0
+
+
+def test_failing_spec_is_recorded_and_the_sweep_goes_on(tmp_path):
+    bad = RunSpec(model="base", repeats=3, threads=1)
+    specs = [SPECS[0], bad, SPECS[1]]
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        fake = FakeRunner(fail_model="base", fail_after=1)
+        summary = run_sweep(specs, st, runner=fake, progress=False)
+        assert not summary.ok
+        assert summary.failed == [(bad.label(), "model 'base': weights missing")]
+        assert summary.n_results == 2 + 1 + 2  # the failing spec's first repeat is kept
+        assert st.done_repeats(bad.spec_hash) == {0}
+        assert sorted(f.repeat for f in st.failures()) == [1, 2]
+        assert any("1 failed" in line for line in summary.lines())
+        # a re-run retries only what failed
+        fake = FakeRunner()
+        again = run_sweep(specs, st, runner=fake, progress=False)
+        assert fake.calls == [(bad.spec_hash, [1, 2])] and again.ok
+        assert st.failures() == []
+
+
+def test_bad_executor_arguments(tmp_path):
+    from voxmeter.errors import SpecError
+
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        with pytest.raises(SpecError, match="--executor"):
+            run_sweep(SPECS, st, runner=FakeRunner(), executor="dask")
+        with pytest.raises(SpecError, match="--address"):
+            run_sweep(SPECS, st, runner=FakeRunner(), address="ray://x:10001")
+
+
+def test_local_sweep_never_imports_ray(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_sweep_runner import FakeRunner, SPECS
+        from voxmeter.store import ResultStore
+        from voxmeter.sweep.runner import run_sweep
+        import voxmeter.cli_explore, voxmeter.sweep.grid
+        with ResultStore({str(tmp_path / "s.sqlite")!r}) as st:
+            s = run_sweep(SPECS, st, runner=FakeRunner(), progress=True)
+        assert s.n_results == 6, s
+        print("ray" in sys.modules)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_ray_executor_on_a_local_instance(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'voxmeter[ray]')")
+    from ray import cloudpickle
+
+    # workers cannot import this test module: ship the fake runner by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["test_store"])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        bad = RunSpec(model="base", repeats=2, threads=1)
+        with ResultStore(tmp_path / "s.sqlite") as st:
+            st.add(make_result(SPECS[0], 0, wer=1.0))
+            summary = run_sweep(
+                [*SPECS, bad],
+                st,
+                runner=FakeRunner(fail_model="base"),
+                executor="ray",
+                progress=False,
+            )
+            assert summary.n_results == 5  # SPECS[0] repeat 0 was already there
+            assert summary.failed == [(bad.label(), "model 'base': weights missing")]
+            for s in SPECS:
+                assert st.done_repeats(s.spec_hash) == {0, 1}
+            assert st.get(SPECS[0].spec_hash)[0].metrics["wer"] == 1.0
+            assert len(st.failures()) == 2
+        assert ray.is_initialized()  # a Ray the caller started is left running
+    finally:
+        ray.shutdown()
+
+
+SWEEP_TOML = """
+[sweep]
+models = ["tiny.en"]
+engines = ["hf"]
+repeats = 3
+threads = 1
+max_clips = 1
+[axes]
+frames = ["fit"]
+stride = [1, 2]
+"""
+
+
+def _voxmeter_harness_missing() -> str | None:
+    try:
+        import voxmeter.measure.harness
+        import voxmeter.measure.isolate  # noqa: F401
+    except ImportError as e:
+        return f"voxmeter.measure.harness is not importable yet ({e})"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _voxmeter_harness_missing() is not None, reason=str(_voxmeter_harness_missing())
+)
+def test_kill_9_then_resume_with_a_real_sweep(tmp_path, cache_dir):
+    """kill -9 the sweep once a result has landed; a re-run keeps it and adds the rest."""
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(SWEEP_TOML)
+    store = tmp_path / "s.sqlite"
+    cmd = [
+        sys.executable,
+        "-m",
+        "voxmeter.cli",
+        "sweep",
+        str(toml),
+        "--store",
+        str(store),
+        "--cache-dir",
+        str(cache_dir),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while not (store.exists() and rows_in(store) >= 1):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no result landed in time"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep itself, as a user's kill -9 would
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # and the child it was measuring in
+        except ProcessLookupError:
+            pass
+    with ResultStore(store) as st:
+        before = {(r.spec_hash, r.repeat): r.created_at for r in st.all(include_failed=True)}
+        assert st._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert 1 <= len(before) < 6
+        assert all(r.status == "ok" and r.metrics["n_clips"] == 1 for r in st.all())
+
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with ResultStore(store) as st:
+        after = {(r.spec_hash, r.repeat): r.created_at for r in st.all(include_failed=True)}
+        assert len(after) == 6 and all(r.status == "ok" for r in st.all())
+        for key, t in before.items():
+            assert after[key] == t  # kept, not measured again
+    assert f"{6 - len(before)} repeat(s) written" in done.stdout
