@@ -1,0 +1,182 @@
+"""The report's plotly figures, built from aggregated rows (one per spec).
+
+Each builder returns a figure, or None when no row has the figures it needs (the report then
+says so in words instead of drawing an empty chart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from voxmeter.analysis.pareto import Front, metric, pareto_front
+from voxmeter.result import METRIC_UNITS
+
+TEMPLATE = "plotly_white"
+FRONT_COLOUR = "#d62728"
+OTHER_COLOUR = "#9e9e9e"
+STAGE_COLOURS = {"feat": "#8c564b", "enc": "#1f77b4", "dec": "#ff7f0e"}
+STAGE_NAMES = {"feat": "features", "enc": "encoder", "dec": "decoder"}
+
+
+def axis_title(key: str) -> str:
+    unit, _ = METRIC_UNITS.get(key, ("", key))
+    return f"{key} ({unit})" if unit else key
+
+
+def _wer_err(rows: Sequence[Any], y: str) -> dict[str, Any] | None:
+    """Asymmetric error bars from each row's CI of y, where it has one."""
+    plus, minus, any_ci = [], [], False
+    for r in rows:
+        m = r.metrics.get(y)
+        if m is not None and m.ci_lo is not None:
+            plus.append(max(0.0, m.ci_hi - m.mean))
+            minus.append(max(0.0, m.mean - m.ci_lo))
+            any_ci = True
+        else:
+            plus.append(0.0)
+            minus.append(0.0)
+    if not any_ci:
+        return None
+    return dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1)
+
+
+def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figure | None, Front]:
+    front = pareto_front(rows, x, y)
+    if not front.front:
+        return None, front
+    fig = go.Figure()
+    for name, pts, colour, mode in (
+        ("dominated", front.dominated, OTHER_COLOUR, "markers"),
+        ("Pareto front", front.front, FRONT_COLOUR, "lines+markers"),
+    ):
+        if not pts:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[metric(r, x) for r in pts],
+                y=[metric(r, y) for r in pts],
+                mode=mode,
+                name=name,
+                text=[r.label for r in pts],
+                hovertemplate="%{text}<br>" + x + "=%{x:.4g}<br>" + y + "=%{y:.3g}<extra></extra>",
+                marker=dict(color=colour, size=9),
+                line=dict(color=colour, shape="hv") if "lines" in mode else None,
+                error_y=_wer_err(pts, y),
+            )
+        )
+    note = f" ({front.n_excluded} without {x} or {y} left out)" if front.n_excluded else ""
+    fig.update_layout(
+        title=f"{y} vs {x}{note}",
+        xaxis_title=axis_title(x),
+        yaxis_title=axis_title(y),
+        template=TEMPLATE,
+        height=420,
+        margin=dict(l=60, r=20, t=50, b=50),
+    )
+    return fig, front
+
+
+def _line_key(r: Any) -> str:
+    a = r.spec.get("axes", {})
+    return f"{r.spec.get('model')} {r.spec.get('engine')} {a.get('precision')}"
+
+
+def iso_flops_figure(rows: Sequence[Any]) -> go.Figure | None:
+    """WER vs FLOPs, one line per model (and engine, precision), points labelled T/k."""
+    usable = [
+        r for r in rows if metric(r, "wer") is not None and metric(r, "gflops_analytic_total")
+    ]
+    if not usable:
+        return None
+    lines: dict[str, list[Any]] = {}
+    for r in usable:
+        lines.setdefault(_line_key(r), []).append(r)
+    fig = go.Figure()
+    for name, pts in sorted(lines.items()):
+        pts.sort(key=lambda r: metric(r, "gflops_analytic_total"))
+        fig.add_trace(
+            go.Scatter(
+                x=[metric(r, "gflops_analytic_total") for r in pts],
+                y=[metric(r, "wer") for r in pts],
+                mode="lines+markers+text",
+                name=name,
+                text=[f"T={r.axis('frames')} k={r.axis('stride')}" for r in pts],
+                textposition="top center",
+                textfont=dict(size=10),
+                hovertemplate="%{text}<br>%{x:.3g} GFLOP, WER %{y:.3g}%<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title="iso-FLOPs view: WER against analytic GFLOPs per clip, one line per model",
+        xaxis_title=axis_title("gflops_analytic_total"),
+        yaxis_title=axis_title("wer"),
+        xaxis_type="log",
+        template=TEMPLATE,
+        height=460,
+        margin=dict(l=60, r=20, t=50, b=50),
+    )
+    return fig
+
+
+def _bar_height(n: int) -> int:
+    return max(260, 90 + 28 * n)
+
+
+def latency_figure(rows: Sequence[Any]) -> go.Figure | None:
+    """Per-stage median latency, stacked, per spec (medians of stages need not sum to e2e)."""
+    usable = [r for r in rows if any(metric(r, f"{s}_ms_p50") is not None for s in STAGE_NAMES)]
+    if not usable:
+        return None
+    labels = [r.label for r in usable]
+    fig = go.Figure()
+    for s, name in STAGE_NAMES.items():
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=[metric(r, f"{s}_ms_p50") for r in usable],
+                name=name,
+                orientation="h",
+                marker_color=STAGE_COLOURS[s],
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        title="latency per clip by stage (median over clips, mean over repeats)",
+        xaxis_title="ms per clip",
+        template=TEMPLATE,
+        height=_bar_height(len(usable)),
+        margin=dict(l=20, r=20, t=50, b=50),
+        yaxis=dict(automargin=True),
+    )
+    return fig
+
+
+def memory_figure(rows: Sequence[Any]) -> go.Figure | None:
+    """Weights, per-stage transients and process peak RSS per spec, in MiB."""
+    series = [
+        ("weights", lambda r: (metric(r, "weight_bytes") or 0) / 2**20 or None),
+        ("features transient", lambda r: metric(r, "feat_mem_mb")),
+        ("encoder transient", lambda r: metric(r, "enc_mem_mb")),
+        ("decoder transient", lambda r: metric(r, "dec_mem_mb")),
+        ("peak RSS", lambda r: metric(r, "peak_rss_mb")),
+    ]
+    usable = [r for r in rows if any(f(r) is not None for _, f in series)]
+    if not usable:
+        return None
+    labels = [r.label for r in usable]
+    fig = go.Figure()
+    for name, f in series:
+        fig.add_trace(go.Bar(y=labels, x=[f(r) for r in usable], name=name, orientation="h"))
+    fig.update_layout(
+        barmode="group",
+        title="memory per stage (transient = peak during the stage - RSS before it)",
+        xaxis_title="MiB",
+        template=TEMPLATE,
+        height=_bar_height(len(usable) * 2),
+        margin=dict(l=20, r=20, t=50, b=50),
+        yaxis=dict(automargin=True),
+    )
+    return fig

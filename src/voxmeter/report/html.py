@@ -1,0 +1,320 @@
+"""One self-contained HTML report: figures, a sortable table, the recommendation, environments.
+
+Self-contained means no network at all when opened: plotly.js is inlined once (the first
+figure carries it, later ones reuse it), the table sorts with a few lines of inline script,
+and there are no fonts, images or styles from elsewhere. The file is written only when there
+is something to show; an empty store is a StoreError and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voxmeter.errors import StoreError
+from voxmeter.result import Result
+from voxmeter.store import AggRow, aggregate_results
+
+PARETO_PAIRS = (
+    ("gflops_analytic_total", "wer"),
+    ("e2e_ms_p50", "wer"),
+    ("peak_rss_mb", "wer"),
+    ("j_per_audio_s", "wer"),
+)
+# (metric, header, digits) of the table
+TABLE_COLUMNS = (
+    ("wer", "WER %", 2),
+    ("cer", "CER %", 2),
+    ("rtfx", "RTFx", 2),
+    ("e2e_ms_p50", "e2e p50 ms", 1),
+    ("e2e_ms_p90", "e2e p90 ms", 1),
+    ("dec_ms_per_token", "dec ms/token", 2),
+    ("peak_rss_mb", "peak RSS MiB", 0),
+    ("gflops_analytic_total", "GFLOPs (analytic)", 2),
+    ("j_per_audio_s", "J per audio s", 3),
+    ("weight_bytes", "weights MiB", 1),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;
+ color:#222;padding:0 16px}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:right;white-space:nowrap}
+th{background:#f4f4f4;cursor:pointer;user-select:none}th:first-child,td:first-child{text-align:left}
+tr.front td:first-child{font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:8px 12px;margin:8px 0}
+.rec{background:#eef7ee;border-left:4px solid #1a7f37;padding:8px 12px}
+.rec.none{background:#fdecea;border-left-color:#b42318}
+details{margin:4px 0}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
+.muted{color:#777}.scroll{overflow-x:auto}
+"""
+
+# Sort a table by the clicked column; numbers by data-v, blanks last. No libraries.
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th) {
+  th.addEventListener('click', function () {
+    var col = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var body = th.closest('table').tBodies[0];
+    var asc = th.dataset.dir !== 'asc';
+    th.closest('tr').querySelectorAll('th').forEach(function (h) { delete h.dataset.dir; });
+    th.dataset.dir = asc ? 'asc' : 'desc';
+    var key = function (tr) {
+      var c = tr.cells[col], v = c.dataset.v;
+      if (v === undefined) return c.textContent.toLowerCase();
+      return v === '' ? null : parseFloat(v);
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null) return 1; if (y === null) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+    }).forEach(function (tr) { body.appendChild(tr); });
+  });
+});
+"""
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _as_rows(rows: Sequence[Any]) -> list[AggRow]:
+    if rows and isinstance(rows[0], Result):
+        return aggregate_results(rows)
+    return list(rows)
+
+
+def _fmt_cell(row: AggRow, key: str, digits: int) -> str:
+    m = row.metrics.get(key)
+    if m is None:
+        return '<td data-v="" class="muted">n/a</td>'
+    scale = 2**20 if key == "weight_bytes" else 1
+    mean = m.mean / scale
+    text = f"{mean:,.{digits}f}"
+    if m.half_width is not None:
+        text += f" ± {m.half_width / scale:,.{digits}f}"
+    title = (
+        f' title="95% CI {m.ci_lo / scale:.4g}-{m.ci_hi / scale:.4g} ({_e(m.ci_method)})"'
+        if (m.ci_lo is not None)
+        else ""
+    )
+    return f'<td data-v="{mean!r}"{title}>{_e(text)}</td>'
+
+
+def _table(rows: list[AggRow], front_ids: set[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("configuration", "spec", "repeats", "mode"))
+    head += "".join(f"<th>{_e(h)}</th>" for _, h, _ in TABLE_COLUMNS)
+    body = []
+    for r in sorted(rows, key=lambda r: r.label):
+        cls = ' class="front"' if r.spec_hash in front_ids else ""
+        cells = (
+            f"<td>{_e(r.label)}{' ★' if r.spec_hash in front_ids else ''}</td>"
+            f"<td><code>{_e(r.spec_hash)}</code></td>"
+            f'<td data-v="{r.n_repeats}">{r.n_repeats}</td>'
+            f"<td>{_e(', '.join(r.modes))}</td>"
+        )
+        cells += "".join(_fmt_cell(r, k, d) for k, _, d in TABLE_COLUMNS)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return (
+        '<div class="scroll"><table class="sortable" id="results"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+def _recommendation_html(rec: Any) -> str:
+    if rec is None:
+        return (
+            '<p class="muted">No constraints given. Run <code>voxmeter report --max-wer X</code> '
+            "(or <code>voxmeter recommend</code>) to get a recommendation.</p>"
+        )
+    if not rec.ok:
+        return f'<div class="rec none"><b>No configuration qualifies.</b> {_e(rec.reason)}</div>'
+    parts = [
+        (
+            f'<div class="rec"><b>Recommended: {_e(rec.best.label)}</b> '
+            f"<code>{_e(rec.best.spec_hash)}</code><br>{_e(rec.reason)}"
+        )
+    ]
+    if rec.runner_up is not None:
+        parts.append(f"<br>Runner-up: {_e(rec.runner_up.label)}")
+    parts += [f"<br><i>{_e(n)}</i>" for n in rec.notes]
+    parts.append("</div>")
+    # evidence: every candidate's checks
+    cons = [k for k, v in rec.constraints.__dict__.items() if k != "minimise" and v is not None]
+    head = "".join(
+        f"<th>{_e(h)}</th>" for h in ["configuration", "qualifies", rec.objective_metric, *cons]
+    )
+    trs = []
+    for c in rec.candidates:
+        checks = "".join(
+            f'<td class="{"ok" if ch.ok else "bad"}">{_e(ch.describe())}'
+            f"{' (marginal)' if ch.marginal else ''}</td>"
+            for ch in c.checks
+        )
+        obj = "n/a" if c.objective is None else f"{c.objective:.4g}"
+        ok = '<span class="ok">yes</span>' if c.ok else '<span class="bad">no</span>'
+        trs.append(f"<tr><td>{_e(c.label)}</td><td>{ok}</td><td>{_e(obj)}</td>{checks}</tr>")
+    parts.append(
+        "<details><summary>Evidence: every configuration against the constraints</summary>"
+        f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(trs)}</tbody></table></div></details>"
+    )
+    return "".join(parts)
+
+
+def _estimate_notes(rows: list[AggRow]) -> list[str]:
+    notes = []
+    est = sorted({r.notes.get("energy_method", "") for r in rows} - {""})
+    measured = [m for m in est if not m.startswith("estimated")]
+    estimated = [m for m in est if m.startswith("estimated")]
+    if estimated:
+        n = sum(1 for r in rows if r.notes.get("energy_method", "").startswith("estimated"))
+        notes.append(
+            f"Energy of {n} of {len(rows)} configurations is ESTIMATED, not measured: "
+            + " | ".join(estimated)
+        )
+    if measured:
+        notes.append("Energy measured by: " + " | ".join(measured))
+    notes.append(
+        "GFLOPs are analytic (closed form from the shapes each clip ran), not counted at run "
+        "time; the paper's formula is a separate column in exports."
+    )
+    notes.append(
+        "CIs are 95%: WER from a bootstrap over clips where recorded; other figures from a "
+        "Student t-interval over repeats (none with a single repeat)."
+    )
+    cost_only = [r.label for r in rows if r.value("wer") is None]
+    if cost_only:
+        notes.append(
+            f"{len(cost_only)} configuration(s) have no WER (cost-only runs with random weights, "
+            "or no references) and are absent from the accuracy plots."
+        )
+    return notes
+
+
+def _env_html(rows: list[AggRow]) -> str:
+    out = []
+    for r in sorted(rows, key=lambda r: r.label):
+        envs = "".join(
+            f"<pre>{_e(json.dumps(env, indent=1, sort_keys=True, default=str))}</pre>"
+            for env in r.envs
+        )
+        warns = "".join(f"<li>{_e(w)}</li>" for w in r.warnings)
+        warn_html = f"<p>Warnings:</p><ul>{warns}</ul>" if warns else ""
+        out.append(
+            f"<details><summary>{_e(r.label)} <code>{_e(r.spec_hash)}</code> "
+            f"({r.n_repeats} repeat(s))</summary>{warn_html}"
+            f"<p>Spec:</p><pre>{_e(json.dumps(r.spec, indent=1, sort_keys=True))}</pre>"
+            f"<p>Environment per repeat:</p>{envs or '<p class=muted>none recorded</p>'}</details>"
+        )
+    return "".join(out)
+
+
+class _FigureWriter:
+    """Inline plotly.js with the first figure only; later figures reuse it."""
+
+    def __init__(self) -> None:
+        self.js_included = False
+
+    def html(self, fig: Any) -> str:
+        out = fig.to_html(
+            full_html=False,
+            include_plotlyjs=not self.js_included,
+            include_mathjax=False,
+            config={"displaylogo": False, "responsive": True},
+        )
+        self.js_included = True
+        return out
+
+
+def write_report(
+    rows: Sequence[AggRow] | Sequence[Result],
+    path: str | Path,
+    recommendation: Any = None,
+    constraints: Any = None,
+    title: str = "voxmeter report",
+    source: str = "",
+) -> Path:
+    """Write the report to `path`; StoreError (and no file) when there are no results.
+
+    `constraints` (a sweep.grid.Constraints) is used to compute a recommendation when none is
+    given.
+    """
+    from voxmeter.report import figures
+
+    agg = _as_rows(rows)
+    where = source or "the results"
+    if not agg:
+        raise StoreError(f"{where} has no results; nothing written")
+    out = Path(path)
+    if out.is_dir() or not out.parent.exists():
+        raise StoreError(f"{out}: cannot write the report there (no such folder, or a folder)")
+    if recommendation is None and constraints is not None:
+        from voxmeter.analysis.budget import recommend
+
+        c = constraints.__dict__
+        recommendation = recommend(agg, **c)
+
+    fw = _FigureWriter()
+    sections = []
+    front_ids: set[str] = set()
+    pareto_html = []
+    for x, y in PARETO_PAIRS:
+        fig, front = figures.pareto_figure(agg, x, y)
+        front_ids |= {r.spec_hash for r in front.front} if x == "gflops_analytic_total" else set()
+        if fig is None:
+            pareto_html.append(f'<p class="muted">No configuration has both {x} and {y}.</p>')
+        else:
+            pareto_html.append(fw.html(fig))
+    sections.append(("Pareto fronts", "".join(pareto_html)))
+    for name, fig, empty in (
+        ("iso-FLOPs curves", figures.iso_flops_figure(agg), "No configuration has WER and FLOPs."),
+        ("Latency by stage", figures.latency_figure(agg), "No per-stage latencies."),
+        ("Memory by stage", figures.memory_figure(agg), "No memory figures."),
+    ):
+        sections.append(
+            (name, fw.html(fig) if fig is not None else f'<p class="muted">{empty}</p>')
+        )
+
+    notes = "".join(f'<div class="note">{_e(n)}</div>' for n in _estimate_notes(agg))
+    n_rep = sum(r.n_repeats for r in agg)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    page = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        (
+            f'<p class="muted">{len(agg)} configuration(s), {n_rep} repeat(s) from {_e(where)}; '
+            f"written {stamp}. ★ = on the WER-vs-FLOPs Pareto front.</p>"
+        ),
+        "<h2>Recommendation</h2>",
+        _recommendation_html(recommendation),
+        "<h2>What is estimated</h2>",
+        notes,
+        (
+            "<h2>Results</h2><p class=muted>Click a header to sort. Mean ± half-width of the "
+            "95% CI (hover for the interval and its method).</p>"
+        ),
+        _table(agg, front_ids),
+    ]
+    for name, body in sections:
+        page.append(f"<h2>{_e(name)}</h2>{body}")
+    page += [
+        "<h2>Environment of each run</h2>",
+        _env_html(agg),
+        f"<script>{_SORT_JS}</script>",
+        "</body></html>",
+    ]
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(page), encoding="utf-8")
+    tmp.replace(out)  # never leave a half-written report under the real name
+    return out
