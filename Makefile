@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
+# One measured configuration, then the explore loop: a 12-spec sweep over xT, xV and precision
+# (resumes if interrupted; finished specs are skipped), the recommendation and the HTML report.
 demo: $(STAMP)
 	$(VENV)/bin/voxmeter bench --model tiny.en --engine hf --data default --repeats 3 --threads 2
+	$(VENV)/bin/voxmeter sweep examples/demo_sweep.toml
+	$(VENV)/bin/voxmeter recommend --sweep examples/demo_sweep.toml
+	$(VENV)/bin/voxmeter report --sweep examples/demo_sweep.toml -o report.html
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import time
 
 import numpy as np
@@ -30,6 +31,18 @@ def _wait_for_samples(sampler: RssSampler, n: int = 3) -> None:
     assert sampler.n_samples >= start + n, "sampler thread took no samples"
 
 
+def _touched(mib: int) -> mmap.mmap:
+    """`mib` MiB of fresh anonymous pages, every page written.
+
+    Straight from the kernel rather than through malloc: an allocator that keeps freed memory
+    (a raised mmap threshold, jemalloc, a long test session's heap) would hand back pages
+    that are already resident, and RSS would rightly not move. Close it to give them back.
+    """
+    m = mmap.mmap(-1, mib * MIB)
+    np.frombuffer(m, dtype=np.uint8)[:: mmap.PAGESIZE] = 1
+    return m
+
+
 def _has_hwm() -> bool:
     hwm, _ = HighWaterMark.open()
     if hwm is not None:
@@ -41,9 +54,9 @@ def test_thread_sampler_sees_a_transient_allocation():
     with RssSampler(interval_s=0.002, mode="thread") as s:
         assert s.mode == "thread" and "sampled every 2 ms" in s.method
         s.begin_window("enc")
-        buf = np.ones(64 * MIB // 8)  # 64 MiB, every page touched
+        buf = _touched(64)
         _wait_for_samples(s)
-        del buf
+        buf.close()
         w = s.end_window("enc")
     assert w.transient_mb > 48  # allocator and page-size slack aside, the 64 MiB was seen
     assert w.peak_mb - w.rss_after_mb > 48  # and it was returned
@@ -58,12 +71,10 @@ def test_kernel_mark_catches_a_spike_no_thread_could_and_keeps_nesting_exact():
         assert s.mode == "hwm" and s._thread is None
         s.begin_window("clip")
         s.begin_window("enc")
-        buf = np.ones(96 * MIB // 8)  # allocated, touched and freed between two readings
-        del buf
+        _touched(96).close()  # mapped, touched and unmapped between two readings
         enc = s.end_window("enc")
         s.begin_window("dec")  # resets the mark: the clip must still remember the 96 MiB
-        buf = np.ones(48 * MIB // 8)  # over glibc's 32 MiB cap: always fresh mmap'd pages
-        del buf
+        _touched(48).close()
         dec = s.end_window("dec")
         clip = s.end_window("clip")
     assert enc.n_samples == 2  # begin and end only, yet the spike is there
@@ -76,8 +87,7 @@ def test_kernel_mark_catches_a_spike_no_thread_could_and_keeps_nesting_exact():
 
 @pytest.mark.skipif(not _has_hwm(), reason="/proc/self/clear_refs not writable here")
 def test_lifetime_peak_survives_the_resets_that_lower_ru_maxrss():
-    buf = np.ones(160 * MIB // 8)  # a loading-time spike before the sampler exists
-    del buf
+    _touched(160).close()  # a loading-time spike before the sampler exists
     before = ru_maxrss_mb()
     with RssSampler(mode="hwm") as s:
         s.begin_window("enc")

@@ -56,7 +56,10 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.ws = websocket.create_connection(self._page_ws_url(), timeout=60)
+        # no Origin header: Chromium rejects DevTools sockets from unlisted origins
+        self.ws = websocket.create_connection(
+            self._page_ws_url(), timeout=60, suppress_origin=True
+        )
         self.next_id = 0
         self.events: list[dict] = []
 

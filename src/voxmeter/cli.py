@@ -24,12 +24,14 @@ DEFAULT_STORE = "voxmeter-results.sqlite"
 
 
 def _setup_logging(quiet: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # log lines go to stderr: stdout carries the table or the --json document alone
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_time=False, show_path=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=False)],
     )
     # transformers' own progress bars and notices are noise on our stderr
     import os

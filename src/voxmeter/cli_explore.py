@@ -286,6 +286,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def recommend(
+        results: Path | None = typer.Argument(
+            None, help="results store (SQLite); same as --store", show_default=False
+        ),
         store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
         max_wer: float | None = typer.Option(None, help="WER limit, percent"),
         max_rtf: float | None = typer.Option(None, help="real-time factor limit"),
@@ -301,6 +304,7 @@ def register(app: typer.Typer) -> None:
         from voxmeter.analysis.budget import NoConfigurationError
         from voxmeter.analysis.budget import recommend as rec_fn
 
+        store = results or store
         c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
         if all(
             getattr(c, k) is None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")
@@ -328,6 +332,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
+        results: Path | None = typer.Argument(
+            None, help="results store (SQLite); same as --store", show_default=False
+        ),
         output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file"),
         store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
         max_wer: float | None = typer.Option(None, help="WER limit for the recommendation"),
@@ -344,6 +351,7 @@ def register(app: typer.Typer) -> None:
         from voxmeter.report.html import write_report
         from voxmeter.store import open_existing
 
+        store = results or store
         c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
         limited = any(
             getattr(c, k) is not None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")
@@ -357,13 +365,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def fit(
+        results: Path | None = typer.Argument(
+            None, help="results store (SQLite); same as --store", show_default=False
+        ),
         store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Fit WER ≈ a · GFLOPs^(-b) along each axis (model size, frames, stride)."""
         from voxmeter.analysis.scaling import fit_report, scaling_fits
 
-        rows = _rows(store)
+        rows = _rows(results or store)
         if as_json:
             doc = [
                 {k: v for k, v in f.__dict__.items() if k != "points"} | {"points": list(f.points)}
