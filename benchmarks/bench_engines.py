@@ -35,8 +35,13 @@ def main() -> None:
     ratio = rows["hf-fp32"]["rtfx"] / rows["ct2-fp32"]["rtfx"]
     write(
         "bench_engines",
-        {"order": configs, "rows": rows, "hf_fp32_over_ct2_fp32_rtfx": ratio, "target": 0.8,
-         "met": ratio >= 0.8},
+        {
+            "order": configs,
+            "rows": rows,
+            "hf_fp32_over_ct2_fp32_rtfx": ratio,
+            "target": 0.8,
+            "met": ratio >= 0.8,
+        },
     )
     print(f"hf fp32 RTFx / ct2 fp32 RTFx = {ratio:.2f} (target >= 0.8)")
 

@@ -16,8 +16,16 @@ from common import pick, write
 from voxmeter.measure.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
 
-KEYS = ("wer", "rtfx", "e2e_ms_p50", "enc_ms_p50", "dec_ms_per_token", "peak_rss_mb",
-        "gflops_analytic_total", "n_flagged")
+KEYS = (
+    "wer",
+    "rtfx",
+    "e2e_ms_p50",
+    "enc_ms_p50",
+    "dec_ms_per_token",
+    "peak_rss_mb",
+    "gflops_analytic_total",
+    "n_flagged",
+)
 
 
 def measure(spec: RunSpec) -> dict:
@@ -49,18 +57,31 @@ def main() -> None:
         rows.append({"label": spec.label(), "spec": spec.to_dict(), **measure(spec)})
     limit = full_hf["wer"] + 1.0
     # qualifies: within a point of full settings, and no more failed-looking clips than it
-    ok = [r for r in rows if r["wer"] is not None and r["wer"] <= limit
-          and r["n_flagged"] <= full_hf["n_flagged"]]
+    ok = [
+        r
+        for r in rows
+        if r["wer"] is not None and r["wer"] <= limit and r["n_flagged"] <= full_hf["n_flagged"]
+    ]
     best = max(ok, key=lambda r: r["rtfx"]) if ok else None
     ratio = best["rtfx"] / full_ct2["rtfx"] if best else None
-    write("bench_explore", {
-        "full_hf_fp32": full_hf, "full_ct2_int8": full_ct2, "wer_limit": limit,
-        "candidates": rows, "best": best, "rtfx_ratio_vs_ct2_int8_full": ratio,
-        "target": 3.0, "met": bool(ratio and ratio >= 3.0),
-    })
+    write(
+        "bench_explore",
+        {
+            "full_hf_fp32": full_hf,
+            "full_ct2_int8": full_ct2,
+            "wer_limit": limit,
+            "candidates": rows,
+            "best": best,
+            "rtfx_ratio_vs_ct2_int8_full": ratio,
+            "target": 3.0,
+            "met": bool(ratio and ratio >= 3.0),
+        },
+    )
     if best:
-        print(f"best within +1.0 WER point: {best['label']} WER {best['wer']:.2f} "
-              f"RTFx {best['rtfx']:.1f} = {ratio:.2f}x ct2 int8 full (target >= 3x)")
+        print(
+            f"best within +1.0 WER point: {best['label']} WER {best['wer']:.2f} "
+            f"RTFx {best['rtfx']:.1f} = {ratio:.2f}x ct2 int8 full (target >= 3x)"
+        )
     else:
         print("no configuration within +1.0 WER point of full settings")
 

@@ -25,13 +25,15 @@ def main() -> None:
     on, off = [], []
     for i in range(args.pairs):
         # alternate the order so drift (heat, caches) does not favour one side
-        for enabled in ((True, False) if i % 2 == 0 else (False, True)):
+        for enabled in (True, False) if i % 2 == 0 else (False, True):
             (res,) = list(run_spec(spec, [0], data=data, instruments=enabled))
             (on if enabled else off).append(res.metrics["rtfx"])
             print("instruments", "on " if enabled else "off", f"RTFx {res.metrics['rtfx']:.2f}")
     cost = 1 - statistics.median(on) / statistics.median(off)
-    write("bench_overhead", {"rtfx_on": on, "rtfx_off": off, "overhead": cost, "target": 0.03,
-                             "met": cost <= 0.03})
+    write(
+        "bench_overhead",
+        {"rtfx_on": on, "rtfx_off": off, "overhead": cost, "target": 0.03, "met": cost <= 0.03},
+    )
     print(f"instrument overhead: {100 * cost:.2f}% of RTFx (target <= 3%)")
 
 

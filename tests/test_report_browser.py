@@ -57,9 +57,7 @@ class Browser:
             stderr=subprocess.DEVNULL,
         )
         # no Origin header: Chromium rejects DevTools sockets from unlisted origins
-        self.ws = websocket.create_connection(
-            self._page_ws_url(), timeout=60, suppress_origin=True
-        )
+        self.ws = websocket.create_connection(self._page_ws_url(), timeout=60, suppress_origin=True)
         self.next_id = 0
         self.events: list[dict] = []
 
@@ -141,7 +139,7 @@ def test_report_in_headless_chromium(tmp_path):
             if n_divs and n_svgs >= n_divs:
                 break
             time.sleep(0.1)
-        assert n_divs == 7, "4 Pareto plots, iso-FLOPs, latency and memory"
+        assert n_divs == 9, "6 Pareto plots, iso-FLOPs, latency and memory"
         assert n_svgs >= n_divs, "plotly did not draw every figure"
 
         # sorting works: click the WER header twice -> descending WER

@@ -98,7 +98,12 @@ def bench(
     resolve_model(spec.model, cache_dir)  # fail fast on a bad model or data set, before any work
     load_dataset(spec.data)
     results, note = measure_spec(
-        spec, store, cache_dir=cache_dir, force=force, isolated=isolated, show=not (quiet or as_json)
+        spec,
+        store,
+        cache_dir=cache_dir,
+        force=force,
+        isolated=isolated,
+        show=not (quiet or as_json),
     )
     if as_json:
         typer.echo(json.dumps(results_json(spec, results, note), indent=2, default=str))

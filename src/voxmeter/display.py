@@ -90,7 +90,9 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     last = results[-1]
     m = last.metrics
     lat = pooled_latency(results)
-    t = Table(title=f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)", title_justify="left")
+    t = Table(
+        title=f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)", title_justify="left"
+    )
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("unit")
@@ -108,12 +110,20 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
         t.add_row("WER", _fmt(m["wer"]), "%", f"corpus, normalised; 95% CI over clips {ci}")
         t.add_row("CER", _fmt(m.get("cer")), "%", "corpus, normalised")
     t.add_row(
-        "clips", f"{m.get('n_clips')} ({m.get('n_skipped', 0)} skipped)", "", f"{_fmt(m.get('audio_s'), 1)} s audio"
+        "clips",
+        f"{m.get('n_clips')} ({m.get('n_skipped', 0)} skipped)",
+        "",
+        f"{_fmt(m.get('audio_s'), 1)} s audio",
     )
     flagged = [c for c in last.clips if c.get("flags")]
     t.add_row("flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
     t.add_section()
-    for stage, label in (("feat", "features"), ("enc", "encoder"), ("dec", "decoder"), ("e2e", "end to end")):
+    for stage, label in (
+        ("feat", "features"),
+        ("enc", "encoder"),
+        ("dec", "decoder"),
+        ("e2e", "end to end"),
+    ):
         if stage in lat:
             p = lat[stage]
             t.add_row(
@@ -129,7 +139,12 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     row("model load", "load_s", 2, "not in RTFx")
     t.add_section()
     t.add_row("parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
-    t.add_row("weights", _fmt((m.get("weight_bytes") or 0) / 2**20), "MiB", m.get("weight_bytes_method", ""))
+    t.add_row(
+        "weights",
+        _fmt((m.get("weight_bytes") or 0) / 2**20),
+        "MiB",
+        m.get("weight_bytes_method", ""),
+    )
     row("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     row("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
     row("steady RSS", "steady_rss_mb", 1)
@@ -177,7 +192,9 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
         f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}[/dim]"
     )
     for c in flagged:
-        console.print(f"[yellow]flagged[/yellow] {c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}")
+        console.print(
+            f"[yellow]flagged[/yellow] {c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
+        )
     for w in sorted({w for r in results for w in r.warnings}):
         console.print(f"[yellow]warning[/yellow] {w}")
     if note:
@@ -244,7 +261,9 @@ def print_flops(table: dict[str, Any]) -> None:
     for stage in ("encoder", "decoder", "total"):
         c, a, p = (table[k].get(stage) for k in ("counted", "analytic", "paper"))
         ratio = f"{c / a:.4f}" if c is not None and a else "n/a"
-        t.add_row(stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio)
+        t.add_row(
+            stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio
+        )
     console.print(t)
     for line in table.get("notes", []):
         console.print(f"[dim]{line}[/dim]")

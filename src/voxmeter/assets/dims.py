@@ -67,6 +67,7 @@ def param_count(d: ModelDims) -> int:
     transformers, so they are counted. Decoder: token and position embeddings, per layer
     self-attention, cross-attention, FFN and three layer norms, a final layer norm.
     """
+
     def attn(n: int) -> int:
         return 4 * n * n + 3 * n  # q, v, o biases; k has none
 

@@ -205,7 +205,10 @@ class HFWhisperEngine:
             h = self.dims.n_text_head
             with torch.inference_mode():
                 self._silence_kv = [
-                    (_heads(layer.encoder_attn.k_proj(s), h), _heads(layer.encoder_attn.v_proj(s), h))
+                    (
+                        _heads(layer.encoder_attn.k_proj(s), h),
+                        _heads(layer.encoder_attn.v_proj(s), h),
+                    )
                     for layer in self.dec.layers
                 ]
         return self._silence_kv
@@ -278,4 +281,3 @@ class HFWhisperEngine:
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
         self._silence = self._silence_kv = None
-

@@ -56,7 +56,11 @@ def flops_table(
         "tokens": tokens,
         "prompt_len": prompt,
         "decoder_positions": enc.decoder_positions,
-        "counted": {"encoder": enc_c.total, "decoder": dec_c.total, "total": enc_c.total + dec_c.total},
+        "counted": {
+            "encoder": enc_c.total,
+            "decoder": dec_c.total,
+            "total": enc_c.total + dec_c.total,
+        },
         "analytic": {"encoder": a_enc, "decoder": a_dec, "total": a_enc + a_dec},
         "paper": {"encoder": p.encoder, "decoder": p.decoder, "total": p.total},
         "notes": [

@@ -42,7 +42,9 @@ def measure_spec(
     if todo:
         for res in _run(spec, todo, cache_dir, isolated, show):
             store.add(res)  # each repeat lands as soon as it is finished
-    results = [r for r in store.get(key) if r.repeat < spec.repeats] if hasattr(store, "get") else []
+    results = (
+        [r for r in store.get(key) if r.repeat < spec.repeats] if hasattr(store, "get") else []
+    )
     return sorted(results, key=lambda r: r.repeat), note
 
 

@@ -47,6 +47,8 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
     front = pareto_front(rows, x, y)
     if not front.front:
         return None, front
+    # weights are stored in bytes; MiB reads better on an axis
+    scale, x_title = (2**20, "weights (MiB)") if x == "weight_bytes" else (1, axis_title(x))
     fig = go.Figure()
     for name, pts, colour, mode in (
         ("dominated", front.dominated, OTHER_COLOUR, "markers"),
@@ -56,7 +58,7 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
             continue
         fig.add_trace(
             go.Scatter(
-                x=[metric(r, x) for r in pts],
+                x=[metric(r, x) / scale for r in pts],
                 y=[metric(r, y) for r in pts],
                 mode=mode,
                 name=name,
@@ -70,7 +72,7 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
     note = f" ({front.n_excluded} without {x} or {y} left out)" if front.n_excluded else ""
     fig.update_layout(
         title=f"{y} vs {x}{note}",
-        xaxis_title=axis_title(x),
+        xaxis_title=x_title,
         yaxis_title=axis_title(y),
         template=TEMPLATE,
         height=420,

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voxmeter.analysis.pareto import STANDARD_FRONTS
 from voxmeter.errors import StoreError
 from voxmeter.result import Result
 from voxmeter.store import AggRow, aggregate_results
 
-PARETO_PAIRS = (
-    ("gflops_analytic_total", "wer"),
-    ("e2e_ms_p50", "wer"),
-    ("peak_rss_mb", "wer"),
-    ("j_per_audio_s", "wer"),
-)
+PARETO_PAIRS = STANDARD_FRONTS  # WER against FLOPs, p50, p90, peak RSS, energy, weights
 # (metric, header, digits) of the table
 TABLE_COLUMNS = (
     ("wer", "WER %", 2),
@@ -169,9 +166,15 @@ def _recommendation_html(rec: Any) -> str:
     return "".join(parts)
 
 
+def _method_family(method: str) -> str:
+    """An energy method without its per-run readings (busy cores, seconds), so runs group."""
+    return re.sub(r"\b\d+\.\d+\b", "x", method)
+
+
 def _estimate_notes(rows: list[AggRow]) -> list[str]:
     notes = []
-    est = sorted({r.notes.get("energy_method", "") for r in rows} - {""})
+    # one line per method, not per configuration: the figures in brackets differ per run
+    est = sorted({_method_family(r.notes.get("energy_method", "")) for r in rows} - {""})
     measured = [m for m in est if not m.startswith("estimated")]
     estimated = [m for m in est if m.startswith("estimated")]
     if estimated:
