@@ -49,7 +49,9 @@ def test_report_is_self_contained(tmp_path):
     # plotly.js inlined exactly once (its banner and its config hook), however many figures
     assert len(re.findall(r"plotly\.js v\d", text)) == 1
     assert text.count("window.PlotlyConfig") == 1
-    assert text.count('class="plotly-graph-div"') == 9  # 6 Pareto fronts, iso-FLOPs, latency, memory
+    assert (
+        text.count('class="plotly-graph-div"') == 9
+    )  # 6 Pareto fronts, iso-FLOPs, latency, memory
     # nothing loaded from elsewhere: no external script, stylesheet, image or font
     assert not re.search(r"<script[^>]+src=", text)
     assert not re.search(r"<link[^>]+href=", text)
