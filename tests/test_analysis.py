@@ -256,3 +256,12 @@ def test_regressions_beyond_cis():
             "1 spec(s) only in the new results, not compared",
         ],
     )
+
+
+def test_fit_description_signs_the_exponent_and_distrusts_two_points():
+    from voxmeter.analysis.scaling import PowerFit
+
+    rising = PowerFit("frames", "g", n=2, a=13.0, b=-0.035, r2=1.0)
+    assert "GFLOPs^(+0.035)" in rising.describe() and "R² says nothing" in rising.describe()
+    falling = PowerFit("stride", "g", n=3, a=200.0, b=0.5, r2=0.9)
+    assert "GFLOPs^(-0.500)" in falling.describe() and "R² = 0.900" in falling.describe()

@@ -33,9 +33,9 @@ def _logging(quiet: bool) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from voxmeter.display import console
 
-    return Console()
+    return console  # full width when piped, so tables are not squeezed to 80 columns
 
 
 def _rows(store: Path) -> list[Any]:

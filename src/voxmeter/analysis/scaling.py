@@ -46,9 +46,15 @@ class PowerFit:
     def describe(self) -> str:
         if not self.ok:
             return f"{self.axis} [{self.group}]: cannot fit: {self.note}"
+        # the exponent as fitted, signed: a negative one means WER rose with compute
+        quality = (
+            "two points: the line passes through both, R² says nothing"
+            if self.n == 2
+            else f"R² = {self.r2:.3f}"
+        )
         return (
-            f"{self.axis} [{self.group}]: WER ≈ {self.a:.4g} · GFLOPs^(-{self.b:.3f}), "
-            f"R² = {self.r2:.3f}, n = {self.n}"
+            f"{self.axis} [{self.group}]: WER ≈ {self.a:.4g} · GFLOPs^({-self.b:+.3f}), "
+            f"{quality}, n = {self.n}"
         )
 
 
