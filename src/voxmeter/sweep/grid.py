@@ -295,6 +295,19 @@ def _unrunnable(spec: RunSpec) -> str | None:
     return None
 
 
+def _keep(spec: RunSpec, specs: dict[str, RunSpec], dropped: Counter[str]) -> None:
+    """Add spec to specs under its canonical hash, or count why it was dropped."""
+    why = _unrunnable(spec)
+    if why:
+        dropped[why] += 1
+        return
+    c = canonical(spec)
+    if c.spec_hash in specs:
+        dropped[_why_redundant(spec)] += 1
+        return
+    specs[c.spec_hash] = c.validate()
+
+
 def expand(sweep: SweepFile) -> Expansion:
     """Every spec of the sweep's grid, canonical and deduplicated, in file order."""
     names = list(sweep.axes)
@@ -307,15 +320,7 @@ def expand(sweep: SweepFile) -> Expansion:
     dropped: Counter[str] = Counter()
     for model, engine, device, *vals in combos:
         spec = sweep.base.with_(model=model, engine=engine, device=device, **dict(zip(names, vals)))
-        why = _unrunnable(spec)
-        if why:
-            dropped[why] += 1
-            continue
-        c = canonical(spec)
-        if c.spec_hash in specs:
-            dropped[_why_redundant(spec)] += 1
-            continue
-        specs[c.spec_hash] = c.validate()
+        _keep(spec, specs, dropped)
     if not specs:
         reasons = "; ".join(f"{n} {w}" for w, n in dropped.items())
         raise SpecError(f"{sweep.path}: the grid has no runnable specs ({reasons})")
@@ -465,15 +470,7 @@ def budget_specs(grid: BudgetGrid, sweep: SweepFile) -> Expansion:
             pool=grid.pool,
             precision=precision,
         )
-        why = _unrunnable(spec)
-        if why:
-            dropped[why] += 1
-            continue
-        c = canonical(spec)
-        if c.spec_hash in specs:
-            dropped[_why_redundant(spec)] += 1
-            continue
-        specs[c.spec_hash] = c.validate()
+        _keep(spec, specs, dropped)
     return Expansion(list(specs.values()), len(combos), dict(dropped))
 
 
