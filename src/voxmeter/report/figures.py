@@ -83,11 +83,15 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
 
 def _line_key(r: Any) -> str:
     a = r.spec.get("axes", {})
-    return f"{r.spec.get('model')} {r.spec.get('engine')} {a.get('precision')}"
+    frames = a.get("frames")
+    t = f"T={frames}" + (f"/{a.get('pad')}" if frames != 3000 else "")
+    return f"{r.spec.get('model')} {r.spec.get('engine')} {a.get('precision')} {t}"
 
 
 def iso_flops_figure(rows: Sequence[Any]) -> go.Figure | None:
-    """WER vs FLOPs, one line per model (and engine, precision), points labelled T/k."""
+    """WER vs FLOPs, one line per model, engine, precision and input length (xT), along which
+    the encoder stride (xV) varies; points labelled k. Lines of one model at the same FLOPs
+    are the iso-FLOPs comparison: the same compute spent on a longer input or finer states."""
     usable = [
         r for r in rows if metric(r, "wer") is not None and metric(r, "gflops_analytic_total")
     ]
@@ -105,14 +109,15 @@ def iso_flops_figure(rows: Sequence[Any]) -> go.Figure | None:
                 y=[metric(r, "wer") for r in pts],
                 mode="lines+markers+text",
                 name=name,
-                text=[f"T={r.axis('frames')} k={r.axis('stride')}" for r in pts],
+                text=[f"k={r.axis('stride')}/{r.axis('pool')}" for r in pts],
                 textposition="top center",
                 textfont=dict(size=10),
                 hovertemplate="%{text}<br>%{x:.3g} GFLOP, WER %{y:.3g}%<extra>" + name + "</extra>",
             )
         )
     fig.update_layout(
-        title="iso-FLOPs view: WER against analytic GFLOPs per clip, one line per model",
+        title="iso-FLOPs view: WER against analytic GFLOPs per clip; "
+        "one line per model, precision and input length, stride k along it",
         xaxis_title=axis_title("gflops_analytic_total"),
         yaxis_title=axis_title("wer"),
         xaxis_type="log",
