@@ -18,6 +18,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "n_clips": ("", "clips measured"),
     "n_skipped": ("", "clips skipped as bad input"),
     "n_flagged": ("", "clips whose hypothesis looks like a failure (early end, loop)"),
+    "n_clips_cut": ("", "clips longer than the encoder's input (frames x 10 ms)"),
+    "audio_cut_s": ("s", "audio past the encoder's input, never transcribed"),
     "audio_s": ("s", "audio measured"),
     "wer": ("%", "corpus WER after Whisper's English normalizer"),
     "cer": ("%", "corpus CER after Whisper's English normalizer"),

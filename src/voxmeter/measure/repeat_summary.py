@@ -125,6 +125,16 @@ def summarize_repeat(
     else:
         m["enc_peak_share"] = None
         m["peak_note"] = "run `voxmeter peak` once to measure the machine's matmul peak"
+    # the encoder hears n_frames x 10 ms: audio past that was never transcribed, and WER pays
+    cut = [r for r in recs if r["duration_s"] > r["n_frames"] / 100 + 0.01]
+    m["n_clips_cut"] = len(cut)
+    m["audio_cut_s"] = sum(r["duration_s"] - r["n_frames"] / 100 for r in cut)
+    if cut:
+        warnings.append(
+            f"{len(cut)} clip(s) are longer than the {cut[0]['n_frames'] / 100:g} s input "
+            f"({m['audio_cut_s']:.1f} s of audio never reached the encoder, e.g. {cut[0]['id']}): "
+            "their WER counts the missing words"
+        )
     if m["n_flagged"]:
         warnings.append(
             f"{m['n_flagged']} clip(s) look like decoding failures (early end or loop); "
