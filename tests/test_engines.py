@@ -6,6 +6,7 @@ import torch
 
 from voxmeter.engines import load_engine
 from voxmeter.engines.common import decoder_positions, subsample
+from voxmeter.errors import SpecError
 from voxmeter.spec import AxisSettings, RunSpec
 
 
@@ -132,3 +133,13 @@ def test_base_tokens_equal_faster_whisper_float32(cache_dir, some_clips):
         )
         theirs = [t for s in segments for t in s.tokens if t < 50257]
         assert ours == theirs, clip.id
+
+
+def test_ct2_precision_the_cpu_lacks_is_a_spec_error(cache_dir, tiny_source):
+    import ctranslate2
+
+    if "bfloat16" in ctranslate2.get_supported_compute_types("cpu"):
+        pytest.skip("this CPU runs bfloat16 in CTranslate2")
+    spec = RunSpec(engine="ct2").with_(precision="bf16")
+    with pytest.raises(SpecError, match="bf16 .* not supported by CTranslate2 on this cpu"):
+        load_engine(spec, cache_dir, tiny_source)

@@ -58,6 +58,12 @@ class Ct2WhisperEngine:
                 inter_threads=1,
             )
         except (RuntimeError, ValueError) as e:
+            if "compute type" in str(e):  # the machine, not the file, says no
+                supported = ", ".join(sorted(ctranslate2.get_supported_compute_types(spec.device)))
+                raise SpecError(
+                    f"precision: {spec.axes.precision} ({compute_type}) is not supported by "
+                    f"CTranslate2 on this {spec.device} (supported: {supported})"
+                ) from None
             raise ModelError(f"{source.ct2_dir}: CTranslate2 cannot load it ({e})") from None
         self.compute_type = compute_type
         self.ids = special_ids(self.dims)
