@@ -120,6 +120,13 @@ def run_spec(
     spec.validate()
     if spec.batch_size != 1:
         raise SpecError(f"batch_size: only 1 is measured so far (got {spec.batch_size})")
+    if not spec.compression.is_none:
+        # the spec carries the seam; measuring an uncompressed model under a compressed
+        # label would be a lie, so refuse until the compression stage exists
+        raise SpecError(
+            f"compression: not implemented yet (got {spec.compression}); "
+            "use precision=int8 for dynamic int8 quantization"
+        )
     if not repeats:
         return
     data = data or prepare_data(spec)
