@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
-# The machine's matmul peak (measured once, cached), one measured configuration, then the explore loop: a 12-spec sweep over xT, xV and precision
-# (resumes if interrupted; finished specs are skipped), the recommendation and the HTML report.
+# The machine's matmul peak (measured once, cached), one measured configuration, then the
+# explore loop: a 12-spec sweep over xT, xV and precision (resumes if interrupted; finished
+# specs are skipped), the recommendation and the HTML report.
 demo: $(STAMP)
 	$(VENV)/bin/voxmeter peak
 	$(VENV)/bin/voxmeter bench --model tiny.en --engine hf --data default --repeats 3 --threads 2
