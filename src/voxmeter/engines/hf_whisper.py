@@ -87,8 +87,11 @@ class HFWhisperEngine:
             with warnings.catch_warnings():
                 # torch.ao's deprecation notices: still the CPU's dynamic int8 path in 2.13
                 warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+                # one weight scale per output channel, as CTranslate2 does: one per tensor cost
+                # base 2 WER points on the default set (19.6% -> 17.6%), at no measurable speed
+                qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
                 model = torch.ao.quantization.quantize_dynamic(
-                    model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                    model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
                 )
         else:
             model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
