@@ -42,6 +42,8 @@ class Browser:
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MiB
+                "--disable-quic",
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
