@@ -265,3 +265,23 @@ def test_fit_description_signs_the_exponent_and_distrusts_two_points():
     assert "GFLOPs^(+0.035)" in rising.describe() and "R² says nothing" in rising.describe()
     falling = PowerFit("stride", "g", n=3, a=200.0, b=0.5, r2=0.9)
     assert "GFLOPs^(-0.500)" in falling.describe() and "R² = 0.900" in falling.describe()
+
+
+def test_energy_ranking_says_when_energy_is_estimated():
+    from voxmeter.spec import RunSpec
+    from voxmeter.store import aggregate_results
+
+    est = "estimated: CPU TDP share x time (TDP 15 W/core assumed)"
+    rows = aggregate_results(
+        [
+            make_result(RunSpec(model=m), 0, wer=w, j_per_audio_s=j, energy_method=est)
+            for m, w, j in (("tiny.en", 12.0, 0.4), ("base", 9.0, 0.9))
+        ]
+    )
+    rec = recommend(rows, max_wer=15.0, minimise="energy")
+    assert rec.ok and rec.best.label.startswith("tiny.en")
+    assert any("ESTIMATED" in n and est in n for n in rec.notes)
+    measured = aggregate_results(
+        [make_result(RunSpec(), 0, wer=12.0, j_per_audio_s=0.4, energy_method="RAPL package")]
+    )
+    assert not any("ESTIMATED" in n for n in recommend(measured, 15.0, minimise="energy").notes)

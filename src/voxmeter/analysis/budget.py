@@ -191,6 +191,14 @@ def recommend(
         marg = [ch.describe() for ch in best.checks if ch.marginal]
         if marg:
             notes.append("marginal: the CI reaches past the limit: " + "; ".join(marg))
+        if key.startswith("j_"):
+            methods = {_note(x.row, "energy_method") for x in ok[:2]} - {""}
+            est = sorted(m for m in methods if m.startswith("estimated"))
+            if est:
+                notes.append(
+                    "energy is ESTIMATED, not measured, so the ranking follows the estimate's "
+                    f"model (busy cores x time), not a meter: {est[0]}"
+                )
         reason = (
             f"{best.label}: lowest {key} ({best.objective:.4g}) among configurations meeting "
             f"{limits}"
@@ -253,3 +261,8 @@ __all__ = [
     "recommend",
     "recommend_or_raise",
 ]
+
+
+def _note(row: Any, key: str) -> str:
+    notes = getattr(row, "notes", None) or {}
+    return str(notes.get(key, "")) if isinstance(notes, dict) else ""
