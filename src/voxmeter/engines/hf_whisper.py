@@ -83,7 +83,7 @@ class HFWhisperEngine:
         self._n_params = sum(p.numel() for p in model.parameters())
         if precision == "int8":
             # in place: no second copy of the fp32 model while quantizing (RSS after load
-            # measured 3 MiB lower on tiny.en; more on larger models)
+            # measured 3 MiB lower on tiny.en)
             with warnings.catch_warnings():
                 # torch.ao's deprecation notices: still the CPU's dynamic int8 path in 2.13
                 warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
