@@ -145,6 +145,8 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
         "MiB",
         m.get("weight_bytes_method", ""),
     )
+    if m.get("precision_method"):
+        t.add_row("precision", spec.axes.precision, "", m["precision_method"])
     row("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     row("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
     row("steady RSS", "steady_rss_mb", 1)

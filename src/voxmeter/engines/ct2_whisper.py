@@ -66,6 +66,7 @@ class Ct2WhisperEngine:
                 ) from None
             raise ModelError(f"{source.ct2_dir}: CTranslate2 cannot load it ({e})") from None
         self.compute_type = compute_type
+        self.precision_method = f"CTranslate2 compute type {compute_type}"
         self.ids = special_ids(self.dims)
         self.prompt = prompt_ids(self.dims)
         self.suppress, _ = load_suppress(source, self.ids)

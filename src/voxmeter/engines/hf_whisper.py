@@ -14,7 +14,6 @@ FlopCounterMode cannot see CPU SDPA kernels.
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +80,12 @@ class HFWhisperEngine:
                 raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
         model.eval()
         self._n_params = sum(p.numel() for p in model.parameters())
+        self.precision_method = f"torch {precision} weights and activations"
         if precision == "int8":
-            # in place: no second copy of the fp32 model while quantizing (RSS after load
-            # measured 3 MiB lower on tiny.en)
-            with warnings.catch_warnings():
-                # torch.ao's deprecation notices: still the CPU's dynamic int8 path in 2.13
-                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-                # one weight scale per output channel, as CTranslate2 does: one per tensor cost
-                # base 2 WER points on the default set (19.6% -> 17.6%), at no measurable speed
-                qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-                model = torch.ao.quantization.quantize_dynamic(
-                    model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
-                )
+            from voxmeter.engines.quant import quantize_int8
+            from voxmeter.measure.envinfo import cpu_info
+
+            model, self.precision_method = quantize_int8(model, cpu_info().flags)
         else:
             model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
         self.model = model

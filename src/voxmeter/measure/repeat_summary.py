@@ -53,6 +53,7 @@ def summarize_repeat(
         throughput_clips_s=len(recs) / proc_s,
         param_count=engine.param_count(),
         weight_bytes=engine.weight_bytes(),
+        precision_method=getattr(engine, "precision_method", None),
         weight_bytes_method=(
             "from shapes and compute type (CTranslate2 has no memory query)"
             if engine.name == "ct2"
