@@ -5,7 +5,7 @@
   *reduced* range (7 bits) because on plain AVX2 the u8 x s8 pair sums of `vpmaddubsw` saturate
   int16 at full range. CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX-INT8) accumulate straight into
   int32, so there the full 8 bits are safe, and they matter: on the default set tiny.en int8
-  went from 17.3% to 14.6% WER at full settings, base from 17.6% to 13.4% (fp32: 15.1%).
+  went from 17.3% to 14.6% WER at full settings (fp32: 15.1%), base from 17.6% to 13.4%.
   Without VNNI the stock 7-bit path is kept, and the result says which one ran.
 """
 
