@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable
 
@@ -42,8 +43,9 @@ class _FullRangeMixin:
         return "DynamicQuantizedLinear8bit"
 
 
+@functools.cache
 def full_range_linear() -> type[nn.Module]:
-    """torch's dynamic int8 Linear, asking for all 8 bits of activation range."""
+    """torch's dynamic int8 Linear, asking for all 8 bits of activation range (one class)."""
     return type("FullRangeDynamicLinear", (_FullRangeMixin, _dynamic_linear()), {})
 
 
