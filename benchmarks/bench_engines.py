@@ -11,7 +11,7 @@ import random
 
 from common import pick, write
 
-from voxmeter.measure.isolate import run_spec_isolated
+from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
 
 KEYS = ("rtfx", "enc_ms_p50", "dec_ms_per_token", "peak_rss_mb", "wer", "e2e_ms_p50", "n_clips")

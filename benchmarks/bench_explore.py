@@ -13,7 +13,7 @@ import itertools
 
 from common import pick, write
 
-from voxmeter.measure.isolate import run_spec_isolated
+from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
 
 KEYS = (

@@ -11,7 +11,7 @@ import statistics
 
 from common import write
 
-from voxmeter.measure.harness import prepare_data, run_spec
+from voxmeter.run.harness import prepare_data, run_spec
 from voxmeter.spec import RunSpec
 
 

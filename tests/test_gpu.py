@@ -13,7 +13,7 @@ pytestmark = [
 
 @pytest.mark.parametrize("engine", ["hf", "ct2"])
 def test_fp16_bench_on_cuda(engine, cache_dir):
-    from voxmeter.measure.harness import run_spec
+    from voxmeter.run.harness import run_spec
 
     spec = RunSpec(engine=engine, device="cuda", max_clips=3, repeats=1).with_(precision="fp16")
     (res,) = list(run_spec(spec, [0], cache_dir=cache_dir))

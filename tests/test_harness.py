@@ -2,7 +2,7 @@
 
 import pytest
 
-from voxmeter.measure.harness import run_spec
+from voxmeter.run.harness import run_spec
 from voxmeter.spec import RunSpec
 
 

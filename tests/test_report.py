@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import typer
 from test_store import make_result, sample_results
 from typer.testing import CliRunner
 
@@ -31,10 +30,8 @@ def store_path(tmp_path):
 
 @pytest.fixture
 def cli():
-    from voxmeter.cli_explore import register
+    from voxmeter.cli import app
 
-    app = typer.Typer()
-    register(app)
     runner = CliRunner()
 
     def invoke(*args):

@@ -127,7 +127,7 @@ def test_local_sweep_never_imports_ray(tmp_path):
         from test_sweep_runner import FakeRunner, SPECS
         from voxmeter.store import ResultStore
         from voxmeter.sweep.runner import run_sweep
-        import voxmeter.cli_explore, voxmeter.sweep.grid
+        import voxmeter.cli, voxmeter.sweep.grid
         with ResultStore({str(tmp_path / "s.sqlite")!r}) as st:
             s = run_sweep(SPECS, st, runner=FakeRunner(), progress=True)
         assert s.n_results == 6, s
@@ -186,10 +186,10 @@ stride = [1, 2]
 
 def _voxmeter_harness_missing() -> str | None:
     try:
-        import voxmeter.measure.harness
-        import voxmeter.measure.isolate  # noqa: F401
+        import voxmeter.run.harness
+        import voxmeter.run.isolate  # noqa: F401
     except ImportError as e:
-        return f"voxmeter.measure.harness is not importable yet ({e})"
+        return f"voxmeter.run.harness is not importable yet ({e})"
     return None
 
 

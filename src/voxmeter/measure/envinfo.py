@@ -46,6 +46,11 @@ THROTTLE_DROP = 0.10  # warn when frequency falls this far below its start
 OTHER_CPU_WARN_PCT = 10.0  # warn when other processes used this share of the machine
 
 
+def _mean(vals: list[float]) -> float:
+    """Mean kept within [min, max]: a float sum of equal values can land one ulp below."""
+    return min(max(sum(vals) / len(vals), min(vals)), max(vals))
+
+
 def package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -195,14 +200,14 @@ def read_cpu_mhz() -> tuple[float | None, str]:
         except (OSError, ValueError):
             continue
     if vals:
-        return sum(vals) / len(vals), "scaling_cur_freq"
+        return _mean(vals), "scaling_cur_freq"
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None, "unavailable"
     mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
     if mhz:
-        return sum(mhz) / len(mhz), "/proc/cpuinfo (may be static in a VM)"
+        return _mean(mhz), "/proc/cpuinfo (may be static in a VM)"
     return None, "unavailable"
 
 
@@ -354,7 +359,7 @@ class CpuMonitor:
             other = max(0.0, 100 * ((busy - s.busy) - (own - s.own)) / capacity)
         start = mhz[0] if mhz else None
         lo = min(mhz) if mhz else None
-        mean = sum(mhz) / len(mhz) if mhz else None
+        mean = _mean(mhz) if mhz else None
         warns = cpu_warnings(start, lo, other)
         if mhz and source.startswith("/proc/cpuinfo"):
             warns.append(

@@ -76,7 +76,7 @@ class _Job:
 
 
 def _default_runner() -> Runner:
-    from voxmeter.measure.isolate import run_spec_isolated
+    from voxmeter.run.isolate import run_spec_isolated
 
     return run_spec_isolated
 

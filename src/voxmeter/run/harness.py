@@ -115,7 +115,7 @@ def run_spec(
 ) -> Iterator[Result]:
     """Measure `spec` once per repeat index in `repeats`, yielding each Result when done."""
     from voxmeter.measure.probes import Instruments
-    from voxmeter.measure.repeat_summary import summarize_repeat
+    from voxmeter.run.summary import summarize_repeat
 
     spec.validate()
     if spec.batch_size != 1:

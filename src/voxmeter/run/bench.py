@@ -50,11 +50,11 @@ def measure_spec(
 
 def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool):
     if isolated:
-        from voxmeter.measure.isolate import run_spec_isolated
+        from voxmeter.run.isolate import run_spec_isolated
 
         yield from run_spec_isolated(spec, todo, cache_dir=cache_dir)
         return
-    from voxmeter.measure.harness import prepare_data, run_spec
+    from voxmeter.run.harness import prepare_data, run_spec
 
     data = prepare_data(spec)
     for cid, reason in data.skipped:

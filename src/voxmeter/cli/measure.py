@@ -1,55 +1,17 @@
-"""voxmeter's command line. The one place that turns a VoxmeterError into one stderr line."""
+"""The measure commands: bench (one configuration), models, flops (without audio), peak."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 import typer
 
-from voxmeter.errors import SpecError, VoxmeterError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Measure what a speech model costs to run, and which cheaper configuration keeps its "
-    "accuracy.",
-)
-log = logging.getLogger("voxmeter")
-
-DEFAULT_STORE = "voxmeter-results.sqlite"
+from voxmeter.cli.common import CACHE_HELP, STORE_HELP, app, parse_frames, setup_logging
+from voxmeter.store import DEFAULT_STORE_PATH
 
 
-def _setup_logging(quiet: bool) -> None:
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    # log lines go to stderr: stdout carries the table or the --json document alone
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_time=False, show_path=False)],
-    )
-    # transformers' own progress bars and notices are noise on our stderr
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _parse_frames(frames: str) -> int | str:
-    if frames == "fit":
-        return "fit"
-    try:
-        return int(frames)
-    except ValueError:
-        raise SpecError(f"--frames: expected an even integer or 'fit', got {frames!r}") from None
-
-
-@app.command()
+@app.command(rich_help_panel="Measure")
 def bench(
     model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
     engine: str = typer.Option("hf", help="hf (torch + transformers) or ct2 (CTranslate2)"),
@@ -65,8 +27,8 @@ def bench(
     max_clips: int = typer.Option(0, help="use only the first N clips (0 = all)"),
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
-    store: Path = typer.Option(Path(DEFAULT_STORE), help="results store (SQLite)"),
-    cache_dir: Path | None = typer.Option(None, help="conversion cache (env VOXMETER_CACHE)"),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     force: bool = typer.Option(False, help="re-measure a spec already in the store"),
     isolated: bool = typer.Option(False, help="run in a fresh child process (own peak RSS)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
@@ -74,10 +36,10 @@ def bench(
 ) -> None:
     """Measure one configuration: accuracy, latency, memory, FLOPs, energy, environment."""
     from voxmeter.display import print_bench, results_json
-    from voxmeter.measure.runbench import measure_spec
+    from voxmeter.run.bench import measure_spec
     from voxmeter.spec import AxisSettings, RunSpec
 
-    _setup_logging(quiet or as_json)
+    setup_logging(quiet or as_json)
     spec = RunSpec(
         model=model,
         engine=engine,
@@ -89,7 +51,7 @@ def bench(
         repeats=repeats,
         warmup=warmup,
         axes=AxisSettings(
-            frames=_parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
+            frames=parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
         ),
     ).validate()
     from voxmeter.assets.bundled import resolve_model
@@ -111,7 +73,7 @@ def bench(
         print_bench(spec, results, note)
 
 
-@app.command()
+@app.command(rich_help_panel="Measure")
 def models(
     model: str | None = typer.Option(None, "--model", help="also describe this directory"),
     cache_dir: Path | None = typer.Option(None),
@@ -123,7 +85,7 @@ def models(
     list_models(model, cache_dir, as_json)
 
 
-@app.command()
+@app.command(rich_help_panel="Measure")
 def flops(
     model: str = typer.Option("tiny.en"),
     frames: int = typer.Option(3000, help="encoder input frames (even, <= 3000)"),
@@ -138,7 +100,7 @@ def flops(
     from voxmeter.display import print_flops
     from voxmeter.measure.flopsreport import flops_table
 
-    _setup_logging(True)
+    setup_logging(True)
     table = flops_table(model, frames, stride, pad, pool, tokens, cache_dir)
     if as_json:
         typer.echo(json.dumps(table, indent=2))
@@ -146,7 +108,7 @@ def flops(
         print_flops(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Measure")
 def peak(
     threads: int = typer.Option(2, min=1),
     device: str = typer.Option("cpu"),
@@ -159,31 +121,3 @@ def peak(
 
     res = get_peak(threads=threads, device=device, refresh=refresh)
     print_peak(res, as_json)
-
-
-def _register_explore() -> None:
-    try:
-        from voxmeter.cli_explore import register
-    except ImportError as e:  # the explore commands are optional while they are being built
-        if "cli_explore" not in str(e):
-            raise
-        return
-    register(app)
-
-
-_register_explore()
-
-
-def main() -> None:
-    try:
-        app()
-    except VoxmeterError as e:
-        typer.echo(f"voxmeter: error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("voxmeter: interrupted; finished repeats are kept in the store", err=True)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

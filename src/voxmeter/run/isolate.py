@@ -30,7 +30,7 @@ def run_spec_isolated(
     )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxmeter.measure.isolate"],
+        [sys.executable, "-m", "voxmeter.run.isolate"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,7 +63,7 @@ def run_spec_isolated(
 
 
 def _child() -> int:
-    from voxmeter.measure.harness import run_spec
+    from voxmeter.run.harness import run_spec
 
     req = json.loads(sys.stdin.read())
     spec = RunSpec.from_dict(req["spec"])

@@ -1,0 +1,58 @@
+"""What every command group shares: the typer app, logging, the console, option parsing."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import typer
+
+from voxmeter.errors import SpecError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure what a speech model costs to run, and which cheaper configuration keeps its "
+    "accuracy.",
+)
+results_app = typer.Typer(no_args_is_help=True, help="List, show and export stored results.")
+app.add_typer(results_app, name="results", rich_help_panel="Results")
+
+STORE_HELP = "results store (SQLite)"
+CACHE_HELP = "conversion cache (env VOXMETER_CACHE)"
+
+
+def setup_logging(quiet: bool) -> None:
+    """voxmeter's log lines through rich on stderr: stdout carries the table or JSON alone."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    log = logging.getLogger("voxmeter")
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not log.handlers:
+        log.addHandler(RichHandler(console=Console(stderr=True), show_time=False, show_path=False))
+        log.propagate = False
+    # transformers' own progress bars and notices are noise on our stderr
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def console() -> Any:
+    from voxmeter.display import console as _console
+
+    return _console  # full width when piped, so tables are not squeezed to 80 columns
+
+
+def parse_frames(frames: str) -> int | str:
+    if frames == "fit":
+        return "fit"
+    try:
+        return int(frames)
+    except ValueError:
+        raise SpecError(f"--frames: expected an even integer or 'fit', got {frames!r}") from None
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:,.{digits}f}"

@@ -1,0 +1,207 @@
+"""The explore commands: sweep, recommend, report, fit.
+
+`voxmeter sweep` exits 1 when it finished but some specs failed, so scripts notice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from voxmeter.cli.common import CACHE_HELP, STORE_HELP, app, console, setup_logging
+from voxmeter.errors import SpecError, StoreError
+from voxmeter.store import DEFAULT_STORE_PATH
+
+
+def _rows(store: Path) -> list[Any]:
+    from voxmeter.store import open_existing
+
+    with open_existing(store) as s:
+        rows = s.aggregate()
+    if not rows:
+        raise StoreError(f"{store} has no results")
+    return rows
+
+
+def _constraints(
+    sweep_file: Path | None,
+    max_wer: float | None,
+    max_rtf: float | None,
+    max_memory_mb: float | None,
+    max_gflops: float | None,
+    minimise: str | None,
+) -> Any:
+    from voxmeter.sweep.grid import Constraints, check_constraints, load_sweep
+
+    base = load_sweep(sweep_file).constraints if sweep_file else Constraints()
+    c = base.merged(
+        max_wer=max_wer,
+        max_rtf=max_rtf,
+        max_memory_mb=max_memory_mb,
+        max_gflops=max_gflops,
+        minimise=minimise,
+    )
+    check_constraints(c)
+    return c
+
+
+@app.command(rich_help_panel="Explore")
+def sweep(
+    file: Path = typer.Argument(..., help="sweep file (TOML)"),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    executor: str = typer.Option("local", help="local (one spec after another) or ray"),
+    address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
+    force: bool = typer.Option(False, help="re-measure specs already in the store"),
+    budget_gflops: float | None = typer.Option(
+        None, help="run the iso-FLOPs grid at this many GFLOPs per clip instead of [axes]"
+    ),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    dry_run: bool = typer.Option(False, help="print the specs and stop"),
+    quiet: bool = typer.Option(False, help="no progress bar or notes"),
+) -> None:
+    """Run every spec of a sweep file into the store; a killed sweep resumes where it stopped."""
+    from voxmeter.sweep.grid import budget_specs, expand, load_sweep, sweep_budget_grid
+    from voxmeter.sweep.runner import EXECUTORS
+
+    setup_logging(quiet)
+    if executor not in EXECUTORS:
+        raise SpecError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    sw = load_sweep(file)
+    if budget_gflops is not None or sw.budget.gflops is not None:
+        grid = sweep_budget_grid(sw, budget_gflops)
+        for line in grid.lines():
+            typer.echo(line)
+        if not grid.all_points():
+            raise SpecError(
+                f"{file}: no model has a setting within ±{grid.tol:.0%} of "
+                f"{grid.budget_gflops:g} GFLOPs; try another budget or more strides"
+            )
+        exp = budget_specs(grid, sw)
+    else:
+        exp = expand(sw)
+    for line in exp.notes():
+        typer.echo(line)
+    if dry_run:
+        for s in exp.specs:
+            typer.echo(f"{s.spec_hash}  {s.label()}  x{s.repeats}")
+        return
+    from voxmeter.store import ResultStore
+    from voxmeter.sweep.runner import run_sweep
+
+    with ResultStore(store) as st:
+        summary = run_sweep(
+            exp.specs,
+            st,
+            executor=executor,
+            address=address,
+            force=force,
+            progress=not quiet,
+            cache_dir=cache_dir,
+        )
+    for line in summary.lines():
+        typer.echo(line)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command(rich_help_panel="Explore")
+def recommend(
+    results: Path | None = typer.Argument(
+        None, help="results store (SQLite); same as --store", show_default=False
+    ),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    max_wer: float | None = typer.Option(None, help="WER limit, percent"),
+    max_rtf: float | None = typer.Option(None, help="real-time factor limit"),
+    max_memory_mb: float | None = typer.Option(None, help="peak RSS limit, MiB"),
+    max_gflops: float | None = typer.Option(None, help="analytic GFLOPs per clip limit"),
+    minimise: str | None = typer.Option(None, help="latency, energy, memory or flops"),
+    sweep_file: Path | None = typer.Option(
+        None, "--sweep", help="take [constraints] from this sweep file (options override)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The cheapest stored configuration that meets the limits, with its evidence."""
+    from voxmeter.analysis.budget import NoConfigurationError
+    from voxmeter.analysis.budget import recommend as rec_fn
+
+    store = results or store
+    c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
+    if all(getattr(c, k) is None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")):
+        raise SpecError("recommend: give at least one limit, e.g. --max-wer 10")
+    rec = rec_fn(_rows(store), **c.__dict__)
+    if not rec.ok:
+        raise NoConfigurationError(rec.reason)
+    if as_json:
+        typer.echo(json.dumps(rec.to_dict(), indent=2, default=str))
+        return
+    con = console()
+    from rich.markup import escape
+
+    con.print(f"[bold green]recommended:[/] {escape(rec.best.label)}  ({rec.best.spec_hash})")
+    con.print(rec.reason, highlight=False, markup=False)
+    if rec.runner_up is not None:
+        con.print(
+            f"runner-up: {rec.runner_up.label}  ({rec.runner_up.spec_hash})",
+            highlight=False,
+            markup=False,
+        )
+    for n in rec.notes:
+        con.print(n, highlight=False, markup=False)
+
+
+@app.command(rich_help_panel="Explore")
+def report(
+    results: Path | None = typer.Argument(
+        None, help="results store (SQLite); same as --store", show_default=False
+    ),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file"),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    max_wer: float | None = typer.Option(None, help="WER limit for the recommendation"),
+    max_rtf: float | None = typer.Option(None),
+    max_memory_mb: float | None = typer.Option(None),
+    max_gflops: float | None = typer.Option(None),
+    minimise: str | None = typer.Option(None, help="latency, energy, memory or flops"),
+    sweep_file: Path | None = typer.Option(
+        None, "--sweep", help="take [constraints] from this sweep file (options override)"
+    ),
+    title: str = typer.Option("voxmeter report"),
+) -> None:
+    """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments."""
+    from voxmeter.report.html import write_report
+    from voxmeter.store import open_existing
+
+    store = results or store
+    c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
+    limited = any(
+        getattr(c, k) is not None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")
+    )
+    with open_existing(store) as s:
+        rows = s.aggregate()
+    write_report(rows, output, constraints=c if limited else None, title=title, source=str(store))
+    typer.echo(f"wrote {output}")
+
+
+@app.command(rich_help_panel="Explore")
+def fit(
+    results: Path | None = typer.Argument(
+        None, help="results store (SQLite); same as --store", show_default=False
+    ),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit WER ≈ a · GFLOPs^(-b) along each axis (model size, frames, stride)."""
+    from voxmeter.analysis.scaling import fit_report, scaling_fits
+
+    rows = _rows(results or store)
+    if as_json:
+        doc = [
+            {k: v for k, v in f.__dict__.items() if k != "points"} | {"points": list(f.points)}
+            for f in scaling_fits(rows)
+        ]
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    for line in fit_report(rows):
+        typer.echo(line)
