@@ -15,12 +15,33 @@ from voxmeter.assets.dims import ModelDims
 from voxmeter.spec import RunSpec
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One timed stage: `key` prefixes its figures (enc_ms...), `method` is the engine's."""
+
+    key: str
+    method: str
+    label: str
+
+
+# The ASR stages, in order. Other tasks declare their own (classification: classify for decode).
+ASR_STAGES = (
+    Stage("feat", "features", "features"),
+    Stage("enc", "encode", "encoder"),
+    Stage("dec", "decode", "decoder"),
+)
+
+
 @dataclass
 class DecodeOutput:
     tokens: list[int]  # generated tokens, prompt and end-of-text excluded
     text: str
     hit_max_length: bool = False  # stopped by the length limit rather than end-of-text
     extra: dict[str, Any] = field(default_factory=dict)
+    # time from the decoder's start through the first generated token's logits (the prompt
+    # and the cross-attention K/V projection), measured inside decode; None where the engine
+    # cannot time it from inside (then its `prefill_ms(enc)` measures it in a separate call)
+    prefill_ms: float | None = None
 
 
 @dataclass
@@ -43,6 +64,7 @@ class Encoded:
 class Engine(Protocol):
     spec: RunSpec
     dims: ModelDims
+    stages: tuple[Stage, ...]  # what the harness times, in order
 
     def features(self, audio: np.ndarray) -> Any:
         """16 kHz mono float32 audio -> the engine's log-mel input for the spec's frames."""

@@ -16,7 +16,7 @@ import torch
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
 from voxmeter.audio.features import frames_for, log_mel
-from voxmeter.engines.base import DecodeOutput, Encoded
+from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
 from voxmeter.engines.common import (
     Tokenizer,
     decoder_positions,
@@ -32,6 +32,7 @@ COMPUTE_TYPES = {"fp32": "float32", "int8": "int8", "bf16": "bfloat16", "fp16": 
 
 class Ct2WhisperEngine:
     name = "ct2"
+    stages = ASR_STAGES
 
     def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
         import ctranslate2

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import convert_cached, special_ids, whisper_config
 from voxmeter.audio.features import frames_for, log_mel
-from voxmeter.engines.base import DecodeOutput, Encoded
+from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
 from voxmeter.engines.common import (
     Tokenizer,
     decoder_positions,
@@ -49,6 +49,7 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 class HFWhisperEngine:
     name = "hf"
+    stages = ASR_STAGES
 
     def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
         from transformers import WhisperForConditionalGeneration
