@@ -8,6 +8,7 @@ encoder output, in numpy/torch, before it is handed to `generate`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,24 +138,57 @@ class Ct2WhisperEngine:
         sv = self._ct2.StorageView.from_array(np.ascontiguousarray(states))
         return Encoded(sv, computed, n_dec)
 
-    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
-        if n_steps is not None:
-            raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
-        max_length = len(self.prompt) + self.max_new_tokens
+    def _generate(self, enc: Encoded, n_new: int) -> list[int]:
+        """Greedy tokens (end-of-text and specials dropped), at most n_new of them."""
         res = self.model.generate(
             enc.states,
             [self.prompt],
             beam_size=1,
-            max_length=max_length,
+            max_length=ct2_max_length(n_new, len(self.prompt)),
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
-        tokens = [t for t in res.sequences_ids[0] if t < self.ids["eot"]]
-        hit_max = len(tokens) >= self.max_new_tokens - 1
+        return [t for t in res.sequences_ids[0] if t < self.ids["eot"]]
+
+    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
+        """Greedy decoding, at most `max_new_tokens` tokens (as in the hf engine).
+
+        `prefill_ms` stays None: CTranslate2's generate cannot be timed from inside; the
+        harness gets the figure from `prefill_ms(enc)` in a separate, untimed pass.
+        """
+        if n_steps is not None:
+            raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
+        tokens = self._generate(enc, self.max_new_tokens)
+        # the n-th step was spent on a text token, not on end-of-text: the limit stopped it
+        hit_max = len(tokens) >= self.max_new_tokens
         return DecodeOutput(tokens, self.tokenizer.decode(tokens), hit_max, {})
+
+    def prefill_ms(self, enc: Encoded) -> float:
+        """Milliseconds of one `generate` limited to the first generated token.
+
+        That is the decoder's fixed cost per clip: moving the states to the device, the
+        cross-attention K/V projection, the prompt's forward pass and the first step. Call it
+        outside the timed decode (it repeats that work); CTranslate2 offers no hook inside.
+        """
+        t0 = time.perf_counter_ns()
+        self._generate(enc, 1)  # returns once the results are on the host: nothing in flight
+        return (time.perf_counter_ns() - t0) / 1e6
 
     def close(self) -> None:
         self.model = None
+
+
+def ct2_max_length(n_new: int, prompt_len: int) -> int:
+    """CTranslate2 Whisper's `max_length` that lets greedy decoding run exactly n_new steps.
+
+    Its generate forwards the prompt but its last token as a prefix (start_step =
+    prompt_len - 1) and then decodes min(max_length // 2, max_length - start_step) steps
+    (src/models/whisper.cc, checked empirically on tiny.en with ctranslate2 4.x), so
+    max_length is not "prompt + new tokens": prompt + 224 would stop at 113 steps.
+    """
+    if n_new < 1:
+        raise SpecError(f"ct2 decoding needs at least one step, got {n_new}")
+    return max(2 * n_new, n_new + prompt_len - 1)
 
 
 def _variable_shapes(model_bin: Path) -> dict[str, list[int]]:

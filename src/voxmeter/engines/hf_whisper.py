@@ -14,6 +14,7 @@ FlopCounterMode cannot see CPU SDPA kernels.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,15 @@ class HFWhisperEngine:
 
     @torch.inference_mode()
     def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
-        """Greedy decoding. With n_steps (cost-only models), run exactly that many steps."""
+        """Greedy decoding. With n_steps (cost-only models), run exactly that many steps.
+
+        At most `max_new_tokens` tokens are generated (openai-whisper's sample_len, and what the
+        ct2 engine is limited to). `prefill_ms` is the time from entry through the first
+        token's argmax: the cross-attention K/V projection and the prompt's forward pass, the
+        part of decoding whose cost does not grow with the number of tokens.
+        """
+        self._sync()
+        t0 = time.perf_counter_ns()
         dec, dims, dev = self.dec, self.dims, self.device
         h = dims.n_text_head
         dh = dims.n_text_state // h
@@ -233,7 +242,8 @@ class HFWhisperEngine:
                 k = torch.cat([k, cached[i][0][:, :, m:]], dim=2)
                 v = torch.cat([v, cached[i][1][:, :, m:]], dim=2)
             cross.append((k, v))
-        limit = len(self.prompt) + (n_steps or self.max_new_tokens)
+        # positions fed: the prompt, then every generated token but the last (never fed)
+        limit = len(self.prompt) + (n_steps or self.max_new_tokens) - 1
         limit = min(limit, dims.n_text_ctx)
         kc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
         vc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
@@ -243,6 +253,7 @@ class HFWhisperEngine:
         out: list[int] = []
         hit_max = False
         steps = 0
+        prefill_ms: float | None = None  # set at the first step, which always runs
         while True:
             t = fed.shape[1]
             x = tok_w[fed] + pos_w[length : length + t]
@@ -267,6 +278,9 @@ class HFWhisperEngine:
             if steps == 1:
                 logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
             tok = int(logits.argmax())
+            if steps == 1:
+                self._sync()  # int() already waits for the argmax; this waits for the rest
+                prefill_ms = (time.perf_counter_ns() - t0) / 1e6
             if n_steps is not None:
                 if steps >= n_steps:
                     break
@@ -279,7 +293,14 @@ class HFWhisperEngine:
                 hit_max = n_steps is None
                 break
             fed = torch.tensor([[tok]], device=dev)
-        return DecodeOutput(out, self.tokenizer.decode(out), hit_max, {"steps": steps})
+        return DecodeOutput(
+            out, self.tokenizer.decode(out), hit_max, {"steps": steps}, prefill_ms=prefill_ms
+        )
+
+    def _sync(self) -> None:
+        # CUDA kernels run asynchronously: a clock read must wait for the work it times
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
