@@ -18,13 +18,18 @@ import time
 import pytest
 
 from voxmeter.errors import StoreError
+from voxmeter.identity import Identity
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, aggregate_results, open_existing, t_interval
 
 
+# what the fake results claim to have been measured by (a real run stamps voxmeter.identity's)
+TEST_IDENT = Identity("test-code", "test-weights", "test-data")
+
+
 def make_result(spec: RunSpec, repeat: int = 0, **metrics) -> Result:
-    return Result(
+    res = Result(
         spec_hash=spec.spec_hash,
         spec=spec.to_dict(),
         repeat=repeat,
@@ -34,6 +39,7 @@ def make_result(spec: RunSpec, repeat: int = 0, **metrics) -> Result:
         warnings=[],
         mode="isolated",
     )
+    return res.with_identity(TEST_IDENT)
 
 
 def sample_results() -> list[Result]:
@@ -159,16 +165,22 @@ def test_t_interval_by_hand():
 def test_aggregate_means_and_cis():
     s = RunSpec(repeats=3)
     rs = [
-        make_result(s, i, e2e_ms_p50=v, wer=7.0, wer_ci_lo=5.0, wer_ci_hi=9.5, energy_method="est")
+        make_result(
+            s, i, e2e_ms_p50=v, rtfx=v, wer=7.0, wer_ci_lo=5.0, wer_ci_hi=9.5, energy_method="est"
+        )
         for i, v in enumerate((10.0, 12.0, 14.0))
     ]
     rs.append(make_result(RunSpec(model="base"), 0, e2e_ms_p50=3.0, wer=None, rtfx=float("nan")))
     rows = {r.spec_hash: r for r in aggregate_results(rs)}
     row = rows[s.spec_hash]
     assert row.n_repeats == 3 and row.label == s.label()
+    rtfx = row.metrics["rtfx"]
+    assert rtfx.mean == 12.0 and rtfx.n == 3 and rtfx.ci_method == "t over repeats"
+    assert rtfx.half_width == pytest.approx(4.968275, abs=1e-5)
+    # latency percentiles are pooled over the clip runs (one clip per repeat here)
     lat = row.metrics["e2e_ms_p50"]
-    assert lat.mean == 12.0 and lat.n == 3 and lat.ci_method == "t over repeats"
-    assert lat.half_width == pytest.approx(4.968275, abs=1e-5)
+    assert lat.mean == 12.0 and lat.n == 3 and lat.ci_method == "bootstrap over clip runs"
+    assert 10.0 <= lat.ci_lo <= 12.0 <= lat.ci_hi <= 14.0
     # WER: the same every repeat; its CI is the recorded bootstrap over clips, not a zero
     wer = row.metrics["wer"]
     assert (wer.mean, wer.ci_lo, wer.ci_hi, wer.ci_method) == (
@@ -270,3 +282,23 @@ def test_sample_results_are_plausible():
     assert len(rows) == 12
     assert all(r.value("wer") is None for r in rows if r.spec["model"] == "small")
     assert all(math.isfinite(r.value("e2e_ms_p50")) for r in rows)
+
+
+def test_percentiles_pool_clips_across_repeats():
+    """p90 over clips x repeats is not the mean of each repeat's p90 (the old definition)."""
+    import numpy as np
+
+    s = RunSpec(repeats=2)
+    runs = [[10.0, 11.0, 12.0, 100.0], [10.0, 11.0, 12.0, 13.0]]
+    rs = []
+    for i, vals in enumerate(runs):
+        r = make_result(s, i, e2e_ms_p90=float(np.percentile(vals, 90)))
+        r.clips = [{"id": f"c{j}", "e2e_ms": v, "enc_ms": v / 2} for j, v in enumerate(vals)]
+        r.metrics["stage_keys"] = "enc"
+        rs.append(r)
+    row = aggregate_results(rs)[0]
+    pooled = float(np.percentile(runs[0] + runs[1], 90))
+    assert row.value("e2e_ms_p90") == pytest.approx(pooled)
+    assert row.value("e2e_ms_p90") != pytest.approx(np.mean([r.metrics["e2e_ms_p90"] for r in rs]))
+    assert row.value("enc_ms_p90") == pytest.approx(pooled / 2)  # the engine's own stage name
+    assert row.metrics["e2e_ms_p90"].n == 8 and "pooled" in row.metrics["e2e_ms_p90"].how

@@ -13,12 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from test_store import make_result
+from test_store import TEST_IDENT, make_result
 
 from voxmeter.errors import ModelError
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore
 from voxmeter.sweep.runner import run_sweep
+
+def sweep(*args, **kwargs):
+    """run_sweep with the fake results' identity as today's (no model or data resolved)."""
+    return run_sweep(*args, identify=lambda spec: TEST_IDENT, **kwargs)
+
 
 SPECS = [RunSpec(repeats=2, threads=1).with_(stride=k) for k in (1, 2, 3)]
 
@@ -56,7 +61,7 @@ def test_runs_everything_then_skips_everything(tmp_path, caplog):
     path = tmp_path / "s.sqlite"
     fake = FakeRunner(store_path=path)
     with ResultStore(path) as st:
-        summary = run_sweep(SPECS, st, runner=fake, progress=False)
+        summary = sweep(SPECS, st, runner=fake, progress=False)
         assert summary.ok and summary.n_results == 6 and summary.n_skipped == 0
         assert len(st.all()) == 6
         assert {st.done_repeats(s.spec_hash) == {0, 1} for s in SPECS} == {True}
@@ -65,7 +70,7 @@ def test_runs_everything_then_skips_everything(tmp_path, caplog):
 
     fake2 = FakeRunner()
     with ResultStore(path) as st, caplog.at_level("INFO", logger="voxmeter"):
-        again = run_sweep(SPECS + SPECS[:1], st, runner=fake2, progress=False)  # dup ignored
+        again = sweep(SPECS + SPECS[:1], st, runner=fake2, progress=False)  # dup ignored
     assert fake2.calls == [] and again.n_results == 0 and again.n_skipped == 3
     assert "3 of 3 specs already done, skipping" in again.notes
     assert "3 of 3 specs already done, skipping" in caplog.text
@@ -77,7 +82,7 @@ def test_partial_specs_run_only_missing_repeats(tmp_path):
         for r in (0, 1):
             st.add(make_result(SPECS[1], r, wer=1.0))
         fake = FakeRunner()
-        summary = run_sweep(SPECS, st, runner=fake, progress=False)
+        summary = sweep(SPECS, st, runner=fake, progress=False)
         assert fake.calls == [(SPECS[0].spec_hash, [0]), (SPECS[2].spec_hash, [0, 1])]
         assert summary.n_skipped == 1 and summary.n_results == 3
         assert "1 of 3 specs already done, skipping" in summary.notes
@@ -85,7 +90,7 @@ def test_partial_specs_run_only_missing_repeats(tmp_path):
         assert st.get(SPECS[0].spec_hash)[1].metrics["wer"] == 1.0
 
         fake = FakeRunner()
-        forced = run_sweep(SPECS[:1], st, runner=fake, force=True, progress=False)
+        forced = sweep(SPECS[:1], st, runner=fake, force=True, progress=False)
         assert fake.calls == [(SPECS[0].spec_hash, [0, 1])] and forced.n_results == 2
         assert st.get(SPECS[0].spec_hash)[1].metrics["wer"] == 11.0
 
@@ -95,7 +100,7 @@ def test_failing_spec_is_recorded_and_the_sweep_goes_on(tmp_path):
     specs = [SPECS[0], bad, SPECS[1]]
     with ResultStore(tmp_path / "s.sqlite") as st:
         fake = FakeRunner(fail_model="base", fail_after=1)
-        summary = run_sweep(specs, st, runner=fake, progress=False)
+        summary = sweep(specs, st, runner=fake, progress=False)
         assert not summary.ok
         assert summary.failed == [(bad.label(), "model 'base': weights missing")]
         assert summary.n_results == 2 + 1 + 2  # the failing spec's first repeat is kept
@@ -104,7 +109,7 @@ def test_failing_spec_is_recorded_and_the_sweep_goes_on(tmp_path):
         assert any("1 failed" in line for line in summary.lines())
         # a re-run retries only what failed
         fake = FakeRunner()
-        again = run_sweep(specs, st, runner=fake, progress=False)
+        again = sweep(specs, st, runner=fake, progress=False)
         assert fake.calls == [(bad.spec_hash, [1, 2])] and again.ok
         assert st.failures() == []
 
@@ -114,9 +119,9 @@ def test_bad_executor_arguments(tmp_path):
 
     with ResultStore(tmp_path / "s.sqlite") as st:
         with pytest.raises(SpecError, match="--executor"):
-            run_sweep(SPECS, st, runner=FakeRunner(), executor="dask")
+            sweep(SPECS, st, runner=FakeRunner(), executor="dask")
         with pytest.raises(SpecError, match="--address"):
-            run_sweep(SPECS, st, runner=FakeRunner(), address="ray://x:10001")
+            sweep(SPECS, st, runner=FakeRunner(), address="ray://x:10001")
 
 
 def test_local_sweep_never_imports_ray(tmp_path):
@@ -124,12 +129,12 @@ def test_local_sweep_never_imports_ray(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_sweep_runner import FakeRunner, SPECS
+        from test_sweep_runner import FakeRunner, SPECS, sweep
         from voxmeter.store import ResultStore
         from voxmeter.sweep.runner import run_sweep
         import voxmeter.cli, voxmeter.sweep.grid
         with ResultStore({str(tmp_path / "s.sqlite")!r}) as st:
-            s = run_sweep(SPECS, st, runner=FakeRunner(), progress=True)
+            s = sweep(SPECS, st, runner=FakeRunner(), progress=True)
         assert s.n_results == 6, s
         print("ray" in sys.modules)
         """
@@ -153,7 +158,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
         bad = RunSpec(model="base", repeats=2, threads=1)
         with ResultStore(tmp_path / "s.sqlite") as st:
             st.add(make_result(SPECS[0], 0, wer=1.0))
-            summary = run_sweep(
+            summary = sweep(
                 [*SPECS, bad],
                 st,
                 runner=FakeRunner(fail_model="base"),

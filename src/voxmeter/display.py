@@ -1,8 +1,9 @@
 """What `voxmeter bench|models|flops|peak` print: rich tables, or one JSON document.
 
-Figures over repeats are shown as mean ± half-width of a 95% CI (bootstrap over repeats; none
-with fewer than 3 repeats). Latency percentiles pool clips x repeats. WER's CI is a bootstrap
-over clips (greedy decoding gives the same text every repeat).
+Every figure is summarised by the store's own aggregation (store.aggregate_results), so
+`bench`, `results show` and the report print the same numbers with the same intervals: latency
+percentiles pooled over clips x repeats with a bootstrap CI over those clip runs, WER with a
+bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -22,42 +22,39 @@ from voxmeter.spec import RunSpec
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _summ(values: list[float]) -> dict[str, Any]:
-    from voxmeter.measure.stats import summarize
+def bench_row(results: list[Result]) -> Any:
+    """The bench's repeats summarised exactly as the store summarises them (one AggRow)."""
+    from voxmeter.store import aggregate_results
 
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "ci": None, "n": 0}
-    s = summarize(vals)
-    ci = None if s.ci_lo is None else [s.ci_lo, s.ci_hi]
-    return {"mean": s.mean, "ci": ci, "n": s.n}
+    rows = aggregate_results(results)
+    return rows[0] if rows else None
 
 
-def pooled_latency(results: list[Result]) -> dict[str, Any]:
-    """p50/p90/p99 per stage over clips x repeats, and decoder ms per token."""
-    out: dict[str, Any] = {}
-    for stage in ("feat", "enc", "dec", "e2e"):
-        vals = [c[f"{stage}_ms"] for r in results for c in r.clips if f"{stage}_ms" in c]
-        if vals:
-            p = np.percentile(vals, [50, 90, 99])
-            out[stage] = {"p50": p[0], "p90": p[1], "p99": p[2], "n": len(vals)}
-    return out
-
-
-def aggregate(results: list[Result]) -> dict[str, Any]:
-    keys = sorted({k for r in results for k, v in r.metrics.items() if isinstance(v, int | float)})
-    return {k: _summ([r.metrics.get(k) for r in results]) for k in keys}
+def _agg_json(row: Any) -> dict[str, Any]:
+    return {
+        k: {
+            "value": m.mean,
+            "ci": [m.ci_lo, m.ci_hi] if m.ci_lo is not None else None,
+            "ci_method": m.ci_method or None,
+            "how": m.how,
+            "n": m.n,
+        }
+        for k, m in row.metrics.items()
+    }
 
 
 def results_json(spec: RunSpec, results: list[Result], note: str = "") -> dict[str, Any]:
+    row = bench_row(results)
     return {
         "spec": spec.to_dict(),
         "spec_hash": spec.spec_hash,
         "label": spec.label(),
+        "identity": results[0].identity.to_dict() if results else None,
         "note": note,
         "units": {k: u for k, (u, _) in METRIC_UNITS.items()},
-        "aggregate": aggregate(results),
-        "latency_pooled_ms": pooled_latency(results),
+        "aggregate": _agg_json(row) if row is not None else {},
+        "notes": row.notes if row is not None else {},
+        "skipped_clips": results[-1].skipped if results else [],
         "repeats": [r.to_dict() for r in results],
     }
 
@@ -72,24 +69,35 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
-def _cell(agg: dict[str, Any], key: str, digits: int = 2) -> str:
-    a = agg.get(key)
-    if not a or a["mean"] is None:
+def cell(row: Any, key: str, digits: int = 2) -> str:
+    """value ± CI half-width (the figure's own CI method), or n/a."""
+    m = row.metrics.get(key)
+    if m is None:
         return "n/a"
-    s = _fmt(a["mean"], digits)
-    if a["ci"] is not None:
-        s += f" ± {_fmt((a['ci'][1] - a['ci'][0]) / 2, digits)}"
+    s = _fmt(m.mean, digits)
+    if m.half_width is not None:
+        s += f" ± {_fmt(m.half_width, digits)}"
     return s
+
+
+def ci_note(row: Any, key: str) -> str:
+    m = row.metrics.get(key)
+    if m is None:
+        return ""
+    return f"{m.how}; CI: {m.ci_method}" if m.ci_method else m.how
+
+
+def _is_estimated(method: str | None) -> bool:
+    return bool(method) and str(method).startswith("estimated")
 
 
 def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     if not results:
         console.print("[red]no results[/red]")
         return
-    agg = aggregate(results)
+    row = bench_row(results)
     last = results[-1]
     m = last.metrics
-    lat = pooled_latency(results)
     t = Table(
         title=f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)", title_justify="left"
     )
@@ -98,17 +106,42 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     t.add_column("unit")
     t.add_column("how", style="dim")
 
-    def row(name: str, key: str, digits: int = 2, how: str = "") -> None:
+    def add(name: str, key: str, digits: int = 2, how: str = "") -> None:
         unit = METRIC_UNITS.get(key, ("", ""))[0]
-        t.add_row(name, _cell(agg, key, digits), unit, how)
+        t.add_row(name, cell(row, key, digits), unit, how or ci_note(row, key))
 
     t.add_section()
+    _accuracy_rows(t, row, m, last)
+    t.add_section()
+    _latency_rows(t, row, add)
+    t.add_section()
+    _memory_rows(t, spec, row, m, last, add)
+    t.add_section()
+    _flops_rows(t, m, add)
+    t.add_section()
+    est = " (estimated)" if _is_estimated(m.get("energy_method")) else ""
+    add(f"energy{est}", "energy_j", 2, m.get("energy_method", ""))
+    add(f"energy per audio s{est}", "j_per_audio_s", 3)
+    add(f"energy per word{est}", "j_per_word", 3)
+    t.add_section()
+    add("CPU MHz mean", "cpu_mhz_mean", 0)
+    add("CPU MHz min", "cpu_mhz_min", 0)
+    add("other processes", "other_cpu_pct", 1)
+    console.print(t)
+    _print_footer(spec, results, last, note)
+
+
+def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
     if m.get("wer") is None:
         t.add_row("WER / CER", "n/a", "", m.get("accuracy_note", "no reference or no weights"))
     else:
+        scope = " (partial)" if m.get("wer_scope") else ""
         ci = f"[{_fmt(m.get('wer_ci_lo'))}, {_fmt(m.get('wer_ci_hi'))}]"
-        t.add_row("WER", _fmt(m["wer"]), "%", f"corpus, normalised; 95% CI over clips {ci}")
-        t.add_row("CER", _fmt(m.get("cer")), "%", "corpus, normalised")
+        how = f"corpus, normalised; 95% CI: bootstrap over clips {ci}"
+        t.add_row(f"WER{scope}", _fmt(m["wer"]), "%", how)
+        t.add_row(f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
+        if scope:
+            t.add_row("", "", "", m["wer_scope"])
     t.add_row(
         "clips",
         f"{m.get('n_clips')} ({m.get('n_skipped', 0)} skipped)",
@@ -117,27 +150,39 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     )
     flagged = [c for c in last.clips if c.get("flags")]
     t.add_row("flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
-    t.add_section()
-    for stage, label in (
-        ("feat", "features"),
-        ("enc", "encoder"),
-        ("dec", "decoder"),
-        ("e2e", "end to end"),
-    ):
-        if stage in lat:
-            p = lat[stage]
-            t.add_row(
-                f"latency {label}",
-                f"{p['p50']:.1f} / {p['p90']:.1f} / {p['p99']:.1f}",
-                "ms",
-                f"p50/p90/p99 per clip over {p['n']} clip runs (batch 1)",
-            )
-    row("decoder per token", "dec_ms_per_token")
-    row("RTF", "rtf", 4, "processing s / audio s")
-    row("RTFx", "rtfx", 1, "audio s / processing s, after warm-up")
-    row("throughput", "throughput_clips_s", 2)
-    row("model load", "load_s", 2, "not in RTFx")
-    t.add_section()
+
+
+def _latency_rows(t: Table, row: Any, add: Any) -> None:
+    from voxmeter.engines.base import ASR_STAGES
+
+    labels = {st.key: st.label for st in ASR_STAGES}
+    for stage in [*row.stage_keys, "prefill", "e2e"]:
+        ms = [row.metrics.get(f"{stage}_ms_p{q}") for q in (50, 90, 99)]
+        if ms[0] is None:
+            continue
+        label = {"e2e": "end to end", "prefill": "decoder prefill"}.get(stage, labels.get(stage))
+        t.add_row(
+            f"latency {label or stage}",
+            " / ".join(f"{x.mean:.1f}" for x in ms if x is not None),
+            "ms",
+            f"p50/p90/p99 per clip, {ms[0].how} (batch 1); CI: {ms[0].ci_method or 'none'}",
+        )
+    add(
+        "decoder per token",
+        "dec_ms_per_token",
+        2,
+        "after the prefill: (decode - prefill) / (steps - 1)",
+    )
+    add("RTF", "rtf", 4)
+    add("RTFx", "rtfx", 1)
+    add("throughput", "throughput_clips_s", 2)
+    add("model load", "load_s", 2, "not in RTFx; conversion and digests excluded")
+    for name, key in (("conversion (one-off)", "convert_s"), ("digests (one-off)", "digest_s")):
+        if key in row.metrics:  # paid once, by the first run that needed it
+            add(name, key, 2, "first run only; not in model load")
+
+
+def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: Any) -> None:
     t.add_row("parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
     t.add_row(
         "weights",
@@ -147,45 +192,53 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     )
     if m.get("precision_method"):
         t.add_row("precision", spec.axes.precision, "", m["precision_method"])
-    row("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
-    row("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
-    row("steady RSS", "steady_rss_mb", 1)
-    row("transient features", "feat_mem_mb", 1, "peak in stage - RSS before")
-    row("transient encoder", "enc_mem_mb", 1, "peak in stage - RSS before")
-    row("transient decoder", "dec_mem_mb", 1, "peak in stage - RSS before")
+    add("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
+    add("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
+    add("steady RSS", "steady_rss_mb", 1)
+    for key in row.stage_keys:
+        add(f"transient {key}", f"{key}_mem_mb", 1, "peak in stage - RSS before")
     if m.get("cuda_max_alloc_mb") is not None:
-        row("CUDA max allocated", "cuda_max_alloc_mb", 1)
-    t.add_section()
+        add("CUDA max allocated", "cuda_max_alloc_mb", 1)
+    if m.get("gpu_process_mb") is not None:
+        add("GPU memory (process)", "gpu_process_mb", 1, m.get("gpu_mem_method", ""))
+
+
+def _paper_label() -> str:
+    try:
+        from voxmeter.measure.flops import paper_label
+
+        return paper_label()
+    except ImportError:
+        return "paper formula, our reconstruction (3000 frames, 20 tokens)"
+
+
+def _flops_rows(t: Table, m: dict, add: Any) -> None:
     for stage in ("enc", "dec"):
         name = "encoder" if stage == "enc" else "decoder"
         ratio = m.get(f"flops_counted_vs_analytic_{stage}")
-        how = "analytic: mean over clips, from the shapes run"
+        same = m.get(f"gflops_analytic_counted_{stage}")
+        how = "on the same counted clips"
         if ratio is not None:
-            how += f"; counted/analytic on the counted clips {ratio:.4f}"
+            how += f"; counted/analytic {ratio:.4f}"
         t.add_row(
             f"GFLOPs {name} counted | analytic",
-            f"{_fmt(m.get(f'gflops_counted_{stage}'))} | {_fmt(m.get(f'gflops_analytic_{stage}'))}",
+            f"{_fmt(m.get(f'gflops_counted_{stage}'))} | {_fmt(same)}",
             "GFLOP/clip",
             how,
         )
+        add(f"GFLOPs {name} analytic, all clips", f"gflops_analytic_{stage}", 2, "mean over clips")
     t.add_row("FLOPs counting", "", "", m.get("flops_counted_method", ""))
     t.add_row(
         "GFLOPs total",
         f"{_fmt(m.get('gflops_analytic_total'))} | paper {_fmt(m.get('gflops_paper_total'))}",
         "GFLOP/clip",
-        "analytic | paper formula (3000 frames, 20 tokens)",
+        f"analytic | {_paper_label()}",
     )
-    row("encoder achieved", "enc_gflops_per_s", 1)
-    row("share of matmul peak", "enc_peak_share", 1, m.get("peak_note", ""))
-    t.add_section()
-    row("energy", "energy_j", 2, m.get("energy_method", ""))
-    row("energy per audio s", "j_per_audio_s", 3)
-    row("energy per word", "j_per_word", 3)
-    t.add_section()
-    row("CPU MHz mean", "cpu_mhz_mean", 0)
-    row("CPU MHz min", "cpu_mhz_min", 0)
-    row("other processes", "other_cpu_pct", 1)
-    console.print(t)
+    add("encoder achieved", "enc_gflops_per_s", 1)
+    add("share of matmul peak", "enc_peak_share", 1, m.get("peak_note", ""))
+
+
+def _print_footer(spec: RunSpec, results: list[Result], last: Result, note: str) -> None:
     env = last.env
     console.print(
         f"[dim]env: voxmeter {env.get('voxmeter_version')} @ {env.get('git_commit')}, "
@@ -193,10 +246,13 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
         f"ctranslate2 {env.get('versions', {}).get('ctranslate2')}; CPU {env.get('cpu_model')}; "
         f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}[/dim]"
     )
-    for c in flagged:
+    console.print(f"[dim]identity: {last.identity.short()}[/dim]", highlight=False)
+    for c in [c for c in last.clips if c.get("flags")]:
         console.print(
             f"[yellow]flagged[/yellow] {c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
         )
+    for sk in last.skipped:
+        console.print(f"[yellow]skipped[/yellow] {sk['id']}: {sk['reason']}", highlight=False)
     for w in sorted({w for r in results for w in r.warnings}):
         console.print(f"[yellow]warning[/yellow] {w}")
     if note:

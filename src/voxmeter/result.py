@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from voxmeter.identity import Identity
 
 # key -> (unit, description). Percent figures are 0..100.
 METRIC_UNITS: dict[str, tuple[str, str]] = {
@@ -24,10 +26,19 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "wer": ("%", "corpus WER after Whisper's English normalizer"),
     "cer": ("%", "corpus CER after Whisper's English normalizer"),
     "load_s": ("s", "model load time (not in RTFx)"),
+    "convert_s": ("s", "one-off conversion to transformers format (first run only)"),
+    "digest_s": ("s", "one-off hashing of weights and audio for the identity (first run only)"),
     "feat_ms_p50": ("ms", "feature extraction per clip, median"),
+    "feat_ms_p90": ("ms", "feature extraction per clip, 90th percentile"),
+    "feat_ms_p99": ("ms", "feature extraction per clip, 99th percentile"),
     "enc_ms_p50": ("ms", "encoder per clip, median"),
+    "enc_ms_p90": ("ms", "encoder per clip, 90th percentile"),
+    "enc_ms_p99": ("ms", "encoder per clip, 99th percentile"),
     "dec_ms_p50": ("ms", "decoder per clip, median"),
-    "dec_ms_per_token": ("ms/token", "decoder time per generated token (total/total)"),
+    "dec_ms_p90": ("ms", "decoder per clip, 90th percentile"),
+    "dec_ms_p99": ("ms", "decoder per clip, 99th percentile"),
+    "prefill_ms_p50": ("ms", "decoder prefill per clip (prompt + cross-attention K/V), median"),
+    "dec_ms_per_token": ("ms/token", "decoder time per generated token after the prefill"),
     "e2e_ms_p50": ("ms", "end-to-end latency per clip, median"),
     "e2e_ms_p90": ("ms", "end-to-end latency per clip, 90th percentile"),
     "e2e_ms_p99": ("ms", "end-to-end latency per clip, 99th percentile"),
@@ -43,12 +54,17 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "enc_mem_mb": ("MiB", "encoder transient: peak during stage - RSS before"),
     "dec_mem_mb": ("MiB", "decoder transient: peak during stage - RSS before"),
     "cuda_max_alloc_mb": ("MiB", "torch.cuda.max_memory_allocated (GPU runs only)"),
-    "gflops_counted_enc": ("GFLOP", "encoder FLOPs per clip counted at run time"),
-    "gflops_counted_dec": ("GFLOP", "decoder FLOPs per clip counted at run time"),
+    "gflops_counted_enc": ("GFLOP", "encoder FLOPs per clip counted on the first clips"),
+    "gflops_counted_dec": ("GFLOP", "decoder FLOPs per clip counted on the first clips"),
     "gflops_analytic_enc": ("GFLOP", "encoder FLOPs per clip, closed form from shapes run"),
     "gflops_analytic_dec": ("GFLOP", "decoder FLOPs per clip, closed form from shapes run"),
     "gflops_analytic_total": ("GFLOP", "encoder + decoder analytic FLOPs per clip"),
-    "gflops_paper_total": ("GFLOP", "paper formula (3000 frames, 20 tokens, stride k)"),
+    "gflops_analytic_counted_enc": ("GFLOP", "analytic encoder FLOPs on the counted clips"),
+    "gflops_analytic_counted_dec": ("GFLOP", "analytic decoder FLOPs on the counted clips"),
+    "gflops_paper_total": (
+        "GFLOP",
+        "the paper's formula as we reconstruct it (3000 frames, 20 tokens, stride k)",
+    ),
     "enc_gflops_per_s": ("GFLOP/s", "achieved encoder throughput (analytic FLOPs / time)"),
     "enc_peak_share": ("%", "achieved encoder GFLOP/s as a share of measured matmul peak"),
     "energy_j": ("J", "energy over the measured clips"),
@@ -60,7 +76,16 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
 }
 
 # Keys whose values are strings describing how a figure was obtained.
-METHOD_KEYS = ("energy_method", "flops_counted_method", "rss_method", "weight_bytes_method")
+METHOD_KEYS = (
+    "energy_method",
+    "flops_counted_method",
+    "rss_method",
+    "weight_bytes_method",
+    "prefill_method",
+    "wer_scope",
+)
+# percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat
+PERCENTILES = (50, 90, 99)
 
 
 @dataclass
@@ -75,6 +100,22 @@ class Result:
     mode: str = "inprocess"  # "inprocess" or "isolated" (fresh child process per spec)
     status: str = "ok"  # "ok" or "failed"
     created_at: float = field(default_factory=time.time)
+    # identity beside the spec hash (see voxmeter.identity): rows that differ in any of these
+    # are never averaged together, and a re-run skips a spec only when all of them match
+    code_fp: str = ""
+    weights_digest: str = ""
+    data_digest: str = ""
+    skipped: list[dict[str, str]] = field(default_factory=list)  # bad clips: id, reason
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.code_fp, self.weights_digest, self.data_digest)
+
+    def with_identity(self, ident: Identity) -> Result:
+        self.code_fp = ident.code_fp
+        self.weights_digest = ident.weights_digest
+        self.data_digest = ident.data_digest
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +125,8 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _json_default(o: Any) -> Any:

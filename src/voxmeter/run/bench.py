@@ -21,31 +21,45 @@ def measure_spec(
     show: bool = True,
 ) -> tuple[list[Result], str]:
     """Run the repeats of `spec` that the store lacks; return all its results and a note."""
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.identity import identity_of
     from voxmeter.store import ResultStore
 
     store = ResultStore(store_path)
     key = spec.spec_hash
+    mode = "isolated" if isolated else "inprocess"
+    ident = identity_of(spec, default_cache_dir(cache_dir))
     if force:
-        store.delete(key)
-    done = store.done_repeats(key)
+        store.delete(key, ident, mode)
+    done = store.done_repeats(key, ident, mode)
     todo = [r for r in range(spec.repeats) if r not in done]
-    note = ""
+    notes = []
     if not todo:
-        note = (
-            f"spec {key} ({spec.label()}) already has {len(done)} repeat(s) in {store_path}: "
-            "skipped (use --force to measure again)"
+        notes.append(
+            f"spec {key} ({spec.label()}) already has {len(done)} {mode} repeat(s) of this "
+            f"code, weights and data in {store_path}: skipped (use --force to measure again)"
         )
-        log.info(note)
     elif done:
-        note = f"{len(done)} repeat(s) already in the store; measuring {len(todo)} more"
-        log.info(note)
+        notes.append(f"{len(done)} repeat(s) already in the store; measuring {len(todo)} more")
+    others = [i for i in store.identities(key) if i != ident]
+    if others:
+        notes.append(
+            f"the store also holds {len(others)} other measurement(s) of this spec by other "
+            f"code, weights or data ({'; '.join(i.short() for i in others[:2])}): kept apart, "
+            "never averaged with these"
+        )
+    for n in notes:
+        log.info(n)
     if todo:
         for res in _run(spec, todo, cache_dir, isolated, show):
             store.add(res)  # each repeat lands as soon as it is finished
-    results = (
-        [r for r in store.get(key) if r.repeat < spec.repeats] if hasattr(store, "get") else []
-    )
-    return sorted(results, key=lambda r: r.repeat), note
+    results = [
+        r
+        for r in store.get(key)
+        if r.identity == ident and r.mode == mode and r.repeat < spec.repeats
+    ]
+    store.close()
+    return sorted(results, key=lambda r: r.repeat), " ".join(notes)
 
 
 def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool):
@@ -59,6 +73,8 @@ def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool):
     data = prepare_data(spec)
     for cid, reason in data.skipped:
         log.warning("skipped clip %s: %s", cid, reason)
+    if data.skipped:
+        log.warning("%d clip(s) skipped as bad input: WER is partial", len(data.skipped))
     if not show:
         yield from run_spec(spec, todo, cache_dir=cache_dir, data=data)
         return

@@ -41,6 +41,7 @@ class PreparedData:
     name: str
     clips: list[PreparedClip]
     skipped: list[tuple[str, str]]  # (clip id, reason)
+    dataset: Any = None  # the data.manifest.Dataset the clips came from (for its digest)
 
 
 def prepare_data(spec: RunSpec) -> PreparedData:
@@ -65,7 +66,7 @@ def prepare_data(spec: RunSpec) -> PreparedData:
     if not clips:
         first = f" (first: {skipped[0][1]})" if skipped else ""
         raise DataError(f"data {spec.data!r}: no usable clips{first}")
-    return PreparedData(ds.name, clips, skipped)
+    return PreparedData(ds.name, clips, skipped, ds)
 
 
 def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> int | None:
@@ -77,14 +78,16 @@ def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> in
 
 
 def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) -> dict:
-    """One clip through the three stages, each inside a timing and memory window."""
+    """One clip through the engine's stages, in order, each in a timing and memory window."""
     rec: dict[str, Any] = {}
-    with instr.stage("feat", rec):
-        feats = engine.features(clip.audio)
-    with instr.stage("enc", rec):
-        enc = engine.encode(feats)
-    with instr.stage("dec", rec):
-        out = engine.decode(enc, steps) if steps is not None else engine.decode(enc)
+    x: Any = clip.audio
+    outs: dict[str, Any] = {}
+    for stage in engine.stages:
+        fn = getattr(engine, stage.method)
+        with instr.stage(stage.key, rec):
+            x = fn(x, steps) if stage.key == "dec" and steps is not None else fn(x)
+        outs[stage.key] = x
+    feats, enc, out = outs["feat"], outs["enc"], outs["dec"]
     rec.update(
         id=clip.id,
         duration_s=clip.duration_s,
@@ -99,8 +102,40 @@ def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) 
         decoder_positions=enc.decoder_positions,
         kv_projected=enc.kv_projected,
     )
-    rec["e2e_ms"] = rec["feat_ms"] + rec["enc_ms"] + rec["dec_ms"]
+    if out.prefill_ms is not None:
+        rec["prefill_ms"] = out.prefill_ms
+    rec["e2e_ms"] = sum(rec[f"{stage.key}_ms"] for stage in engine.stages)
     return rec
+
+
+def prefill_pass(engine: Engine, data: PreparedData) -> dict[str, float] | None:
+    """Per-clip decoder prefill for engines that cannot time it inside decode (ct2): one
+    features + encode + first-token decode per clip, untimed and outside every window."""
+    measure = getattr(engine, "prefill_ms", None)
+    if not callable(measure):
+        return None
+    out = {}
+    for clip in data.clips:
+        out[clip.id] = float(measure(engine.encode(engine.features(clip.audio))))
+    return out
+
+
+def _prepare_weights(spec: RunSpec, source: ModelSource, cache: Path) -> tuple[ModelSource, float]:
+    """Convert CTranslate2 weights for the hf engine before load is timed; the seconds spent
+    converting are returned only when a conversion really ran (0.0 when it was cached)."""
+    from dataclasses import replace
+
+    from voxmeter.assets.convert import convert_cached
+
+    if spec.engine != "hf" or source.hf_dir is not None or source.ct2_dir is None:
+        return source, 0.0
+    root = cache / "hf"
+    before = set(root.iterdir()) if root.is_dir() else set()
+    t0 = time.perf_counter()
+    hf_dir = convert_cached(source.ct2_dir, cache)
+    took = time.perf_counter() - t0
+    fresh = hf_dir not in before
+    return replace(source, hf_dir=hf_dir), took if fresh else 0.0
 
 
 def run_spec(
@@ -129,17 +164,25 @@ def run_spec(
         )
     if not repeats:
         return
+    from voxmeter.identity import FileDigests, identity_of
+
     data = data or prepare_data(spec)
     cache = default_cache_dir(cache_dir)
     source = resolve_model(spec.model, cache)
+    files = FileDigests(cache)
+    ident = identity_of(spec, cache, source, data.dataset, files)
+    source, convert_s = _prepare_weights(spec, source, cache)
+    one_off = {"convert_s": convert_s, "digest_s": files.hashed_s}
     t0 = time.perf_counter()
     engine = load_engine(spec, cache, source)
-    load_s = time.perf_counter() - t0
+    load_s: float | None = time.perf_counter() - t0
     instr = Instruments(spec, enabled=instruments)
+    skipped = [{"id": cid, "reason": why} for cid, why in data.skipped]
     try:
         for clip in data.clips[: spec.warmup]:
             run_clip(engine, clip, _forced_steps(engine, source, clip), instr.off())
         counted = count_pass(engine, source, data) if instruments else None
+        prefill = prefill_pass(engine, data)
         for r in repeats:
             instr.begin_repeat()
             recs = []
@@ -148,9 +191,22 @@ def run_spec(
                 if progress:
                     progress(clip.id, i + 1, len(data.clips))
             window = instr.end_repeat()
+            if prefill is not None:
+                for rec in recs:
+                    rec["prefill_ms"] = prefill[rec["id"]]
             metrics, warnings = summarize_repeat(spec, engine, source, data, recs, window, counted)
-            metrics["load_s"] = load_s
-            yield Result(
+            if load_s is not None:  # loaded once per run: the first repeat carries it
+                metrics["load_s"] = load_s
+                load_s = None
+            metrics["prefill_method"] = (
+                "timed inside decode, up to the first token's logits"
+                if prefill is None
+                else "one first-token generate per clip, in an untimed pass before the repeats"
+            )
+            # the first repeat of a run carries the one-off costs it paid, if any
+            metrics.update({k: v for k, v in one_off.items() if v > 0})
+            one_off = {}
+            res = Result(
                 spec_hash=spec.spec_hash,
                 spec=spec.to_dict(),
                 repeat=r,
@@ -159,7 +215,9 @@ def run_spec(
                 env=instr.environment(),
                 warnings=warnings,
                 mode=mode,
+                skipped=skipped,
             )
+            yield res.with_identity(ident)
     finally:
         instr.close()
         engine.close()

@@ -3,7 +3,9 @@
 The parent sends the spec and repeat indices as JSON on the child's stdin; the child runs the
 harness and writes one line per finished repeat, `RESULT <json>`, flushing each, so a parent
 that is killed loses at most the repeat in flight. A user error in the child comes back as
-`ERROR <message>` and is raised in the parent as the same one-line VoxmeterError.
+`ERROR <message>` and is raised in the parent as the same one-line VoxmeterError. Anything
+else that ends the child (a bug, a crash, a kill) is not a user error: it is raised as
+ChildCrashed carrying the child's whole stderr, traceback included.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from pathlib import Path
 from voxmeter.errors import VoxmeterError
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
+
+
+class ChildCrashed(RuntimeError):
+    """The isolated child died of something other than a user error; `.stderr` holds its
+    traceback."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(f"{message}\n{stderr}".rstrip())
+        self.message = message
+        self.stderr = stderr
 
 
 def run_spec_isolated(
@@ -56,9 +68,10 @@ def run_spec_isolated(
         raise VoxmeterError(error)
     if proc.returncode != 0:
         tail = stderr.strip().splitlines()[-1:] or ["no output"]
-        raise VoxmeterError(
-            f"spec {spec.spec_hash} ({spec.label()}): child process failed "
-            f"(exit {proc.returncode}): {tail[0]}"
+        raise ChildCrashed(
+            f"spec {spec.spec_hash} ({spec.label()}): the isolated child crashed "
+            f"(exit {proc.returncode}): {tail[0]}",
+            stderr,
         )
 
 

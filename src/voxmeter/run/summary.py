@@ -8,6 +8,7 @@ import numpy as np
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.metrics import corpus_wer, failure_flags, normalize, wer_bootstrap_ci
+from voxmeter.result import PERCENTILES
 from voxmeter.spec import RunSpec
 
 GFLOP = 1e9
@@ -26,6 +27,20 @@ def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
         kv_positions=rec.get("kv_projected"),
     ).total
     return enc, dec
+
+
+def per_token_ms(recs: list[dict]) -> float | None:
+    """Decoder ms per generated token after the prefill: sum(dec - prefill) / sum(steps - 1).
+
+    The prefill (prompt and cross-attention K/V, up to the first token) is its own figure:
+    counted here it would make the per-token cost move with xV and clip length alone.
+    """
+    if not all("prefill_ms" in r for r in recs):
+        return None
+    steps = sum(r["n_steps"] - 1 for r in recs)
+    if steps <= 0:
+        return None
+    return sum(r["dec_ms"] - r["prefill_ms"] for r in recs) / steps
 
 
 def summarize_repeat(
@@ -60,19 +75,29 @@ def summarize_repeat(
             else "tensor bytes as loaded"
         ),
     )
-    for stage in ("feat", "enc", "dec", "e2e"):
-        vals = [r[f"{stage}_ms"] for r in recs]
-        m[f"{stage}_ms_p50"] = float(np.percentile(vals, 50))
-        if stage == "e2e":
-            m["e2e_ms_p90"], m["e2e_ms_p99"] = (float(v) for v in np.percentile(vals, [90, 99]))
-    steps = sum(r["n_steps"] for r in recs)
-    m["dec_ms_per_token"] = sum(r["dec_ms"] for r in recs) / max(1, steps)
+    # this repeat's percentiles over its clips; aggregation pools clips x repeats instead
+    keys = [st.key for st in engine.stages]
+    m["stage_keys"] = ",".join(keys)
+    for stage in [*keys, "prefill", "e2e"]:
+        vals = [r[f"{stage}_ms"] for r in recs if f"{stage}_ms" in r]
+        if vals:
+            for q, v in zip(PERCENTILES, np.percentile(vals, PERCENTILES)):
+                m[f"{stage}_ms_p{q}"] = float(v)
+        mem = [r[f"{stage}_mem_mb"] for r in recs if r.get(f"{stage}_mem_mb") is not None]
+        if mem:
+            m[f"{stage}_mem_mb"] = float(max(mem))
+    m["dec_ms_per_token"] = per_token_ms(recs)
 
     # accuracy
     ref_words = sum(len(normalize(r["ref"]).split()) for r in recs)
     for r in recs:
         r["flags"] = failure_flags(r["hyp"], r["duration_s"], r["ref"], r["hit_max_length"])
     m["n_flagged"] = sum(1 for r in recs if r["flags"])
+    if data.skipped:
+        m["wer_scope"] = (
+            f"partial: {len(data.skipped)} of {len(data.skipped) + len(recs)} clips skipped "
+            "as bad input, their words not counted"
+        )
     if source.has_weights and engine.tokenizer.available:
         refs, hyps = [r["ref"] for r in recs], [r["hyp"] for r in recs]
         w = corpus_wer(refs, hyps)
@@ -101,6 +126,9 @@ def summarize_repeat(
         an = [clip_flops(dims, engine, s) for s in counted["shapes"]]
         m["gflops_counted_enc"] = counted["enc"] / GFLOP
         m["gflops_counted_dec"] = counted["dec"] / GFLOP
+        # the comparison is made on the same clips: analytic of the counted clips' shapes
+        m["gflops_analytic_counted_enc"] = sum(a for a, _ in an) / n / GFLOP
+        m["gflops_analytic_counted_dec"] = sum(d for _, d in an) / n / GFLOP
         m["flops_counted_vs_analytic_enc"] = counted["enc"] / (sum(a for a, _ in an) / n)
         m["flops_counted_vs_analytic_dec"] = counted["dec"] / (sum(d for _, d in an) / n)
         m["flops_counted_method"] = (

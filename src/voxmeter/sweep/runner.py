@@ -1,7 +1,10 @@
 """Run many specs into the store, resumably, locally or on Ray.
 
 Resumability comes from the store: before running, each spec's finished repeats are looked up
-by its hash and only the missing repeat indices are measured; every Result is written the
+by its identity (spec hash, code fingerprint, weights and data digests) and mode, and only the
+missing repeat indices are measured. A sweep cell is done only by an isolated row: a `bench`
+run of the same spec in process (whose peak RSS is shared with whatever ran before it) does
+not count; every Result is written the
 moment it arrives (one transaction per row), so a sweep killed with -9 loses at most the
 repeats in flight and a re-run picks up where it stopped.
 
@@ -16,7 +19,11 @@ a fresh child process, so peak RSS is the spec's own). "ray" runs one spec per R
 has cores; the tasks stream Results back and only the driver writes the store (SQLite is not
 a network database). Concurrent specs on one node share caches and memory bandwidth, so their
 latencies are noisier than a local sweep's; the harness records other processes' CPU use with
-every result. Ray is imported only by the Ray executor.
+every result. Ray is imported only by the Ray executor. Under Ray, several specs share one
+machine's energy and CPU counters, and each result says so.
+
+A crash in an isolated child (a bug, not a user error) leaves failed rows that keep the
+child's whole traceback; it is logged with it, and the sweep goes on and exits 1.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voxmeter.errors import SpecError, VoxmeterError
+from voxmeter.identity import Identity
 from voxmeter.result import Result
+from voxmeter.run.isolate import ChildCrashed
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, failed_result
 
@@ -72,7 +81,16 @@ class SweepSummary:
 class _Job:
     spec: RunSpec
     missing: list[int]
+    ident: Identity | None = None
     written: set[int] = field(default_factory=set)
+    error: str = ""  # a user error found while planning (e.g. a model that cannot resolve)
+
+
+SWEEP_MODE = "isolated"
+RAY_NOTE = (
+    "ray executor: other specs may have run at the same time on this machine; energy and "
+    "CPU counters are machine-wide and were shared among them"
+)
 
 
 def _default_runner() -> Runner:
@@ -81,19 +99,37 @@ def _default_runner() -> Runner:
     return run_spec_isolated
 
 
+def identity_here(cache_dir: str | Path | None) -> Callable[[RunSpec], Identity]:
+    """What a run of a spec would be identified by on this machine, with this code."""
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.identity import identity_of
+
+    cache = default_cache_dir(cache_dir)
+    return lambda spec: identity_of(spec, cache)
+
+
 def plan(
-    specs: list[RunSpec], store: ResultStore, force: bool = False
+    specs: list[RunSpec],
+    store: ResultStore,
+    force: bool = False,
+    identify: Callable[[RunSpec], Identity] | None = None,
 ) -> tuple[list[_Job], int, int]:
     """The jobs still to run: (jobs, n_unique_specs, n_already_done)."""
+    identify = identify or identity_here(None)
     unique = list({s.spec_hash: s for s in specs}.values())
     jobs, done_specs = [], 0
     for spec in unique:
+        try:
+            ident = identify(spec)
+        except VoxmeterError as e:  # the spec fails alone; the sweep goes on
+            jobs.append(_Job(spec, list(range(spec.repeats)), error=str(e)))
+            continue
         if force:
-            store.delete(spec.spec_hash)
-        done = store.done_repeats(spec.spec_hash)
+            store.delete(spec.spec_hash, ident, SWEEP_MODE)
+        done = store.done_repeats(spec.spec_hash, ident, SWEEP_MODE)
         missing = [r for r in range(spec.repeats) if r not in done]
         if missing:
-            jobs.append(_Job(spec, missing))
+            jobs.append(_Job(spec, missing, ident))
         else:
             done_specs += 1
     return jobs, len(unique), done_specs
@@ -109,6 +145,7 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    identify: Callable[[RunSpec], Identity] | None = None,
 ) -> SweepSummary:
     """Measure every repeat of `specs` the store lacks; write each Result as it arrives."""
     if executor not in EXECUTORS:
@@ -116,7 +153,7 @@ def run_sweep(
     if address and executor != "ray":
         raise SpecError("--address: only meaningful with --executor ray")
     t0 = time.perf_counter()
-    jobs, n_specs, n_done = plan(specs, store, force)
+    jobs, n_specs, n_done = plan(specs, store, force, identify or identity_here(cache_dir))
     summary = SweepSummary(n_specs=n_specs, n_skipped=n_done)
     if n_done:
         note = f"{n_done} of {n_specs} specs already done, skipping"
@@ -127,6 +164,9 @@ def run_sweep(
         note = f"{partial} spec(s) partly done: measuring only their missing repeats"
         summary.notes.append(note)
         log.info(note)
+    for job in [j for j in jobs if j.error]:
+        _record_failure(store, job, job.error, summary)
+    jobs = [j for j in jobs if not j.error]
     if jobs:
         run = runner or _default_runner()
         cache = str(cache_dir) if cache_dir else None
@@ -144,18 +184,42 @@ def _record(store: ResultStore, job: _Job, res: Result, summary: SweepSummary) -
         raise RuntimeError(
             f"runner returned spec {res.spec_hash} while running {job.spec.spec_hash}"
         )
+    if job.ident is not None and res.identity != job.ident:
+        # the code, weights or data changed while the sweep ran: the row is kept under the
+        # identity it really has, and this cell will be measured again next time
+        log.warning(
+            "spec %s: measured as %s, planned as %s",
+            job.spec.spec_hash,
+            res.identity.short(),
+            job.ident.short(),
+        )
     store.add(res)
     job.written.add(res.repeat)
     summary.n_results += 1
 
 
-def _record_failure(store: ResultStore, job: _Job, message: str, summary: SweepSummary) -> None:
+def _record_failure(
+    store: ResultStore, job: _Job, message: str, summary: SweepSummary, traceback: str = ""
+) -> None:
     spec = job.spec
     for r in job.missing:
         if r not in job.written:
-            store.add(failed_result(spec.to_dict(), spec.spec_hash, r, message))
+            store.add(
+                failed_result(
+                    spec.to_dict(),
+                    spec.spec_hash,
+                    r,
+                    message,
+                    ident=job.ident,
+                    mode=SWEEP_MODE,
+                    traceback=traceback,
+                )
+            )
     summary.failed.append((spec.label(), message))
-    log.error("spec %s (%s) failed: %s", spec.spec_hash, spec.label(), message)
+    if traceback:
+        log.error("spec %s (%s) crashed:\n%s", spec.spec_hash, spec.label(), traceback)
+    else:
+        log.error("spec %s (%s) failed: %s", spec.spec_hash, spec.label(), message)
 
 
 def _run_local(
@@ -175,6 +239,9 @@ def _run_local(
         except VoxmeterError as e:
             _record_failure(store, job, str(e), summary)
             bar.advance(len(job.missing) - len(job.written))
+        except ChildCrashed as e:  # a bug in the child: its traceback is kept, not one line
+            _record_failure(store, job, e.message, summary, traceback=e.stderr)
+            bar.advance(len(job.missing) - len(job.written))
 
 
 # -- Ray --------------------------------------------------------------------------------
@@ -182,12 +249,16 @@ def _ray_measure(
     runner: Runner, spec_dict: dict[str, Any], repeats: list[int], cache_dir: str | None
 ) -> Iterator[tuple[str, Any]]:
     """A Ray task: stream ("result", result dict) per repeat, or ("error", message) once."""
+    from voxmeter.run.isolate import ChildCrashed
+
     spec = RunSpec.from_dict(spec_dict)
     try:
         for res in runner(spec, repeats, cache_dir=cache_dir):
             yield "result", res.to_dict()
     except VoxmeterError as e:
-        yield "error", str(e)
+        yield "error", (str(e), "")
+    except ChildCrashed as e:
+        yield "error", (e.message, e.stderr)
 
 
 def _run_ray(
@@ -241,10 +312,17 @@ def _run_ray(
                 continue
             kind, payload = ray.get(ref)  # a bug in the task re-raises here, traceback kept
             if kind == "result":
-                _record(store, job, Result.from_dict(payload), summary)
+                res = Result.from_dict(payload)
+                res.warnings.append(RAY_NOTE)
+                if res.metrics.get("energy_method"):
+                    res.metrics["energy_method"] += (
+                        " (machine-wide, shared by concurrent Ray tasks)"
+                    )
+                _record(store, job, res, summary)
                 bar.advance()
             else:
-                _record_failure(store, job, payload, summary)
+                message, trace = payload
+                _record_failure(store, job, message, summary, traceback=trace)
                 bar.advance(len(job.missing) - len(job.written))
     finally:
         if started:
