@@ -17,7 +17,10 @@ from voxmeter.measure.energy import (
     EnergyMeter,
     RaplCounter,
     detect_energy_backend,
+    gpu_unmeasured,
+    is_estimated,
     nvml_handle,
+    nvml_init,
     rapl_delta_uj,
     rapl_package_domains,
 )
@@ -152,6 +155,50 @@ def test_window_misuse():
 def test_nvml_without_gpu_says_why():
     handle, why = nvml_handle("cuda:0")
     assert handle is None and why.startswith("NVML: ")
+
+
+def _nvml_works() -> bool:
+    pynvml, _ = nvml_init()
+    if pynvml is not None:
+        pynvml.nvmlShutdown()
+    return pynvml is not None
+
+
+@pytest.mark.skipif(_nvml_works(), reason="checks a GPU run on a machine without NVML")
+def test_gpu_run_without_nvml_says_the_gpu_was_not_measured(tmp_path: Path):
+    backends, counters = detect_energy_backend("cuda", powercap=tmp_path / "absent")
+    assert backends.gpu is None and [c.component for c in counters] == ["cpu"]
+    assert backends.unmeasured[0].startswith("GPU not measured (NVML: ")
+    meter = EnergyMeter(device="cuda")
+    meter.begin_window("r")
+    m = meter.end_window("r")
+    # the figure is the CPU's alone: its method must not read as the whole run's energy
+    assert "; GPU not measured (NVML: " in m.method and gpu_unmeasured(m.method)
+    assert m.detail["unmeasured"] == list(meter.backends.unmeasured)
+    assert "gpu_j" not in m.detail
+
+
+def test_a_cpu_run_leaves_nothing_unmeasured(tmp_path: Path):
+    backends, _ = detect_energy_backend("cpu", powercap=tmp_path / "absent")
+    assert backends.unmeasured == ()
+    meter = EnergyMeter(device="cpu")
+    meter.begin_window("r")
+    assert not gpu_unmeasured(meter.end_window("r").method)
+
+
+def test_is_estimated_reads_the_method_the_meter_writes(powercap: Path):
+    est = CpuEstimateCounter(CpuPowerAssumption(15.0, 1, "TDP 15 W/core assumed"))
+    domains, _ = rapl_package_domains(powercap)
+    for counters, expected in (([est], True), ([RaplCounter(domains)], False)):
+        meter = EnergyMeter(counters=counters)
+        meter.begin_window("w")
+        m = meter.end_window("w")
+        assert is_estimated(m.method) is m.estimated is expected
+    assert not is_estimated(None) and not is_estimated("")
+    assert is_estimated("Estimated: by hand")
+    # measured CPU with an unmeasured GPU is incomplete, not estimated
+    partial = "RAPL package (1 domain); GPU not measured (NVML: no NVIDIA driver)"
+    assert not is_estimated(partial) and gpu_unmeasured(partial)
 
 
 @pytest.mark.gpu

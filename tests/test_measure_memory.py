@@ -10,7 +10,16 @@ import psutil
 import pytest
 import torch
 
-from voxmeter.measure.memory import MIB, HighWaterMark, RssReader, RssSampler, ru_maxrss_mb
+from voxmeter.measure.energy import nvml_init
+from voxmeter.measure.memory import (
+    MIB,
+    NVML_PROCESS_METHOD,
+    HighWaterMark,
+    RssReader,
+    RssSampler,
+    nvml_process_gpu_mb,
+    ru_maxrss_mb,
+)
 from voxmeter.measure.windows import MeasureError
 
 
@@ -172,3 +181,42 @@ def test_cuda_peak_per_window():
         s.begin_window("dec")
         w2 = s.end_window("dec")
     assert w.cuda_peak_mb >= 256 and w2.cuda_peak_mb < 256
+
+
+# -- GPU memory of the process, from NVML -------------------------------------------------------
+def _nvml_works() -> bool:
+    pynvml, _ = nvml_init()
+    if pynvml is not None:
+        pynvml.nvmlShutdown()
+    return pynvml is not None
+
+
+def test_gpu_process_memory_on_a_cpu_run_is_none_with_a_method():
+    assert nvml_process_gpu_mb("cpu") == (None, "no GPU memory: cpu run")
+
+
+@pytest.mark.skipif(_nvml_works(), reason="checks the answer where NVML is absent")
+def test_gpu_process_memory_without_nvml_says_why():
+    mb, why = nvml_process_gpu_mb("cuda:0")
+    assert mb is None and why.startswith("GPU process memory not measured (NVML: ")
+
+
+def test_gpu_process_memory_without_pynvml_says_why(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml now raises ImportError
+    mb, why = nvml_process_gpu_mb("cuda")
+    assert mb is None and "pynvml (nvidia-ml-py) not installed" in why
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_process_memory_sees_this_process_allocate():
+    x = torch.empty(512 * MIB // 4, device="cuda")
+    torch.cuda.synchronize()
+    mb, method = nvml_process_gpu_mb("cuda")
+    if mb is None and "lists no compute process" in method:
+        pytest.skip(method)  # a container whose NVML lists host PIDs
+    assert method == NVML_PROCESS_METHOD
+    assert mb >= 512  # the tensor, plus the CUDA context and torch's cache
+    del x

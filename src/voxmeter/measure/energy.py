@@ -15,7 +15,10 @@ Back ends, one interface (a monotonic joule counter per component):
   logical CPUs) replaces the default of 15 W per logical CPU.
 
 A measurement adds the components it has (CPU + GPU on a CUDA run); it is `estimated` when any
-component is, and its method names each component's source.
+component is, and its method names each component's source. A CUDA run whose GPU has no
+readable counter says so in its method ("; GPU not measured (why)"): the figure is then the
+CPU's alone, far below what the run drew. `is_estimated(method)` and `gpu_unmeasured(method)`
+read those two facts back from a stored method string (the report marks every such figure).
 """
 
 from __future__ import annotations
@@ -31,6 +34,22 @@ from voxmeter.measure.windows import MeasureError, OpenWindows
 POWERCAP = Path("/sys/class/powercap")
 DEFAULT_W_PER_CPU = 15.0
 TDP_ENV = "VOXMETER_CPU_TDP_W"
+ESTIMATED_PREFIX = "estimated"  # every estimated figure's method starts with it
+GPU_NOT_MEASURED = "GPU not measured"
+
+
+def is_estimated(method: str | None) -> bool:
+    """Whether an energy method string (as stored with a result) describes an estimate.
+
+    EnergyMeter starts the method of any sum with an estimated part with "estimated", so the
+    prefix is the whole test; no method (nothing measured) is not an estimate.
+    """
+    return method is not None and method.strip().lower().startswith(ESTIMATED_PREFIX)
+
+
+def gpu_unmeasured(method: str | None) -> bool:
+    """Whether an energy method says a GPU the run used was not measured (CPU energy only)."""
+    return method is not None and GPU_NOT_MEASURED in method
 
 
 @dataclass(frozen=True)
@@ -125,11 +144,10 @@ def _nvml_index(device: str) -> int:
     return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
-def nvml_handle(device: str) -> tuple[Any | None, str]:
-    """An NVML handle with a total-energy counter for `device` ("cuda[:N]"), or None and why.
+def nvml_init() -> tuple[Any | None, str]:
+    """The pynvml module with NVML initialised, or None and why not (no package, no driver).
 
-    NVML numbers GPUs in PCI order and ignores CUDA_VISIBLE_DEVICES, so the handle is found by
-    the UUID torch reports for the device when torch can give one.
+    nvmlInit is reference-counted: a caller done with NVML may call nvmlShutdown once.
     """
     try:
         import pynvml
@@ -139,6 +157,18 @@ def nvml_handle(device: str) -> tuple[Any | None, str]:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
         return None, f"NVML: no NVIDIA driver ({e})"
+    return pynvml, "NVML: initialised"
+
+
+def nvml_handle(device: str) -> tuple[Any | None, str]:
+    """An NVML handle with a total-energy counter for `device` ("cuda[:N]"), or None and why.
+
+    NVML numbers GPUs in PCI order and ignores CUDA_VISIBLE_DEVICES, so the handle is found by
+    the UUID torch reports for the device when torch can give one.
+    """
+    pynvml, why = nvml_init()
+    if pynvml is None:
+        return None, why
     idx = _nvml_index(device)
     try:
         handle = None
@@ -246,6 +276,8 @@ class EnergyBackends:
     cpu: str  # "rapl" or "estimate"
     gpu: str | None  # "nvml" or None
     reasons: list[str]
+    # components the run uses but no counter covers, as they appear in a method string
+    unmeasured: tuple[str, ...] = ()
 
     def summary(self) -> str:
         return "; ".join(self.reasons)
@@ -271,6 +303,7 @@ def detect_energy_backend(
         cpu = "estimate"
         reasons.append(f"CPU energy estimated ({a.source})")
     gpu = None
+    unmeasured: tuple[str, ...] = ()
     if _is_cuda(device):
         handle, why_nvml = nvml_handle(device)
         reasons.append(why_nvml)
@@ -279,18 +312,26 @@ def detect_energy_backend(
             gpu = "nvml"
         else:
             reasons.append("GPU energy not measured")
-    return EnergyBackends(cpu, gpu, reasons), counters
+            unmeasured = (f"{GPU_NOT_MEASURED} ({why_nvml})",)
+    return EnergyBackends(cpu, gpu, reasons, unmeasured), counters
 
 
 class EnergyMeter:
     """begin_window(name) / end_window(name) -> EnergyMeasurement over every counter here."""
 
-    def __init__(self, device: str = "cpu", counters: list[EnergyCounter] | None = None) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        counters: list[EnergyCounter] | None = None,
+        unmeasured: tuple[str, ...] = (),
+    ) -> None:
+        """Counters detected for `device`, or the given ones; `unmeasured` (with given
+        counters) names components the run uses that none of them covers."""
         if counters is None:
             self.backends, counters = detect_energy_backend(device)
         else:
             self.backends = EnergyBackends(
-                "given", None, [f"given counters: {[c.component for c in counters]}"]
+                "given", None, [f"given counters: {[c.component for c in counters]}"], unmeasured
             )
         if not counters:
             raise MeasureError("EnergyMeter: no energy counters")
@@ -315,8 +356,12 @@ class EnergyMeter:
             detail[f"{c.component}_method"] = m
         estimated = any(c.estimated for c in self.counters)
         method = " + ".join(methods)
-        if estimated and not method.startswith("estimated"):
+        if estimated and not method.startswith(ESTIMATED_PREFIX):
             method = "estimated: " + method  # a sum with any estimated part is an estimate
+        for what in self.backends.unmeasured:
+            # not added in, so the total is below what the run drew: the method must say so
+            method += f"; {what}"
+            detail.setdefault("unmeasured", []).append(what)
         return EnergyMeasurement(name, total, t1 - t0, method, estimated, detail)
 
     def discard_window(self, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Process memory: per-stage RSS windows, the process peak, CUDA peaks.
+"""Process memory: per-stage RSS windows, the process peak, GPU memory (torch peaks, NVML).
 
 A stage's *transient* is the peak RSS during it minus the RSS just before it: the memory the
 stage needs on top of what was already resident. The peak comes from one of two sources:
@@ -146,6 +146,51 @@ def cuda_max_allocated_mb(device: str) -> float | None:
     import torch
 
     return torch.cuda.max_memory_allocated(device) / MIB
+
+
+NVML_PROCESS_METHOD = (
+    "NVML used GPU memory of this process (CUDA context and the runtime's allocator cache "
+    "included; a reading at the time asked, not a peak)"
+)
+
+
+def nvml_process_gpu_mb(device: str, pid: int | None = None) -> tuple[float | None, str]:
+    """GPU memory NVML attributes to process `pid` (default: this one), in MiB, and how.
+
+    For runtimes torch cannot see into (CTranslate2 allocates through its own CUDA
+    allocator, so torch.cuda.max_memory_allocated reads 0 for it). NVML lists each GPU's
+    compute processes with their used memory; the process's entries on every GPU are added,
+    so no mapping from CUDA to NVML device numbers is needed. None and the reason: on a CPU
+    device, without pynvml or a driver, when NVML does not list the pid (in a container NVML
+    may list host PIDs) or gives no per-process figure (MIG, Windows WDDM).
+    """
+    if not _is_cuda(device):
+        return None, f"no GPU memory: {device} run"
+    from voxmeter.measure.energy import nvml_init
+
+    pynvml, why = nvml_init()
+    if pynvml is None:
+        return None, f"GPU process memory not measured ({why})"
+    pid = os.getpid() if pid is None else pid
+    try:
+        n_gpus = pynvml.nvmlDeviceGetCount()
+        used: list[int | None] = []
+        for i in range(n_gpus):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            used += [p.usedGpuMemory for p in procs if p.pid == pid]
+    except pynvml.NVMLError as e:
+        return None, f"GPU process memory not measured (NVML: {e})"
+    finally:
+        pynvml.nvmlShutdown()
+    if not used:
+        return None, (
+            f"GPU process memory not measured (NVML lists no compute process with pid {pid} "
+            f"on {n_gpus} GPU(s); in a container it may list host PIDs)"
+        )
+    if any(u is None for u in used):
+        return None, "GPU process memory not measured (NVML gives no per-process figure here)"
+    return sum(used) / MIB, NVML_PROCESS_METHOD
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@
 instruments on, `<name>_mem_mb` (peak RSS during the stage minus RSS before it). A repeat is
 one energy/CPU window. With `enabled=False` only the clocks run (the overhead benchmark
 compares the two).
+
+GPU memory depends on who allocates it. A torch engine's tensors go through torch's caching
+allocator, so torch.cuda.max_memory_allocated over the repeat is its peak (`cuda_max_alloc_mb`).
+CTranslate2 allocates outside torch (torch would read 0), so a ct2 run records the memory NVML
+attributes to the process (`gpu_process_mb`). `gpu_mem_method` says which one a result holds,
+or why neither: a CPU run has none, and NVML may be absent.
 """
 
 from __future__ import annotations
@@ -17,6 +23,36 @@ from typing import Any
 from voxmeter.spec import RunSpec
 
 MB = 1024 * 1024
+# engines whose GPU work runs through torch (timed with torch.cuda.synchronize, sized with
+# torch's allocator counters); any other engine is sized from outside, by NVML
+TORCH_ENGINES = frozenset({"hf"})
+TORCH_PEAK_METHOD = (
+    "torch.cuda.max_memory_allocated over the repeat (tensors only: no CUDA context, no "
+    "allocator cache)"
+)
+
+
+def _is_cuda(device: str) -> bool:
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def gpu_memory(spec: RunSpec) -> dict[str, Any]:
+    """The repeat's GPU memory figure for `spec`'s engine, with `gpu_mem_method`.
+
+    Call at the end of a repeat, after torch's peak counter was reset at its start. A CPU run
+    gives only the method ("no GPU memory"): nothing is imported or initialised for it.
+    """
+    if not _is_cuda(spec.device):
+        return {"gpu_mem_method": f"no GPU memory: {spec.device} run"}
+    if spec.engine in TORCH_ENGINES:
+        import torch
+
+        mb = torch.cuda.max_memory_allocated(spec.device) / MB
+        return {"cuda_max_alloc_mb": mb, "gpu_mem_method": TORCH_PEAK_METHOD}
+    from voxmeter.measure.memory import nvml_process_gpu_mb
+
+    mb, method = nvml_process_gpu_mb(spec.device)
+    return {"gpu_process_mb": mb, "gpu_mem_method": method}
 
 
 @dataclass
@@ -30,7 +66,10 @@ class Instruments:
     def __init__(self, spec: RunSpec, enabled: bool = True) -> None:
         self.spec = spec
         self.enabled = enabled
-        self.cuda = spec.device == "cuda"
+        # only torch's queue needs a synchronize before a clock read: CTranslate2 returns
+        # results on the host, and torch calls in a ct2 run would only set up torch's CUDA
+        # state in the process whose GPU memory NVML reports
+        self.cuda = _is_cuda(spec.device) and spec.engine in TORCH_ENGINES
         self._env: dict[str, Any] | None = None
         self.rss = self.energy = self.cpu = None
         if enabled:
@@ -47,7 +86,7 @@ class Instruments:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.spec.device)
 
     @contextmanager
     def stage(self, name: str, rec: dict[str, Any]) -> Iterator[None]:
@@ -77,7 +116,7 @@ class Instruments:
         if self.cuda:
             import torch
 
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.spec.device)
         if not self.enabled:
             return
         self.rss.reset_peak()
@@ -87,10 +126,7 @@ class Instruments:
     def end_repeat(self) -> RepeatWindow:
         w = RepeatWindow()
         w.metrics["wall_s"] = time.perf_counter() - self._t0
-        if self.cuda:
-            import torch
-
-            w.metrics["cuda_max_alloc_mb"] = torch.cuda.max_memory_allocated() / MB
+        w.metrics.update(gpu_memory(self.spec))
         if not self.enabled:
             return w
         e = self.energy.end_window("repeat")
