@@ -1,7 +1,7 @@
 import pytest
 
 from voxmeter.errors import SpecError
-from voxmeter.spec import AxisSettings, RunSpec
+from voxmeter.spec import MAX_SEED, AxisSettings, RunSpec, check_device, is_cuda
 
 
 def test_hash_is_stable_and_ignores_repeats():
@@ -32,6 +32,11 @@ def test_round_trip_through_dict():
         (dict(precision="int4"), "precision"),
         (dict(engine="onnx"), "engine"),
         (dict(precision="fp16"), "precision"),  # fp16 on CPU
+        (dict(seed=-1), "seed: must be in \\[0, 4294967295\\]"),
+        (dict(seed=2**32), "seed"),
+        (dict(seed=1.5), "seed: expected an integer"),
+        (dict(fit_step_s=float("inf")), "fit_step_s"),
+        (dict(fit_step_s="1"), "fit_step_s"),
     ],
 )
 def test_invalid_values_name_the_key(change, key):
@@ -48,3 +53,26 @@ def test_label_mentions_axes():
     s = RunSpec().with_(frames="fit", stride=2)
     assert "T=fit/silence" in s.label() and "k=2/stride" in s.label()
     assert AxisSettings().is_full
+
+
+def test_seed_range_is_numpys():
+    import numpy as np
+
+    for seed in (0, MAX_SEED):
+        RunSpec(seed=seed).validate()
+        np.random.default_rng(seed)  # the bounds numpy itself accepts
+
+
+def test_device_names():
+    assert [is_cuda(d) for d in ("cpu", "cuda", "cuda:1", "cudax", "mps")] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    for ok in ("cpu", "cuda", "cuda:0", "cuda:12"):
+        assert check_device(ok) == ok
+    for bad in ("X", "cuda:", "cuda:-1", "cuda:x", "cuda:\u0661", "CPU", ""):
+        with pytest.raises(SpecError, match=f"--device: expected cpu, cuda or cuda:N, got {bad!r}"):
+            check_device(bad, "--device")

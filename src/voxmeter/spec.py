@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -21,6 +22,22 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PADS = ("silence", "none")
 POOLS = ("stride", "avg")
+MAX_SEED = 2**32 - 1  # numpy seeds (SeedSequence, RandomState) must be in [0, 2**32 - 1]
+
+
+def is_cuda(device: str) -> bool:
+    """Whether a torch device string names a CUDA device ("cuda" or "cuda:N")."""
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def check_device(device: str, what: str = "device") -> str:
+    """`device` if it is cpu, cuda or cuda:N (N a non-negative integer); else a SpecError."""
+    if device in ("cpu", "cuda"):
+        return device
+    index = device.removeprefix("cuda:") if is_cuda(device) else ""
+    if not (index.isdigit() and index.isascii()):
+        raise SpecError(f"{what}: expected cpu, cuda or cuda:N, got {device!r}")
+    return device
 
 
 @dataclass(frozen=True)
@@ -52,8 +69,9 @@ class AxisSettings:
             raise SpecError(f"frames: expected an even integer or 'fit', got {self.frames!r}")
         elif not (2 <= self.frames <= FULL_FRAMES) or self.frames % 2:
             raise SpecError(f"frames: must be even and in [2, {FULL_FRAMES}], got {self.frames}")
-        if not (self.fit_step_s > 0):
-            raise SpecError(f"fit_step_s: must be positive, got {self.fit_step_s}")
+        step = self.fit_step_s
+        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step < math.inf:
+            raise SpecError(f"fit_step_s: must be a positive finite number, got {step!r}")
         if self.pad not in PADS:
             raise SpecError(f"pad: expected one of {PADS}, got {self.pad!r}")
         if not isinstance(self.stride, int) or isinstance(self.stride, bool) or self.stride < 1:
@@ -129,6 +147,10 @@ class RunSpec:
             raise SpecError(f"warmup: must be >= 0, got {self.warmup}")
         if self.max_clips < 0:
             raise SpecError(f"max_clips: must be >= 0, got {self.max_clips}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise SpecError(f"seed: expected an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SpecError(f"seed: must be in [0, {MAX_SEED}] (numpy's range), got {self.seed}")
         self.axes.validate()
         self.compression.validate()
         if self.axes.precision == "fp16" and self.device == "cpu":
