@@ -6,9 +6,9 @@ several timed runs, where one n x n @ n x n matmul is 2 n^3 FLOPs (n^3 multiply-
 The best run is the honest ceiling for "what this torch build reaches on this machine"; the
 encoder's matmuls are smaller and less square, so its share sits well below 100%.
 
-Results are cached as JSON in the user cache dir (VOXMETER_CACHE or ~/.cache/voxmeter),
-keyed by CPU (or GPU) model, threads, dtype, device and torch version, since any of those
-changes the figure.
+Results are cached as JSON in the user cache dir (paths.default_cache_dir: VOXMETER_CACHE or
+~/.cache/voxmeter), keyed by CPU (or GPU) model, threads, dtype, device and torch version,
+since any of those changes the figure.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 
 from voxmeter.measure.timing import cuda_synchronize
 from voxmeter.measure.windows import MeasureError
+from voxmeter.paths import default_cache_dir
+from voxmeter.spec import check_device, is_cuda
 
 log = logging.getLogger("voxmeter")
 
@@ -70,8 +72,23 @@ def _dtype_name(dtype: Any) -> str:
     return str(_dtype(dtype)).removeprefix("torch.")
 
 
+def _check_device(device: str) -> None:
+    """A SpecError for a malformed device, a MeasureError for a CUDA device torch cannot see."""
+    check_device(device, "peak: device")
+    if not is_cuda(device):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MeasureError(f"peak: device {device} requested but torch sees no CUDA device")
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise MeasureError(f"peak: device {device} requested but torch sees {n} CUDA device(s)")
+
+
 def _hardware_name(device: str) -> str | None:
-    if device.startswith("cuda"):
+    if is_cuda(device):
         import torch
 
         return torch.cuda.get_device_name(torch.device(device))
@@ -103,8 +120,7 @@ def measure_matmul_peak(
     if not seconds > 0 or not sizes:
         raise MeasureError(f"peak: need seconds > 0 and sizes, got {seconds}, {sizes}")
     dt = _dtype(dtype)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MeasureError("peak: device cuda requested but torch sees no CUDA device")
+    _check_device(device)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     monitor = CpuMonitor()
@@ -157,13 +173,8 @@ def measure_matmul_peak(
 
 
 def cache_path(cache_dir: str | Path | None = None) -> Path:
-    if cache_dir is not None:
-        base = Path(cache_dir).expanduser()
-    elif os.environ.get("VOXMETER_CACHE"):
-        base = Path(os.environ["VOXMETER_CACHE"]).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voxmeter"
-    return base / CACHE_FILE
+    """The peak cache file, in the cache dir (created; a SpecError if it cannot be written)."""
+    return default_cache_dir(cache_dir) / CACHE_FILE
 
 
 def cache_key(threads: int, dtype: Any, device: str) -> str:
@@ -194,6 +205,7 @@ def cached_peak(
     cache_dir: str | Path | None = None,
 ) -> PeakResult | None:
     """The cached peak for this machine and setting, or None (never measures)."""
+    _check_device(device)
     entry = _read_cache(cache_path(cache_dir)).get(cache_key(threads, dtype, device))
     if entry is None:
         return None
@@ -214,12 +226,13 @@ def get_peak(
     sizes: tuple[int, ...] = DEFAULT_SIZES,
 ) -> PeakResult:
     """The cached peak, measuring (and caching) it when missing or when refresh is set."""
+    _check_device(device)
+    path = cache_path(cache_dir)  # an unwritable cache fails here, before measuring
     if not refresh:
         hit = cached_peak(threads, dtype, device, cache_dir)
         if hit is not None:
             return hit
     res = measure_matmul_peak(threads, dtype, device, seconds, sizes)
-    path = cache_path(cache_dir)
     data = _read_cache(path)
     data[cache_key(threads, dtype, device)] = asdict(res)
     path.parent.mkdir(parents=True, exist_ok=True)
