@@ -1,5 +1,6 @@
 """CTranslate2 reader, conversion and model resolution, on the bundled weights."""
 
+import json
 import shutil
 import struct
 
@@ -114,3 +115,102 @@ def test_special_ids_match_the_shipped_tokenizer(name, cache_dir):
         names["en"] = "<|en|>"
     for key, text in names.items():
         assert special_ids(src.dims)[key] == tok.token_to_id(text), key
+
+
+def _ct2_bytes(n_bytes: int, shape: tuple[int, ...] = (2,), dtype_id: int = 0) -> bytes:
+    """A version-6 model.bin holding one variable whose header claims `n_bytes` of data."""
+
+    def string(s: str) -> bytes:
+        raw = s.encode() + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    head = struct.pack("<I", 6) + string("WhisperSpec") + struct.pack("<I", 1)
+    var = string("w") + struct.pack("<B", len(shape)) + struct.pack(f"<{len(shape)}I", *shape)
+    var += struct.pack("<BI", dtype_id, n_bytes)
+    return head + struct.pack("<I", 1) + var + b"\0" * 8 + struct.pack("<I", 0)
+
+
+@pytest.mark.parametrize(
+    "blob, needle",
+    [
+        (_ct2_bytes(2**32 - 1), "wanted 4294967295 more bytes"),  # -1 as unsigned, or huge
+        (_ct2_bytes(64), "wanted 64 more bytes"),  # more than the file holds
+        (_ct2_bytes(6), "6 bytes for shape [2] of float32"),  # not whole values
+        (_ct2_bytes(4), "4 bytes for shape [2] of float32"),  # too few for the shape
+        (_ct2_bytes(8, shape=(2**32 - 1,) * 3), "8 bytes for shape"),  # shape product overflows
+        (_ct2_bytes(3, dtype_id=5), "3 bytes for shape [2] of bfloat16"),
+    ],
+)
+def test_corrupt_byte_counts_name_the_file(tmp_path, blob, needle):
+    path = tmp_path / "model.bin"
+    path.write_bytes(blob)
+    with pytest.raises(ModelError) as e:
+        read_ct2_model(path)
+    assert str(path) in str(e.value) and needle in str(e.value)
+
+
+def test_structurally_valid_but_wrong_ranks(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(_ct2_bytes(8))
+    m = read_ct2_model(path)  # readable, but not a Whisper model
+    with pytest.raises(ModelError, match="encoder/conv1/weight.*not found"):
+        dims_from_ct2(m)
+    m.variables["encoder/conv1/weight"] = m.variables["w"]  # rank 1, not 3
+    with pytest.raises(ModelError, match=r"encoder/conv1/weight has shape \[2\], expected rank 3"):
+        dims_from_ct2(m)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        ("42", "expected a JSON object, got int"),
+        ("{nope", "not valid JSON"),
+        ('{"suppress_ids": "abc"}', "suppress_ids: expected a list of token ids"),
+    ],
+)
+def test_ct2_config_must_be_an_object(tiny_source, tmp_path, text, needle):
+    d = _copy_model(tiny_source, tmp_path)
+    (d / "config.json").write_text(text)
+    with pytest.raises(ModelError) as e:
+        resolve_model(str(d))
+    assert str(d / "config.json") in str(e.value) and needle in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ("[]", "expected a JSON object, got list"),
+        ("3.5", "expected a JSON object, got float"),
+        ('{"d_model": 384}', "not a Whisper config (no 'num_mel_bins')"),
+        (None, "has weights but no config.json"),
+    ],
+)
+def test_transformers_dir_config_problems(tmp_path, config, needle):
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"\0" * 8)
+    if config is not None:
+        (d / "config.json").write_text(config)
+    with pytest.raises(ModelError) as e:
+        resolve_model(str(d))
+    assert str(d) in str(e.value) and needle in str(e.value)
+
+
+def test_transformers_config_values_must_be_positive_ints(tmp_path):
+    from voxmeter.assets.bundled import _HF_DIMS
+
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"\0" * 8)
+    cfg = dict.fromkeys(["d_model", *_HF_DIMS], 4)
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert resolve_model(str(d)).dims.n_text_state == 4
+    (d / "config.json").write_text(json.dumps({**cfg, "encoder_layers": "4"}))
+    with pytest.raises(ModelError, match="encoder_layers: expected a positive integer, got '4'"):
+        resolve_model(str(d))
+
+
+def test_model_name_too_long_for_the_file_system():
+    with pytest.raises(ModelError, match="not a usable path"):
+        resolve_model("m" * 300)

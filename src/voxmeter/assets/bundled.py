@@ -7,14 +7,26 @@ No hub downloads, ever.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from voxmeter.assets.dims import ARCHITECTURES, ModelDims, dims_for
 from voxmeter.errors import ModelError
+from voxmeter.paths import default_cache_dir, shorten
+
+__all__ = [
+    "BUNDLED",
+    "COST_ONLY",
+    "BundledModel",
+    "ModelSource",
+    "default_cache_dir",
+    "resolve_model",
+]
 
 COST_ONLY = ("small", "medium", "large-v3")
 _COMPANIONS = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -66,16 +78,6 @@ class ModelSource:
     @property
     def has_weights(self) -> bool:
         return self.kind != "cost-only"
-
-
-def default_cache_dir(override: str | Path | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("VOXMETER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "voxmeter"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -149,15 +151,75 @@ def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> Mod
         ct2_dir = _assemble(b.name, parts, cache)
         tok = ct2_dir / "tokenizer.json"
         return ModelSource(b.name, "bundled", dims_for(b.name), ct2_dir=ct2_dir, tokenizer=tok)
-    if name_or_path in COST_ONLY or (name_or_path in ARCHITECTURES and not p.exists()):
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as e:  # e.g. a name too long for the file system
+        raise ModelError(
+            f"model {shorten(name_or_path)!r}: not a usable path ({e.strerror})"
+        ) from None
+    if name_or_path in COST_ONLY or (name_or_path in ARCHITECTURES and not exists):
         dims = dims_for(name_or_path)
         return ModelSource(name_or_path, "cost-only", dims, tokenizer=_tokenizer_for(dims, cache))
-    if p.is_dir():
+    if is_dir:
         return _resolve_local(p, cache)
-    if p.exists():
+    if exists:
         raise ModelError(f"{p}: expected a model directory (CTranslate2 or transformers format)")
     known = ", ".join([*BUNDLED, *COST_ONLY])
     raise ModelError(f"unknown model {name_or_path!r} (known: {known}; or a local directory)")
+
+
+# transformers WhisperConfig key -> ModelDims field; d_model sets both state widths
+_HF_DIMS = {
+    "num_mel_bins": "n_mels",
+    "max_source_positions": "n_audio_ctx",
+    "encoder_attention_heads": "n_audio_head",
+    "encoder_layers": "n_audio_layer",
+    "vocab_size": "n_vocab",
+    "max_target_positions": "n_text_ctx",
+    "decoder_attention_heads": "n_text_head",
+    "decoder_layers": "n_text_layer",
+}
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; a ModelError naming the file otherwise."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not UTF-8 text, so not a JSON config") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise ModelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _check_ct2_config(path: Path) -> None:
+    """A CTranslate2 config.json, when present, is an object whose suppress lists hold ints."""
+    if not path.exists():
+        return
+    cfg = read_json_object(path)
+    for key in ("suppress_ids", "suppress_ids_begin"):
+        ids = cfg.get(key, [])
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise ModelError(f"{path}: {key}: expected a list of token ids, got {ids!r:.60}")
+
+
+def _hf_dims(path: Path) -> ModelDims:
+    cfg = read_json_object(path)
+    vals: dict[str, int] = {}
+    for key, dim in (("d_model", "n_audio_state"), *_HF_DIMS.items()):
+        v = cfg.get(key)
+        if v is None:
+            raise ModelError(f"{path}: not a Whisper config (no {key!r})")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ModelError(f"{path}: {key}: expected a positive integer, got {v!r:.60}")
+        vals[dim] = v
+    return ModelDims(n_text_state=vals["n_audio_state"], **vals)
 
 
 def _resolve_local(p: Path, cache: Path) -> ModelSource:
@@ -165,30 +227,17 @@ def _resolve_local(p: Path, cache: Path) -> ModelSource:
         from voxmeter.assets.convert import dims_from_ct2
         from voxmeter.assets.ct2 import read_ct2_model
 
+        _check_ct2_config(p / "config.json")
         dims = dims_from_ct2(read_ct2_model(p / "model.bin"))
         tok = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None
         tok = tok or _tokenizer_for(dims, cache)
         return ModelSource(p.name, "local-ct2", dims, ct2_dir=p, tokenizer=tok)
-    if (p / "config.json").is_file() and any(p.glob("*.safetensors")) or any(p.glob("*.bin")):
-        import json
-
-        try:
-            cfg = json.loads((p / "config.json").read_text())
-            dims = ModelDims(
-                n_mels=cfg["num_mel_bins"],
-                n_audio_ctx=cfg["max_source_positions"],
-                n_audio_state=cfg["d_model"],
-                n_audio_head=cfg["encoder_attention_heads"],
-                n_audio_layer=cfg["encoder_layers"],
-                n_vocab=cfg["vocab_size"],
-                n_text_ctx=cfg["max_target_positions"],
-                n_text_state=cfg["d_model"],
-                n_text_head=cfg["decoder_attention_heads"],
-                n_text_layer=cfg["decoder_layers"],
-            )
-        except (KeyError, ValueError) as e:
-            raise ModelError(f"{p / 'config.json'}: not a Whisper config ({e})") from None
+    has_weights = any(p.glob("*.safetensors")) or any(p.glob("*.bin"))
+    if (p / "config.json").exists() and has_weights:
+        dims = _hf_dims(p / "config.json")
         tok = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None
         tok = tok or _tokenizer_for(dims, cache)
         return ModelSource(p.name, "local-hf", dims, hf_dir=p, tokenizer=tok)
+    if has_weights:
+        raise ModelError(f"{p}: has weights but no config.json (a transformers model needs one)")
     raise ModelError(f"{p}: no model.bin (CTranslate2) or config.json + weights (transformers)")

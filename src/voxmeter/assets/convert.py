@@ -30,22 +30,26 @@ def _count_layers(m: Ct2Model, side: str) -> int:
 
 
 def dims_from_ct2(m: Ct2Model) -> ModelDims:
-    conv1 = m.get("encoder/conv1/weight")
-    emb = m.get("decoder/embeddings/weight")
-    n_enc = _count_layers(m, "encoder")
-    n_dec = _count_layers(m, "decoder")
-    return ModelDims(
+    conv1 = m.shaped("encoder/conv1/weight", 3)  # (state, mels, kernel)
+    emb = m.shaped("decoder/embeddings/weight", 2)  # (vocab, state)
+    dims = ModelDims(
         n_mels=int(conv1.shape[1]),
-        n_audio_ctx=int(m.get("encoder/position_encodings/encodings").shape[0]),
+        n_audio_ctx=int(m.shaped("encoder/position_encodings/encodings", 2).shape[0]),
         n_audio_state=int(conv1.shape[0]),
         n_audio_head=m.scalar("encoder/num_heads"),
-        n_audio_layer=n_enc,
+        n_audio_layer=_count_layers(m, "encoder"),
         n_vocab=int(emb.shape[0]),
-        n_text_ctx=int(m.get("decoder/position_encodings/encodings").shape[0]),
+        n_text_ctx=int(m.shaped("decoder/position_encodings/encodings", 2).shape[0]),
         n_text_state=int(emb.shape[1]),
         n_text_head=m.scalar("decoder/num_heads"),
-        n_text_layer=n_dec,
+        n_text_layer=_count_layers(m, "decoder"),
     )
+    bad = {k: v for k, v in dims.__dict__.items() if v < 1}
+    if bad:
+        raise ModelError(
+            f"{m.path}: corrupt Whisper model ({', '.join(f'{k}={v}' for k, v in bad.items())})"
+        )
+    return dims
 
 
 def special_ids(dims: ModelDims) -> dict[str, int]:

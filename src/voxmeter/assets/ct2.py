@@ -16,6 +16,8 @@ because ctranslate2 exposes no Python API that returns a model's tensors.
 
 from __future__ import annotations
 
+import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,16 +55,32 @@ class Ct2Model:
         except KeyError:
             raise ModelError(f"{self.path}: variable {name!r} not found in model.bin") from None
 
+    def shaped(self, name: str, rank: int) -> np.ndarray:
+        """A variable that must have `rank` dimensions (a corrupt file may say otherwise)."""
+        v = self.get(name)
+        if v.ndim != rank:
+            raise ModelError(f"{self.path}: {name} has shape {list(v.shape)}, expected rank {rank}")
+        return v
+
     def scalar(self, name: str) -> int:
-        return int(self.get(name).reshape(-1)[0])
+        v = self.get(name)
+        if v.size != 1:
+            raise ModelError(f"{self.path}: {name} holds {v.size} values, expected one")
+        return int(v.reshape(-1)[0])
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO, path: Path) -> None:
+    def __init__(self, f: BinaryIO, path: Path, size: int) -> None:
         self.f = f
         self.path = path
+        self.size = size
 
     def take(self, n: int) -> bytes:
+        left = self.size - self.f.tell()
+        if n > left:  # checked first: a corrupt count must not allocate gigabytes to find out
+            raise ModelError(
+                f"{self.path}: truncated or corrupt model.bin (wanted {n} more bytes, {left} left)"
+            )
         b = self.f.read(n)
         if len(b) != n:
             raise ModelError(f"{self.path}: truncated model.bin (wanted {n} more bytes)")
@@ -82,14 +100,17 @@ class _Reader:
 
 
 def _to_array(raw: bytes, dtype: str, shape: list[int], path: Path, name: str) -> np.ndarray:
+    itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    expected = math.prod(shape)  # Python ints: a corrupt shape cannot overflow
+    if len(raw) != expected * itemsize:
+        raise ModelError(
+            f"{path}: corrupt model.bin ({name}: {len(raw)} bytes for shape {shape} of {dtype})"
+        )
     if dtype == "bfloat16":
         bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         arr = bits.view(np.float32)
     else:
         arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
-    expected = int(np.prod(shape)) if shape else 1
-    if arr.size != expected:
-        raise ModelError(f"{path}: corrupt model.bin ({name}: {arr.size} values for shape {shape})")
     return arr.reshape(shape) if shape else arr.reshape(())
 
 
@@ -100,40 +121,48 @@ def read_ct2_model(path: str | Path) -> Ct2Model:
         path = path / "model.bin"
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    if path.stat().st_size == 0:
+    try:
+        with open(path, "rb") as f:
+            return _read(f, path)
+    except OSError as e:
+        raise ModelError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _read(f: BinaryIO, path: Path) -> Ct2Model:
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
         raise ModelError(f"{path}: model file is empty")
-    with open(path, "rb") as f:
-        r = _Reader(f, path)
-        version = r.u("I")
-        if not 1 <= version <= 6:
-            raise ModelError(f"{path}: not a CTranslate2 model.bin (binary version {version})")
-        spec, revision = "", 1
-        if version >= 2:
-            spec = r.string()
-            revision = r.u("I")
-        if version < 4:
-            raise ModelError(f"{path}: CTranslate2 binary version {version} is too old (need 4-6)")
-        n_vars = r.u("I")
-        if n_vars > 100_000:
-            raise ModelError(f"{path}: corrupt model.bin ({n_vars} variables)")
-        variables: dict[str, np.ndarray] = {}
-        dtypes: dict[str, str] = {}
-        for _ in range(n_vars):
-            name = r.string()
-            rank = r.u("B")
-            shape = [r.u("I") for _ in range(rank)]
-            type_id = r.u("B")
-            n_bytes = r.u("I")
-            dtype = _DTYPES.get(type_id)
-            if dtype is None:
-                raise ModelError(f"{path}: unsupported dtype id {type_id} for {name}")
-            variables[name] = _to_array(r.take(n_bytes), dtype, shape, path, name)
-            dtypes[name] = dtype
-        aliases: dict[str, str] = {}
-        if version >= 3:
-            for _ in range(r.u("I")):
-                alias = r.string()
-                aliases[alias] = r.string()
+    r = _Reader(f, path, size)
+    version = r.u("I")
+    if not 1 <= version <= 6:
+        raise ModelError(f"{path}: not a CTranslate2 model.bin (binary version {version})")
+    spec, revision = "", 1
+    if version >= 2:
+        spec = r.string()
+        revision = r.u("I")
+    if version < 4:
+        raise ModelError(f"{path}: CTranslate2 binary version {version} is too old (need 4-6)")
+    n_vars = r.u("I")
+    if n_vars > 100_000:
+        raise ModelError(f"{path}: corrupt model.bin ({n_vars} variables)")
+    variables: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for _ in range(n_vars):
+        name = r.string()
+        rank = r.u("B")
+        shape = [r.u("I") for _ in range(rank)]
+        type_id = r.u("B")
+        n_bytes = r.u("I")
+        dtype = _DTYPES.get(type_id)
+        if dtype is None:
+            raise ModelError(f"{path}: unsupported dtype id {type_id} for {name}")
+        variables[name] = _to_array(r.take(n_bytes), dtype, shape, path, name)
+        dtypes[name] = dtype
+    aliases: dict[str, str] = {}
+    if version >= 3:
+        for _ in range(r.u("I")):
+            alias = r.string()
+            aliases[alias] = r.string()
     return Ct2Model(path, version, spec, revision, variables, aliases, dtypes)
 
 
