@@ -153,3 +153,17 @@ def test_validate_samples_returns_good_input_and_rejects_2d():
 def test_audio_error_is_a_voxmeter_error():
     # The CLI catches VoxmeterError to print one line; AudioError must be one.
     assert issubclass(AudioError, VoxmeterError)
+
+
+def test_directory_is_not_an_audio_file(tmp_path):
+    d = tmp_path / "clip.wav"
+    d.mkdir()
+    msg = error_for(d)
+    assert "clip.wav" in msg and "not a file" in msg
+
+
+def test_os_error_while_reading_is_an_audio_error(tmp_path):
+    # a name longer than the file system allows fails in stat() with an OSError other than
+    # "not found" (root cannot be denied by file modes, so this is how a test gets one)
+    msg = error_for(tmp_path / ("x" * 300 + ".wav"))
+    assert "xxxx" in msg and "cannot be read (File name too long)" in msg

@@ -40,6 +40,13 @@ class LoadedAudio:
 def load_audio(path: str | Path) -> LoadedAudio:
     """Read `path`, mix it to mono, resample it to 16 kHz and check every sample is finite."""
     p = Path(path)
+    try:
+        return _load(p)
+    except OSError as e:  # permissions, I/O errors, a name too long: the file cannot be read
+        raise AudioError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
+
+
+def _load(p: Path) -> LoadedAudio:
     _check_file(p)
     if p.suffix.lower() in RAW_SUFFIXES:
         x, rate, channels = raw_pcm16(p), SAMPLE_RATE, 1
@@ -71,7 +78,10 @@ def raw_pcm16(path: str | Path) -> np.ndarray:
     """Samples of a headerless 16-bit little-endian mono PCM file, as float32 in [-1, 1)."""
     p = Path(path)
     _check_file(p)
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise AudioError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
     if len(data) % 2:
         raise AudioError(f"{p}: raw 16-bit PCM has an odd byte count ({len(data)}); truncated?")
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
