@@ -117,15 +117,51 @@ def test_manifest_duplicate_ids(tmp_path):
     assert "line 2" in msg and "duplicate id 'same'" in msg and "line 1" in msg
 
 
-def test_manifest_counts_missing_audio(tmp_path):
+def test_manifest_missing_audio_is_a_bad_clip_not_an_error(tmp_path):
     recs = []
     for i in range(10):
         if i >= 3:
             write_flac(tmp_path / f"c{i}.flac")
         recs.append({"id": f"c{i}", "audio": f"c{i}.flac", "text": "x"})
-    msg = manifest_error(write_jsonl(tmp_path / "m.jsonl", recs))
-    assert "3 of 10 audio files missing" in msg
-    assert f"first: {tmp_path / 'c0.flac'}" in msg
+    ds = load_manifest(write_jsonl(tmp_path / "m.jsonl", recs))
+    assert len(ds.clips) == 10  # the set loads; each missing file is reported per clip
+    out = {c.id: a for c, a in iter_audio(ds)}
+    bad = {k: str(v) for k, v in out.items() if isinstance(v, AudioError)}
+    assert sorted(bad) == ["c0", "c1", "c2"]
+    assert bad["c0"] == f"{tmp_path / 'c0.flac'}: no such audio file"
+    assert sum(isinstance(a, LoadedAudio) for a in out.values()) == 7
+
+
+def test_manifest_not_utf8_names_file_and_byte(tmp_path):
+    m = tmp_path / "latin1.jsonl"
+    m.write_bytes(b'{"audio": "a.flac", "text": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    msg = manifest_error(m)
+    assert "latin1.jsonl" in msg and "not UTF-8" in msg and "0xe9" in msg
+
+
+def test_manifest_lines_split_on_newlines_only(tmp_path):
+    write_flac(tmp_path / "a.flac")
+    # U+2028 is legal inside a JSON string; str.splitlines would cut the line there
+    m = tmp_path / "m.jsonl"
+    m.write_text(
+        json.dumps({"audio": "a.flac", "text": "one\u2028two"}, ensure_ascii=False) + "\r\n"
+    )
+    assert load_manifest(m).clips[0].text == "one\u2028two"
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('{"audio": "a.flac", "text": "x", "duration_s": -1}', "'duration_s'"),
+        ('{"audio": "a.flac", "text": "x", "duration_s": NaN}', "'duration_s'"),
+        ('{"audio": "a.flac", "text": "x", "id": {"a": 1}}', "'id'"),
+        ('{"audio": "a.flac", "text": "x", "n": ' + "9" * 5000 + "}", "not usable JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_manifest_unusable_values_name_the_line(tmp_path, line, needle):
+    msg = manifest_error(write_jsonl(tmp_path / "m.jsonl", [line]))
+    assert "m.jsonl line 1" in msg and needle in msg
 
 
 # --- LibriSpeech -------------------------------------------------------------------------------
@@ -162,9 +198,18 @@ def test_librispeech_without_transcripts(tmp_path):
         load_librispeech(tmp_path / "empty")
 
 
-def test_librispeech_missing_flac(tmp_path):
+def test_librispeech_missing_flac_is_a_bad_clip(tmp_path):
     root = make_librispeech(tmp_path / "ls", skip="19-198-0001")
-    with pytest.raises(DataError, match="1 of 3 audio files missing, first: .*19-198-0001.flac"):
+    ds = load_librispeech(root)
+    bad = [(c.id, str(a)) for c, a in iter_audio(ds) if isinstance(a, AudioError)]
+    assert bad == [("19-198-0001", f"{ds.clips[1].audio}: no such audio file")]
+
+
+def test_librispeech_transcript_not_utf8(tmp_path):
+    root = make_librispeech(tmp_path / "ls")
+    t = root / "26" / "495" / "26-495.trans.txt"
+    t.write_bytes(b"26-495-0004 CAF\xc9\n")
+    with pytest.raises(DataError, match="26-495.trans.txt: not UTF-8 text .*0xc9"):
         load_librispeech(root)
 
 

@@ -15,6 +15,7 @@ from voxmeter.audio.io import LoadedAudio, load_audio
 from voxmeter.data.librispeech import find_transcripts, load_librispeech
 from voxmeter.data.manifest import Clip, Dataset, load_manifest
 from voxmeter.errors import AudioError, DataError
+from voxmeter.paths import shorten
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 BUNDLED = {"default": "default.jsonl", "noisy": "noisy.jsonl"}
@@ -38,13 +39,17 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
         ds.name = key
         return ds
     p = Path(key).expanduser()
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as e:  # e.g. a name too long for the file system
+        raise DataError(f"data {shorten(key)!r}: not a usable path ({e.strerror})") from None
     if p.suffix == ".jsonl":
         return load_manifest(p)
-    if p.is_dir():
+    if is_dir:
         if find_transcripts(p):
             return load_librispeech(p)
         raise DataError(f"data {key!r}: directory holds no LibriSpeech *.trans.txt files")
-    if not p.exists():
+    if not exists:
         raise DataError(
             f"data {key!r}: not a bundled set ({', '.join(BUNDLED)}), and no such file or directory"
         )

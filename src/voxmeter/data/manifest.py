@@ -13,6 +13,7 @@ than the known ones are kept in `Clip.extra` and written back unchanged.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +59,7 @@ def load_manifest(path: str | Path) -> Dataset:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"manifest {p}: no such file")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"manifest {p}: cannot be read ({e})") from None
+    lines = read_text_lines(p, f"manifest {p}")
     clips: list[Clip] = []
     first_line: dict[str, int] = {}
     for n, line in enumerate(lines, start=1):
@@ -77,17 +75,24 @@ def load_manifest(path: str | Path) -> Dataset:
         clips.append(clip)
     if not clips:
         raise DataError(f"manifest {p}: no clips (the file is empty)")
-    check_audio_exists(clips, f"manifest {p}")
+    # A missing audio file is a bad clip like a corrupt one: iter_audio reports it and the run
+    # skips it; only a set with no usable clip left is an error (the harness says so).
     return Dataset(name=p.stem, clips=clips, root=p.parent)
 
 
-def check_audio_exists(clips: list[Clip], what: str) -> None:
-    """One error for all missing files, so a broken copy is reported once, not per clip."""
-    missing = [c.audio for c in clips if not c.audio.is_file()]
-    if missing:
-        raise DataError(
-            f"{what}: {len(missing)} of {len(clips)} audio files missing, first: {missing[0]}"
-        )
+def read_text_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file, split on newlines only; DataError naming `what` if not.
+
+    str.splitlines would also split on U+2028 and other separators a JSON string may hold.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1].hex()
+        raise DataError(f"{what}: not UTF-8 text (byte 0x{bad} at offset {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{what}: cannot be read ({e.strerror or type(e).__name__})") from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def write_manifest(dataset: Dataset, path: str | Path) -> None:
@@ -126,6 +131,10 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
         rec = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # an integer too long for int() (CPython's digit limit)
+        raise DataError(f"{where}: not usable JSON ({e})") from None
+    except RecursionError:
+        raise DataError(f"{where}: not usable JSON (nested too deeply)") from None
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     for key in REQUIRED_KEYS:
@@ -141,11 +150,16 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
         audio_path = p.parent / audio_path
     duration = rec.get("duration_s")
     if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, (int, float))
+        isinstance(duration, bool)
+        or not isinstance(duration, (int, float))
+        or not 0 <= duration < math.inf
     ):
-        raise DataError(f"{where}: 'duration_s' must be a number")
+        raise DataError(f"{where}: 'duration_s' must be a finite number >= 0, got {duration!r}")
+    cid = rec.get("id")
+    if cid is not None and (isinstance(cid, bool) or not isinstance(cid, (str, int))):
+        raise DataError(f"{where}: 'id' must be a string or an integer, got {cid!r:.40}")
     return Clip(
-        id=str(rec.get("id") or audio_path.stem),
+        id=str(audio_path.stem if cid is None or cid == "" else cid),
         audio=audio_path,
         text=text,
         source=str(rec.get("source", "")),
