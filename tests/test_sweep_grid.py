@@ -65,6 +65,8 @@ def test_budget_example_loads():
         ("[axes]\nstride = []", ["axes.stride", "empty"]),
         ("[axes]\nstrides = [1]", ["axes.strides", "unknown key"]),
         ("[axes]\nfit_step_s = ['x']", ["axes.fit_step_s"]),
+        ("[axes]\nfit_step_s = [inf]", ["axes.fit_step_s", "finite"]),
+        ("[constraints]\nmax_rtf = nan", ["constraints.max_rtf", "> 0"]),
         ("[constraints]\nmax_wer = -1", ["constraints.max_wer", "> 0"]),
         ("[constraints]\nminimise = 'cost'", ["constraints.minimise", "cost"]),
         ("[budget]\ntol = 2", ["budget.tol"]),
@@ -91,6 +93,9 @@ def test_bad_values_name_file_and_key(tmp_path, extra, needles):
         ("threads = 0", ["sweep.threads"]),
         ('threads = "two"', ["sweep.threads", "int"]),
         ('device = "tpu"', ["sweep.device", "tpu"]),
+        ("seed = -1", ["sweep.seed", "4294967295"]),
+        ("seed = 4294967296", ["sweep.seed"]),
+        (f"models = ['{'m' * 300}']", ["sweep.models", "File name too long"]),
     ],
 )
 def test_bad_sweep_section(tmp_path, sweep_line, needles):
@@ -101,6 +106,18 @@ def test_bad_sweep_section(tmp_path, sweep_line, needles):
         assert n in str(e.value)
 
 
+def test_constraint_names_are_defined_once():
+    from dataclasses import fields
+
+    from voxmeter.analysis import budget
+    from voxmeter.sweep.grid import LIMITS, Constraints
+
+    assert budget.LIMITS is LIMITS
+    assert [f.name for f in fields(Constraints)] == [*LIMITS, "minimise"]
+    c = Constraints(max_rtf=0.5, max_gflops=10)
+    assert c.limits() == {"max_rtf": 0.5, "max_gflops": 10}
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(SpecError, match="no such sweep file"):
         load_sweep(tmp_path / "nope.toml")
@@ -108,6 +125,8 @@ def test_missing_and_malformed_files(tmp_path):
         load_sweep(write(tmp_path, "[sweep\nmodels = 1"))
     with pytest.raises(SpecError, match=r"missing section \[sweep\]"):
         load_sweep(write(tmp_path, "[axes]\nstride = [1]\n"))
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_sweep(write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000))
 
 
 def test_settings_without_effect_collapse(tmp_path):

@@ -22,20 +22,13 @@ from typing import Any
 
 from voxmeter.analysis.pareto import metric
 from voxmeter.errors import StoreError, VoxmeterError
-from voxmeter.sweep.grid import MINIMISE, Constraints, check_constraints
+from voxmeter.sweep.grid import LIMITS, MINIMISE, Constraints, check_constraints
 
 OBJECTIVES: dict[str, str] = {
     "latency": "e2e_ms_p50",
     "energy": "j_per_audio_s",
     "memory": "peak_rss_mb",
     "flops": "gflops_analytic_total",
-}
-# constraint name -> (metric, unit) it limits
-LIMITS: dict[str, tuple[str, str]] = {
-    "max_wer": ("wer", "%"),
-    "max_rtf": ("rtf", ""),
-    "max_memory_mb": ("peak_rss_mb", " MiB"),
-    "max_gflops": ("gflops_analytic_total", " GFLOP"),
 }
 
 
@@ -183,7 +176,7 @@ def recommend(
         (x for x in cands if not x.ok),
         key=lambda x: (sum(ch.excess for ch in x.checks), x.objective is None, x.label),
     )
-    limits = ", ".join(f"{k}={v:g}" for k, v in c.__dict__.items() if k in LIMITS and v is not None)
+    limits = ", ".join(f"{k}={v:g}" for k, v in c.limits().items())
     limits = limits or "no limits"
     if ok:
         best = ok[0]

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from voxmeter.errors import SpecError, VoxmeterError
+from voxmeter.paths import shorten
 from voxmeter.spec import (
     DEVICES,
     ENGINES,
     FULL_FRAMES,
     AxisSettings,
     RunSpec,
+    is_cuda,
 )
 
 try:
@@ -54,13 +56,15 @@ _SWEEP_KEYS = {
     "max_clips": int,
 }
 _AXES_KEYS = ("frames", "pad", "stride", "pool", "precision", "fit_step_s")
-_CONSTRAINT_KEYS = {
-    "max_wer": float,
-    "max_rtf": float,
-    "max_memory_mb": float,
-    "max_gflops": float,
-    "minimise": str,
+# The one list of limits: constraint name -> (the result metric it limits, its unit). The
+# Constraints fields, the [constraints] keys, check_constraints and analysis.budget follow it.
+LIMITS: dict[str, tuple[str, str]] = {
+    "max_wer": ("wer", "%"),
+    "max_rtf": ("rtf", ""),
+    "max_memory_mb": ("peak_rss_mb", " MiB"),
+    "max_gflops": ("gflops_analytic_total", " GFLOP"),
 }
+_CONSTRAINT_KEYS = {**dict.fromkeys(LIMITS, float), "minimise": str}
 _BUDGET_KEYS = {"gflops": float, "tol": float, "strides": list, "frames": list}
 _SECTIONS = ("sweep", "axes", "constraints", "budget")
 
@@ -74,6 +78,10 @@ class Constraints:
     max_memory_mb: float | None = None
     max_gflops: float | None = None
     minimise: str = "latency"
+
+    def limits(self) -> dict[str, float]:
+        """The limits that are set, by constraint name (in LIMITS order)."""
+        return {k: getattr(self, k) for k in LIMITS if getattr(self, k) is not None}
 
     def merged(self, **overrides: Any) -> Constraints:
         """These constraints with every non-None override applied (command line over file)."""
@@ -160,6 +168,8 @@ def load_sweep(path: str | Path) -> SweepFile:
         raise SpecError(f"{p}: cannot read sweep file ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{p}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise SpecError(f"{p}: not usable TOML (nested too deeply)") from None
     for k in doc:
         if k not in _SECTIONS:
             raise _err(p, k, f"unknown section (known: {', '.join(_SECTIONS)})")
@@ -240,7 +250,13 @@ def _check_model(path: Path, model: Any) -> None:
 
     if not isinstance(model, str) or not model:
         raise _err(path, "sweep.models", f"expected model names, got {model!r}")
-    if model not in ARCHITECTURES and not Path(model).is_dir():
+    if model in ARCHITECTURES:
+        return
+    try:
+        is_dir = Path(model).expanduser().is_dir()
+    except OSError as e:  # e.g. a name too long for the file system
+        raise _err(path, "sweep.models", f"{shorten(model)!r}: {e.strerror}") from None
+    if not is_dir:
         known = ", ".join(ARCHITECTURES)
         raise _err(path, "sweep.models", f"unknown model {model!r} (known: {known}, or a dir)")
 
@@ -251,9 +267,8 @@ def check_constraints(c: Constraints, where: str = "--") -> None:
     def name(k: str) -> str:
         return f"--{k.replace('_', '-')}" if where == "--" else f"{where}{k}"
 
-    for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops"):
-        v = getattr(c, k)
-        if v is not None and not v > 0:
+    for k, v in c.limits().items():
+        if not v > 0:
             raise SpecError(f"{name(k)}: must be > 0, got {v}")
     if c.minimise not in MINIMISE:
         raise SpecError(
@@ -288,9 +303,9 @@ def _why_redundant(spec: RunSpec) -> str:
 
 
 def _unrunnable(spec: RunSpec) -> str | None:
-    if spec.axes.precision == "fp16" and spec.device != "cuda":
+    if spec.axes.precision == "fp16" and not is_cuda(spec.device):
         return "fp16 needs device = 'cuda'"
-    if spec.axes.precision == "int8" and spec.engine == "hf" and spec.device == "cuda":
+    if spec.axes.precision == "int8" and spec.engine == "hf" and is_cuda(spec.device):
         return "int8 in the hf engine is CPU only"
     return None
 
