@@ -21,6 +21,8 @@ from voxmeter.measure.flops import (
     decoder_positions_for,
     kv_positions_for,
     paper_flops,
+    paper_label,
+    paper_misfit,
     peak_share,
 )
 from voxmeter.measure.windows import MeasureError
@@ -127,6 +129,27 @@ def test_paper_formula_against_published_figures():
               f"vs published {published:.0f} ({100 * err:+.2f}%)")  # fmt: skip
         assert abs(err) < 0.05  # documented: -3.1% and -3.9%
     assert paper_flops(large).n_params == 1_543_490_560
+
+
+def test_paper_misfit_is_computed_from_the_formula():
+    fits = paper_misfit()
+    assert [f.published_gflops for f in fits] == list(PAPER_PUBLISHED_GFLOPS.values())
+    large = ARCHITECTURES["large-v3"]
+    for f, k in zip(fits, (1, 2)):  # 1500 and 750 encoder tokens
+        assert f.ours_gflops == paper_flops(large, stride_k=k).total / 1e9
+        assert f.rel_error == pytest.approx(f.ours_gflops / f.published_gflops - 1)
+    assert fits[0].setting == "large-v3, 1500 encoder tokens"
+    assert [round(100 * f.rel_error, 1) for f in fits] == [-3.1, -3.9]  # the documented misfit
+
+
+def test_paper_label_states_the_computed_misfit():
+    import re
+
+    label = paper_label()
+    assert label.startswith("paper formula, our reconstruction (large-v3 at 1500 / 750 ")
+    shown = [float(x) for x in re.findall(r"([+-]\d+\.\d)%", label)]
+    assert shown == [round(100 * f.rel_error, 1) for f in paper_misfit()]
+    assert label.endswith("vs published)")
 
 
 def test_paper_formula_is_its_own_column():

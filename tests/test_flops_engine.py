@@ -26,3 +26,11 @@ def test_counted_equals_analytic(frames, stride, pad, pool, tokens, cache_dir):
 def test_cost_only_large_counts_without_weights(cache_dir):
     t = flops_table("small", 400, 1, "none", "stride", 3, cache_dir)
     assert t["counted"]["encoder"] == pytest.approx(t["analytic"]["encoder"], rel=0.01)
+
+
+def test_paper_column_is_labelled_as_our_reconstruction(cache_dir):
+    from voxmeter.measure.flops import paper_label
+
+    t = flops_table("tiny.en", 400, 1, "none", "stride", 3, cache_dir)
+    assert t["paper_label"] == paper_label()
+    assert any(n.startswith(paper_label()) for n in t["notes"])

@@ -4,7 +4,9 @@
   and steps of our decoding loop). Pure functions, tested against hand counts.
 - counted: torch.utils.flop_counter.FlopCounterMode over the real forward pass.
 - paper: the formula of "Scaling Audio Models Efficiently" (xN/xT/xV study), reconstructed;
-  it charges a whole 30 s window and 20 output tokens, whatever was actually run.
+  it charges a whole 30 s window and 20 output tokens, whatever was actually run. The paper
+  does not publish it, so wherever it is shown it carries `paper_label()`: "our
+  reconstruction" and its misfit to the paper's published figures (`paper_misfit()`).
 
 Convention (the one FlopCounterMode uses): only matrix multiplies and convolutions count, at 2
 FLOPs per multiply-add. Biases, layer norms, GELU, softmax, masking, embedding lookups and
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from voxmeter.assets.dims import ModelDims, param_count
+from voxmeter.assets.dims import ARCHITECTURES, ModelDims, param_count
 from voxmeter.measure.windows import MeasureError
 
 FLOPS_PER_MAC = 2
@@ -272,6 +274,46 @@ def paper_flops(dims: ModelDims, stride_k: int = 1, n_tokens: int = PAPER_TOKENS
     enc = 2 * n_params * t + 4 * dims.n_audio_layer * dims.n_audio_state * t * t
     dec = 2 * n_params * n + 4 * dims.n_text_layer * dims.n_text_state * (t * n + n * (n + 1) // 2)
     return PaperFlops(enc, dec, n_params, t, n)
+
+
+class PaperMisfit(NamedTuple):
+    """Our paper formula against one figure the paper published."""
+
+    setting: str  # e.g. "large-v3, 1500 encoder tokens"
+    ours_gflops: float
+    published_gflops: float
+    rel_error: float  # ours / published - 1 (negative: ours is lower)
+
+
+def paper_misfit() -> list[PaperMisfit]:
+    """paper_flops on each published setting (model dims, encoder tokens after xV) against
+    the published GFLOPs, in PAPER_PUBLISHED_GFLOPS order."""
+    out = []
+    for (model, tokens), published in PAPER_PUBLISHED_GFLOPS.items():
+        dims = ARCHITECTURES[model]
+        k = dims.n_audio_ctx // tokens
+        if -(-dims.n_audio_ctx // k) != tokens:
+            raise MeasureError(f"paper figure {model} at {tokens} tokens: no stride k gives it")
+        ours = paper_flops(dims, stride_k=k).total / 1e9
+        out.append(
+            PaperMisfit(f"{model}, {tokens} encoder tokens", ours, published, ours / published - 1)
+        )
+    return out
+
+
+def paper_label() -> str:
+    """How to name the paper column: our reconstruction, with its misfit to the published
+    figures, e.g. "paper formula, our reconstruction (large-v3 at 1500 / 750 encoder tokens:
+    -3.1% / -3.9% vs published)". Computed from paper_misfit(), so it follows the formula."""
+    by_model: dict[str, list[tuple[int, float]]] = {}
+    for (model, tokens), m in zip(PAPER_PUBLISHED_GFLOPS, paper_misfit()):
+        by_model.setdefault(model, []).append((tokens, m.rel_error))
+    parts = [
+        f"{model} at {' / '.join(str(t) for t, _ in fits)} encoder tokens: "
+        + " / ".join(f"{100 * e:+.1f}%" for _, e in fits)
+        for model, fits in by_model.items()
+    ]
+    return f"paper formula, our reconstruction ({'; '.join(parts)} vs published)"
 
 
 # -- counted -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def flops_table(
         analytic_encoder_flops,
         count_flops,
         paper_flops,
+        paper_label,
     )
 
     spec = RunSpec(model=model, axes=AxisSettings(frames=frames, stride=stride, pad=pad, pool=pool))
@@ -63,6 +64,7 @@ def flops_table(
         },
         "analytic": {"encoder": a_enc, "decoder": a_dec, "total": a_enc + a_dec},
         "paper": {"encoder": p.encoder, "decoder": p.decoder, "total": p.total},
+        "paper_label": paper_label(),
         "notes": [
             "counted: torch FlopCounterMode over the hf engine (eager attention), one pass on zeros",
             (
@@ -71,8 +73,9 @@ def flops_table(
                 f"{enc.kv_projected}; the rest are cached silence)"
             ),
             (
-                "paper: the formula of 'Scaling Audio Models Efficiently' as reconstructed in "
-                "voxmeter.measure.flops.paper_flops (3000-frame encoder, stride k on its output)"
+                f"{paper_label()}: the formula of 'Scaling Audio Models Efficiently' is "
+                "not published, ours is voxmeter.measure.flops.paper_flops (3000-frame encoder, "
+                "stride k on its output, whatever frames and tokens were run)"
             ),
         ],
     }
