@@ -24,6 +24,7 @@ read those two facts back from a stored method string (the report marks every su
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,16 @@ def is_estimated(method: str | None) -> bool:
 def gpu_unmeasured(method: str | None) -> bool:
     """Whether an energy method says a GPU the run used was not measured (CPU energy only)."""
     return method is not None and GPU_NOT_MEASURED in method
+
+
+# the estimate's readings of one run (CpuEstimateCounter.joules writes them)
+_RUN_READINGS = re.compile(r", \d+(?:\.\d+)? cores busy on average over \d+(?:\.\d+)? s")
+
+
+def method_family(method: str) -> str:
+    """An energy method without one run's readings (busy cores, seconds): the part that
+    says how energy was obtained, the same for every run measured the same way."""
+    return _RUN_READINGS.sub("", method)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The report's plotly figures, built from aggregated rows (one per spec).
 
 Each builder returns a figure, or None when no row has the figures it needs (the report then
-says so in words instead of drawing an empty chart).
+says so in words instead of drawing an empty chart). An axis of energy says when any point on
+it is estimated, and how; the paper's FLOPs are titled as our reconstruction.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from voxmeter.analysis.pareto import Front, metric, pareto_front
+from voxmeter.measure.energy import gpu_unmeasured, is_estimated, method_family
 from voxmeter.result import METRIC_UNITS
 
 TEMPLATE = "plotly_white"
@@ -21,9 +23,49 @@ STAGE_COLOURS = {"feat": "#8c564b", "enc": "#1f77b4", "dec": "#ff7f0e"}
 STAGE_NAMES = {"feat": "features", "enc": "encoder", "dec": "decoder"}
 
 
+# figures derived from the energy reading, by how an axis names them
+ENERGY_TITLES = {
+    "energy_j": "energy (J)",
+    "j_per_audio_s": "J per audio s",
+    "j_per_word": "J per word",
+}
+
+
 def axis_title(key: str) -> str:
+    if key == "gflops_paper_total":
+        from voxmeter.measure.flops import paper_label
+
+        return f"GFLOP, {paper_label()}"
     unit, _ = METRIC_UNITS.get(key, ("", key))
     return f"{key} ({unit})" if unit else key
+
+
+def _energy_method(r: Any) -> str | None:
+    notes = getattr(r, "notes", None)
+    if notes is None and hasattr(r, "metrics"):
+        notes = r.metrics  # a Result keeps its method among its metrics
+    return (notes or {}).get("energy_method")
+
+
+def energy_axis_title(key: str, rows: Sequence[Any]) -> str:
+    """An energy axis's title: "(estimated: <method>)" when any row shown is estimated, and
+    "(CPU only ...)" when any GPU run's GPU went unmeasured."""
+    title = ENERGY_TITLES[key]
+    methods = [m for m in (_energy_method(r) for r in rows) if m]
+    estimated = sorted({method_family(m) for m in methods if is_estimated(m)})
+    if estimated:
+        how = " | ".join(m[len("estimated") :].lstrip(": ") for m in estimated)
+        title += f" (estimated: {how})"
+    elif any(gpu_unmeasured(m) for m in methods):
+        title += " (CPU only: GPU not measured)"
+    return title
+
+
+def _hover_label(r: Any, keys: tuple[str, ...]) -> str:
+    """A point's label, marked when one of its plotted figures is an estimated energy."""
+    if any(k in ENERGY_TITLES for k in keys) and is_estimated(_energy_method(r)):
+        return f"{r.label} (energy ≈ est.)"
+    return r.label
 
 
 def _wer_err(rows: Sequence[Any], y: str) -> dict[str, Any] | None:
@@ -47,8 +89,12 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
     front = pareto_front(rows, x, y)
     if not front.front:
         return None, front
+    shown = front.front + front.dominated
     # weights are stored in bytes; MiB reads better on an axis
     scale, x_title = (2**20, "weights (MiB)") if x == "weight_bytes" else (1, axis_title(x))
+    if x in ENERGY_TITLES:
+        x_title = energy_axis_title(x, shown)
+    y_title = energy_axis_title(y, shown) if y in ENERGY_TITLES else axis_title(y)
     fig = go.Figure()
     for name, pts, colour, mode in (
         ("dominated", front.dominated, OTHER_COLOUR, "markers"),
@@ -62,7 +108,7 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
                 y=[metric(r, y) for r in pts],
                 mode=mode,
                 name=name,
-                text=[r.label for r in pts],
+                text=[_hover_label(r, (x, y)) for r in pts],
                 hovertemplate="%{text}<br>" + x + "=%{x:.4g}<br>" + y + "=%{y:.3g}<extra></extra>",
                 marker=dict(color=colour, size=9),
                 line=dict(color=colour, shape="hv") if "lines" in mode else None,
@@ -72,8 +118,9 @@ def pareto_figure(rows: Sequence[Any], x: str, y: str = "wer") -> tuple[go.Figur
     note = f" ({front.n_excluded} without {x} or {y} left out)" if front.n_excluded else ""
     fig.update_layout(
         title=f"{y} vs {x}{note}",
-        xaxis_title=x_title,
-        yaxis_title=axis_title(y),
+        # a method in a title can be long: smaller type keeps it on the chart
+        xaxis_title=dict(text=x_title, font=dict(size=11 if len(x_title) > 60 else 14)),
+        yaxis_title=dict(text=y_title, font=dict(size=11 if len(y_title) > 60 else 14)),
         template=TEMPLATE,
         height=420,
         margin=dict(l=60, r=20, t=50, b=50),

@@ -4,13 +4,18 @@ Self-contained means no network at all when opened: plotly.js is inlined once (t
 figure carries it, later ones reuse it), the table sorts with a few lines of inline script,
 and there are no fonts, images or styles from elsewhere. The file is written only when there
 is something to show; an empty store is a StoreError and leaves no file behind.
+
+Every figure that is not a plain measurement says so where it is shown: each estimated energy
+cell carries "≈ est." (and its method on hover), a CPU-only energy figure of a GPU run says
+"CPU only", and the paper's FLOPs are named as our reconstruction with its misfit. Rows are
+shown by their `label` and told apart by identity, never by spec hash alone: one spec may be
+measured under several identities (code, weights, data).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +23,8 @@ from typing import Any
 
 from voxmeter.analysis.pareto import STANDARD_FRONTS
 from voxmeter.errors import StoreError
+from voxmeter.measure.energy import gpu_unmeasured, is_estimated, method_family
+from voxmeter.measure.flops import paper_label
 from voxmeter.result import Result
 from voxmeter.store import AggRow, aggregate_results
 
@@ -32,9 +39,15 @@ TABLE_COLUMNS = (
     ("dec_ms_per_token", "dec ms/token", 2),
     ("peak_rss_mb", "peak RSS MiB", 0),
     ("gflops_analytic_total", "GFLOPs (analytic)", 2),
+    ("energy_j", "energy J", 2),
     ("j_per_audio_s", "J per audio s", 3),
+    ("j_per_word", "J per word", 4),
     ("weight_bytes", "weights MiB", 1),
 )
+# figures derived from the energy reading: each inherits its method (row.notes["energy_method"])
+ENERGY_KEYS = frozenset({"energy_j", "j_per_audio_s", "j_per_word"})
+EST_MARK = "≈ est."
+CPU_ONLY_MARK = "CPU only"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;
@@ -49,6 +62,7 @@ tr.front td:first-child{font-weight:600}.ok{color:#1a7f37}.bad{color:#b42318}
 .rec.none{background:#fdecea;border-left-color:#b42318}
 details{margin:4px 0}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
 .muted{color:#777}.scroll{overflow-x:auto}
+.est{color:#b45309;font-size:11px;margin-left:4px}
 """
 
 # Sort a table by the clicked column; numbers by data-v, blanks last. No libraries.
@@ -85,6 +99,16 @@ def _as_rows(rows: Sequence[Any]) -> list[AggRow]:
     return list(rows)
 
 
+def energy_marks(row: AggRow) -> list[str]:
+    """Marks for a row's energy figures: estimated, and/or CPU only on a GPU run."""
+    method = row.notes.get("energy_method")
+    return [
+        m
+        for m, on in ((EST_MARK, is_estimated(method)), (CPU_ONLY_MARK, gpu_unmeasured(method)))
+        if on
+    ]
+
+
 def _fmt_cell(row: AggRow, key: str, digits: int) -> str:
     m = row.metrics.get(key)
     if m is None:
@@ -94,22 +118,26 @@ def _fmt_cell(row: AggRow, key: str, digits: int) -> str:
     text = f"{mean:,.{digits}f}"
     if m.half_width is not None:
         text += f" ± {m.half_width / scale:,.{digits}f}"
-    title = (
-        f' title="95% CI {m.ci_lo / scale:.4g}-{m.ci_hi / scale:.4g} ({_e(m.ci_method)})"'
-        if (m.ci_lo is not None)
-        else ""
-    )
-    return f'<td data-v="{mean!r}"{title}>{_e(text)}</td>'
+    hover = []
+    if m.ci_lo is not None:
+        hover.append(f"95% CI {m.ci_lo / scale:.4g}-{m.ci_hi / scale:.4g} ({m.ci_method})")
+    marks = energy_marks(row) if key in ENERGY_KEYS else []
+    if marks:  # the method says what the mark means: how the figure was made, what it lacks
+        hover.append(f"energy method: {row.notes['energy_method']}")
+    title = f' title="{_e("; ".join(hover))}"' if hover else ""
+    tags = "".join(f'<span class="est">{_e(mark)}</span>' for mark in marks)
+    return f'<td data-v="{mean!r}"{title}>{_e(text)}{tags}</td>'
 
 
-def _table(rows: list[AggRow], front_ids: set[str]) -> str:
+def _table(rows: list[AggRow], front_ids: set[int]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in ("configuration", "spec", "repeats", "mode"))
     head += "".join(f"<th>{_e(h)}</th>" for _, h, _ in TABLE_COLUMNS)
     body = []
     for r in sorted(rows, key=lambda r: r.label):
-        cls = ' class="front"' if r.spec_hash in front_ids else ""
+        on_front = id(r) in front_ids
+        cls = ' class="front"' if on_front else ""
         cells = (
-            f"<td>{_e(r.label)}{' ★' if r.spec_hash in front_ids else ''}</td>"
+            f"<td>{_e(r.label)}{' ★' if on_front else ''}</td>"
             f"<td><code>{_e(r.spec_hash)}</code></td>"
             f'<td data-v="{r.n_repeats}">{r.n_repeats}</td>'
             f"<td>{_e(', '.join(r.modes))}</td>"
@@ -166,28 +194,31 @@ def _recommendation_html(rec: Any) -> str:
     return "".join(parts)
 
 
-def _method_family(method: str) -> str:
-    """An energy method without its per-run readings (busy cores, seconds), so runs group."""
-    return re.sub(r"\b\d+\.\d+\b", "x", method)
-
-
 def _estimate_notes(rows: list[AggRow]) -> list[str]:
     notes = []
-    # one line per method, not per configuration: the figures in brackets differ per run
-    est = sorted({_method_family(r.notes.get("energy_method", "")) for r in rows} - {""})
-    measured = [m for m in est if not m.startswith("estimated")]
-    estimated = [m for m in est if m.startswith("estimated")]
+    # one line per method, not per configuration: the readings in brackets differ per run
+    est = sorted({method_family(r.notes.get("energy_method", "")) for r in rows} - {""})
+    measured = [m for m in est if not is_estimated(m)]
+    estimated = [m for m in est if is_estimated(m)]
     if estimated:
-        n = sum(1 for r in rows if r.notes.get("energy_method", "").startswith("estimated"))
+        n = sum(1 for r in rows if is_estimated(r.notes.get("energy_method")))
         notes.append(
-            f"Energy of {n} of {len(rows)} configurations is ESTIMATED, not measured: "
+            f"Energy of {n} of {len(rows)} configurations is ESTIMATED, not measured "
+            f"(marked {EST_MARK} in the table and on the energy plot's axis): "
             + " | ".join(estimated)
         )
     if measured:
         notes.append("Energy measured by: " + " | ".join(measured))
+    n_cpu_only = sum(1 for r in rows if gpu_unmeasured(r.notes.get("energy_method")))
+    if n_cpu_only:
+        notes.append(
+            f"Energy of {n_cpu_only} GPU configuration(s) is the CPU's alone (marked "
+            f"{CPU_ONLY_MARK}): no GPU energy counter was readable, so the GPU's share, "
+            "usually the larger, is missing."
+        )
     notes.append(
         "GFLOPs are analytic (closed form from the shapes each clip ran), not counted at run "
-        "time; the paper's formula is a separate column in exports."
+        f"time; the paper's figure (gflops_paper_total in exports) is the {paper_label()}."
     )
     notes.append(
         "CIs are 95%: WER from a bootstrap over clips where recorded; other figures from a "
@@ -267,11 +298,11 @@ def write_report(
 
     fw = _FigureWriter()
     sections = []
-    front_ids: set[str] = set()
+    front_ids: set[int] = set()  # rows by identity: two rows may share a spec hash
     pareto_html = []
     for x, y in PARETO_PAIRS:
         fig, front = figures.pareto_figure(agg, x, y)
-        front_ids |= {r.spec_hash for r in front.front} if x == "gflops_analytic_total" else set()
+        front_ids |= {id(r) for r in front.front} if x == "gflops_analytic_total" else set()
         if fig is None:
             pareto_html.append(f'<p class="muted">No configuration has both {x} and {y}.</p>')
         else:
