@@ -161,7 +161,7 @@ class ResultStore:
         with self._conn:  # commits on success, rolls back on error: never a partial row
             if result.status == "ok":  # a success supersedes earlier failures of the repeat
                 self._conn.execute(
-                    "DELETE FROM results WHERE spec_hash = ? AND mode = ? AND \"repeat\" = ? "
+                    'DELETE FROM results WHERE spec_hash = ? AND mode = ? AND "repeat" = ? '
                     "AND status != 'ok'",
                     (result.spec_hash, result.mode, int(result.repeat)),
                 )
@@ -533,6 +533,9 @@ def flat_rows(results: list[Result]) -> list[dict[str, Any]]:
     for r in results:
         row: dict[str, Any] = {
             "spec_hash": r.spec_hash,
+            "code_fp": r.code_fp,
+            "weights_digest": r.weights_digest,
+            "data_digest": r.data_digest,
             "repeat": r.repeat,
             "label": spec_label(r.spec, r.spec_hash),
             "status": r.status,
@@ -572,6 +575,13 @@ def _column_values(rows: list[dict[str, Any]], col: str) -> list[Any]:
 
 
 def write_flat(rows: list[dict[str, Any]], path: Path, format: str) -> None:
+    try:
+        _write_flat(rows, path, format)
+    except OSError as e:  # the disk or folder refused: the user's problem, said in one line
+        raise StoreError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _write_flat(rows: list[dict[str, Any]], path: Path, format: str) -> None:
     cols = _columns(rows)
     if not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")

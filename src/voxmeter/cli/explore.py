@@ -107,6 +107,21 @@ def sweep(
         raise typer.Exit(1)
 
 
+SWEEP_HELP = "only this sweep's cells (isolated rows); its [constraints] (options override)"
+
+
+def _selection(store: Path, sweep_file: Path | None, empty_note: str = "") -> Any:
+    from voxmeter.analysis.select import select
+    from voxmeter.store import open_existing
+
+    with open_existing(store) as s:
+        rows = s.aggregate()
+    sel = select(rows, sweep_file, str(store), empty_note)
+    for n in sel.notes:
+        typer.echo(n, err=True)
+    return sel
+
+
 @app.command(rich_help_panel="Explore")
 def recommend(
     results: Path | None = typer.Argument(
@@ -118,12 +133,10 @@ def recommend(
     max_memory_mb: float | None = typer.Option(None, help="peak RSS limit, MiB"),
     max_gflops: float | None = typer.Option(None, help="analytic GFLOPs per clip limit"),
     minimise: str | None = typer.Option(None, help="latency, energy, memory or flops"),
-    sweep_file: Path | None = typer.Option(
-        None, "--sweep", help="take [constraints] from this sweep file (options override)"
-    ),
+    sweep_file: Path | None = typer.Option(None, "--sweep", help=SWEEP_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The cheapest stored configuration that meets the limits, with its evidence."""
+    """The cheapest stored configuration that meets the limits, per data set, with evidence."""
     from voxmeter.analysis.budget import NoConfigurationError
     from voxmeter.analysis.budget import recommend as rec_fn
 
@@ -131,15 +144,31 @@ def recommend(
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
     if all(getattr(c, k) is None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")):
         raise SpecError("recommend: give at least one limit, e.g. --max-wer 10")
-    rec = rec_fn(_rows(store), **c.__dict__)
-    if not rec.ok:
-        raise NoConfigurationError(rec.reason)
+    sel = _selection(store, sweep_file)
+    recs = [(title, rec_fn(rows, **c.__dict__)) for title, rows in sel.groups]
+    if not any(rec.ok for _, rec in recs):
+        raise NoConfigurationError("; ".join(_titled(t, rec.reason, recs) for t, rec in recs))
     if as_json:
-        typer.echo(json.dumps(rec.to_dict(), indent=2, default=str))
+        doc = [dict(rec.to_dict(), data_set=t) for t, rec in recs]
+        typer.echo(json.dumps(doc[0] if len(doc) == 1 else doc, indent=2, default=str))
         return
-    con = console()
+    for title, rec in recs:
+        _print_recommendation(title if len(recs) > 1 else "", rec)
+
+
+def _titled(title: str, text: str, groups: list) -> str:
+    return f"{title}: {text}" if len(groups) > 1 else text
+
+
+def _print_recommendation(title: str, rec: Any) -> None:
     from rich.markup import escape
 
+    con = console()
+    if title:
+        con.print(f"[bold]{escape(title)}[/]")
+    if not rec.ok:
+        con.print(rec.reason, highlight=False, markup=False)
+        return
     con.print(f"[bold green]recommended:[/] {escape(rec.best.label)}  ({rec.best.spec_hash})")
     con.print(rec.reason, highlight=False, markup=False)
     if rec.runner_up is not None:
@@ -164,24 +193,37 @@ def report(
     max_memory_mb: float | None = typer.Option(None),
     max_gflops: float | None = typer.Option(None),
     minimise: str | None = typer.Option(None, help="latency, energy, memory or flops"),
-    sweep_file: Path | None = typer.Option(
-        None, "--sweep", help="take [constraints] from this sweep file (options override)"
-    ),
+    sweep_file: Path | None = typer.Option(None, "--sweep", help=SWEEP_HELP),
     title: str = typer.Option("voxmeter report"),
 ) -> None:
-    """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments."""
+    """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments;
+    one file per data set when the rows come from several."""
     from voxmeter.report.html import write_report
-    from voxmeter.store import open_existing
 
     store = results or store
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
     limited = any(
         getattr(c, k) is not None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")
     )
-    with open_existing(store) as s:
-        rows = s.aggregate()
-    write_report(rows, output, constraints=c if limited else None, title=title, source=str(store))
-    typer.echo(f"wrote {output}")
+    _writable(output, "report")
+    sel = _selection(store, sweep_file, "; nothing written")
+    for i, (group_title, rows) in enumerate(sel.groups):
+        out = output if len(sel.groups) == 1 else _numbered(output, i + 1)
+        heading = title if len(sel.groups) == 1 else f"{title}: {group_title}"
+        write_report(
+            rows, out, constraints=c if limited else None, title=heading, source=str(store)
+        )
+        typer.echo(f"wrote {out}" + (f" ({group_title})" if len(sel.groups) > 1 else ""))
+
+
+def _numbered(path: Path, i: int) -> Path:
+    return path.with_name(f"{path.stem}-{i}{path.suffix}")
+
+
+def _writable(path: Path, what: str) -> None:
+    from voxmeter.paths import writable_output
+
+    writable_output(path, what)
 
 
 @app.command(rich_help_panel="Explore")
@@ -190,18 +232,24 @@ def fit(
         None, help="results store (SQLite); same as --store", show_default=False
     ),
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    sweep_file: Path | None = typer.Option(None, "--sweep", help=SWEEP_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit WER ≈ a · GFLOPs^(-b) along each axis (model size, frames, stride)."""
+    """Fit WER ≈ a · GFLOPs^(-b) along each axis (model size, frames, stride), per data set."""
     from voxmeter.analysis.scaling import fit_report, scaling_fits
 
-    rows = _rows(results or store)
+    sel = _selection(results or store, sweep_file)
     if as_json:
         doc = [
-            {k: v for k, v in f.__dict__.items() if k != "points"} | {"points": list(f.points)}
+            {k: v for k, v in f.__dict__.items() if k != "points"}
+            | {"points": list(f.points), "data_set": t}
+            for t, rows in sel.groups
             for f in scaling_fits(rows)
         ]
         typer.echo(json.dumps(doc, indent=2))
         return
-    for line in fit_report(rows):
-        typer.echo(line)
+    for t, rows in sel.groups:
+        if len(sel.groups) > 1:
+            typer.echo(t)
+        for line in fit_report(rows):
+            typer.echo(line)

@@ -23,12 +23,19 @@ def _rows(store: Path) -> list[Any]:
     return rows
 
 
+def _identity_cells(r: Any, here: str) -> tuple[str, str, str]:
+    """Short code, weights and data digests; code other than this voxmeter's is starred."""
+    code = r.code_fp[:18] + ("*" if r.code_fp != here else "")
+    return code, r.weights_digest[:8], r.data_digest[:8]
+
+
 @results_app.command("list")
 def results_list(
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
 ) -> None:
-    """One line per spec: label, repeats, WER, RTFx, p50 latency, peak RSS."""
+    """One line per measured group: spec, configuration, mode, identity and headline figures."""
+    from voxmeter.identity import code_fingerprint
     from voxmeter.store import open_existing
 
     with open_existing(store) as s:
@@ -36,45 +43,106 @@ def results_list(
         failures = s.failures()
     if not rows and not failures:
         raise StoreError(f"{store} has no results")
+    here = code_fingerprint()
     keys = ("wer", "rtfx", "e2e_ms_p50", "peak_rss_mb")
     if as_json:
         doc = [
             {
                 "spec_hash": r.spec_hash,
                 "label": r.label,
+                "mode": r.mode,
                 "n_repeats": r.n_repeats,
+                **r.identity.to_dict(),
+                "this_code": r.code_fp == here,
                 **{k: r.value(k) for k in keys},
             }
             for r in rows
         ]
         failed = sorted({(f.spec_hash, f.warnings[0] if f.warnings else "") for f in failures})
-        out = {"results": doc, "failed": [{"spec_hash": h, "error": m} for h, m in failed]}
+        out = {
+            "code_fp": here,
+            "results": doc,
+            "failed": [{"spec_hash": h, "error": m} for h, m in failed],
+        }
         typer.echo(json.dumps(out, indent=2))
         return
+    _print_list(store, rows, failures, here)
+
+
+def _print_list(store: Path, rows: list[Any], failures: list[Any], here: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"{store}: {len(rows)} spec(s)"))
+    t = Table(title=escape(f"{store}: {len(rows)} measured group(s)"))
     t.add_column("spec", no_wrap=True)
     t.add_column("configuration", no_wrap=True)
+    t.add_column("mode")
     for col in ("repeats", "WER %", "RTFx", "p50 ms", "peak RSS MiB"):
         t.add_column(col, justify="right")
+    for col in ("code", "weights", "data"):
+        t.add_column(col, no_wrap=True)
     for r in rows:
         t.add_row(
             r.spec_hash,
             escape(r.label),
+            r.mode,
             str(r.n_repeats),
             fmt(r.value("wer")),
             fmt(r.value("rtfx")),
             fmt(r.value("e2e_ms_p50"), 1),
             fmt(r.value("peak_rss_mb"), 0),
+            *_identity_cells(r, here),
         )
     con = console()
     con.print(t)
+    other = [r for r in rows if r.code_fp != here]
+    if other:
+        con.print(
+            f"* {len(other)} group(s) measured by other code than this voxmeter ({here}): "
+            "a re-run measures them anew; they are never averaged with today's rows",
+            highlight=False,
+            markup=False,
+        )
+    per_spec: dict[str, set] = {}
+    for r in rows:
+        per_spec.setdefault(r.spec_hash, set()).add((r.weights_digest, r.data_digest))
+    mixed = [h for h, ids in per_spec.items() if len(ids) > 1]
+    if mixed:
+        con.print(
+            f"{len(mixed)} spec(s) were measured with other weights or data too "
+            f"(e.g. {mixed[0]}): shown as separate rows",
+            highlight=False,
+            markup=False,
+        )
     done = {r.spec_hash for r in rows}
     for h in sorted({f.spec_hash for f in failures} - done):
         msg = next(f.warnings[0] for f in failures if f.spec_hash == h and f.warnings)
-        con.print(f"[red]failed[/red] {h}: {msg}", markup=True, highlight=False)
+        con.print(f"[red]failed[/red] {h}: {escape(msg)}", markup=True, highlight=False)
+
+
+def _group_json(row: Any) -> dict[str, Any]:
+    return {
+        "spec_hash": row.spec_hash,
+        "label": row.label,
+        "spec": row.spec,
+        "mode": row.mode,
+        "cpu_model": row.cpu_model,
+        **row.identity.to_dict(),
+        "n_repeats": row.n_repeats,
+        "metrics": {
+            k: {
+                "value": m.mean,
+                "ci": [m.ci_lo, m.ci_hi] if m.ci_lo is not None else None,
+                "ci_method": m.ci_method or None,
+                "how": m.how,
+                "n": m.n,
+            }
+            for k, m in row.metrics.items()
+        },
+        "notes": row.notes,
+        "skipped_clips": row.skipped,
+        "warnings": row.warnings,
+    }
 
 
 @results_app.command("show")
@@ -83,54 +151,58 @@ def results_show(
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Every figure of one spec: mean over repeats with its 95% CI, the spec, warnings."""
-    from voxmeter.result import METRIC_UNITS
+    """Every figure of one spec with its 95% CI and method; rows of other code, weights, data,
+    mode or CPU are shown as separate groups, never averaged together."""
     from voxmeter.store import aggregate_results, open_existing
 
     with open_existing(store) as s:
         results = s.get(spec_hash, include_failed=True)
     ok = [r for r in results if r.status == "ok"]
     if not ok:
-        msg = results[0].warnings[0] if results and results[0].warnings else "no successful repeat"
+        failed = [r for r in results if r.status != "ok"]
+        msg = failed[0].warnings[0] if failed and failed[0].warnings else "no successful repeat"
         raise StoreError(f"spec {spec_hash}: {msg}")
-    row = aggregate_results(ok)[0]
+    rows = aggregate_results(ok)
     if as_json:
-        doc = {
-            "spec_hash": row.spec_hash,
-            "label": row.label,
-            "spec": row.spec,
-            "n_repeats": row.n_repeats,
-            "metrics": {
-                k: {
-                    "mean": m.mean,
-                    "ci": [m.ci_lo, m.ci_hi] if m.ci_lo is not None else None,
-                    "ci_method": m.ci_method,
-                    "n": m.n,
-                }
-                for k, m in row.metrics.items()
-            },
-            "notes": row.notes,
-            "warnings": row.warnings,
-        }
-        typer.echo(json.dumps(doc, indent=2, default=str))
+        doc = [_group_json(r) for r in rows]
+        typer.echo(json.dumps(doc[0] if len(doc) == 1 else doc, indent=2, default=str))
         return
+    con = console()
+    if len(rows) > 1:
+        con.print(
+            f"{len(rows)} groups of this spec (other code, weights, data, mode or CPU): "
+            "each summarised on its own",
+            highlight=False,
+            markup=False,
+        )
+    for i, row in enumerate(rows, 1):
+        _print_group(row, f"group {i}/{len(rows)}: " if len(rows) > 1 else "")
+
+
+def _print_group(row: Any, prefix: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"{row.label} ({row.spec_hash}), {row.n_repeats} repeat(s)"))
-    for col in ("figure", "mean", "95% CI", "unit"):
-        t.add_column(col, justify="left" if col in ("figure", "unit") else "right")
+    from voxmeter.result import METRIC_UNITS
+
+    title = f"{prefix}{row.label} ({row.spec_hash}), {row.n_repeats} {row.mode} repeat(s)"
+    t = Table(title=escape(title), caption=escape(f"{row.identity.short()}; CPU {row.cpu_model}"))
+    for col in ("figure", "value", "95% CI", "unit", "how"):
+        t.add_column(col, justify="right" if col in ("value", "95% CI") else "left")
     order = [k for k in METRIC_UNITS if k in row.metrics] + sorted(
         k for k in row.metrics if k not in METRIC_UNITS
     )
     for k in order:
         m = row.metrics[k]
         ci = f"{m.ci_lo:.4g} - {m.ci_hi:.4g}" if m.ci_lo is not None else ""
-        t.add_row(k, f"{m.mean:.4g}", ci, METRIC_UNITS.get(k, ("", ""))[0])
+        how = m.how + (f"; CI: {m.ci_method}" if m.ci_method else "")
+        t.add_row(k, f"{m.mean:.4g}", ci, METRIC_UNITS.get(k, ("", ""))[0], how)
     con = console()
     con.print(t)
     for k, v in sorted(row.notes.items()):
         con.print(f"{k}: {v}", highlight=False, markup=False)
+    for sk in row.skipped:
+        con.print(f"skipped clip {sk['id']}: {sk['reason']}", highlight=False, markup=False)
     for w in row.warnings:
         con.print(f"warning: {w}", highlight=False, markup=False)
 
@@ -142,8 +214,10 @@ def results_export(
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
 ) -> None:
     """One flat row per repeat: spec.* columns, then every metric."""
+    from voxmeter.paths import writable_output
     from voxmeter.store import open_existing
 
+    writable_output(output, "results export -o")
     with open_existing(store) as s:
         n = s.export(output, fmt)
     typer.echo(f"wrote {n} row(s) to {output}")
