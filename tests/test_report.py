@@ -300,3 +300,20 @@ def test_rows_sharing_a_spec_are_shown_by_label_and_starred_by_identity(tmp_path
     text = write_report([better, worse], tmp_path / "s.html").read_text()
     assert "★" in _table_row(text, "tiny.en hf [data=default]")
     assert "★" not in _table_row(text, "tiny.en hf [data=noisy]")
+
+
+def test_energy_recommendation_marks_estimated_objectives(tmp_path):
+    from voxmeter.report.html import EST_MARK
+
+    rows = [
+        _row("estimated run", EST_METHOD, wer=5.0, **_energy(40.0)),
+        _row("measured run", "RAPL package (1 domain)", wer=4.0, **_energy(50.0)),
+    ]
+    out = write_report(rows, tmp_path / "r.html", constraints=Constraints(minimise="energy"))
+    text = html_unescape(out.read_text())
+    assert "Recommended: estimated run" in text
+    assert f"{EST_MARK} its j_per_audio_s is not a plain measurement: estimated: CPU" in text
+    evidence = text.split("Evidence: every configuration", 1)[1].split("</table>", 1)[0]
+    (est,) = [r for r in evidence.split("<tr>") if "<td>estimated run" in r]
+    (meas,) = [r for r in evidence.split("<tr>") if "<td>measured run" in r]
+    assert f"4 {EST_MARK}" in est and EST_MARK not in meas

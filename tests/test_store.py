@@ -23,7 +23,6 @@ from voxmeter.result import Result
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, aggregate_results, open_existing, t_interval
 
-
 # what the fake results claim to have been measured by (a real run stamps voxmeter.identity's)
 TEST_IDENT = Identity("test-code", "test-weights", "test-data")
 

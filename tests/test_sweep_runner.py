@@ -20,6 +20,7 @@ from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore
 from voxmeter.sweep.runner import run_sweep
 
+
 def sweep(*args, **kwargs):
     """run_sweep with the fake results' identity as today's (no model or data resolved)."""
     return run_sweep(*args, identify=lambda spec: TEST_IDENT, **kwargs)
