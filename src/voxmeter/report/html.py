@@ -99,9 +99,16 @@ def _as_rows(rows: Sequence[Any]) -> list[AggRow]:
     return list(rows)
 
 
-def energy_marks(row: AggRow) -> list[str]:
+def _energy_method(row: Any) -> str | None:
+    # an AggRow keeps string figures in notes; a Result among its metrics
+    notes = getattr(row, "notes", None) or getattr(row, "metrics", None) or {}
+    method = notes.get("energy_method")
+    return method if isinstance(method, str) else None
+
+
+def energy_marks(row: Any) -> list[str]:
     """Marks for a row's energy figures: estimated, and/or CPU only on a GPU run."""
-    method = row.notes.get("energy_method")
+    method = _energy_method(row)
     return [
         m
         for m, on in ((EST_MARK, is_estimated(method)), (CPU_ONLY_MARK, gpu_unmeasured(method)))
@@ -123,7 +130,7 @@ def _fmt_cell(row: AggRow, key: str, digits: int) -> str:
         hover.append(f"95% CI {m.ci_lo / scale:.4g}-{m.ci_hi / scale:.4g} ({m.ci_method})")
     marks = energy_marks(row) if key in ENERGY_KEYS else []
     if marks:  # the method says what the mark means: how the figure was made, what it lacks
-        hover.append(f"energy method: {row.notes['energy_method']}")
+        hover.append(f"energy method: {_energy_method(row)}")
     title = f' title="{_e("; ".join(hover))}"' if hover else ""
     tags = "".join(f'<span class="est">{_e(mark)}</span>' for mark in marks)
     return f'<td data-v="{mean!r}"{title}>{_e(text)}{tags}</td>'
@@ -167,6 +174,11 @@ def _recommendation_html(rec: Any) -> str:
             f"<code>{_e(rec.best.spec_hash)}</code><br>{_e(rec.reason)}"
         )
     ]
+    if rec.objective_metric in ENERGY_KEYS and energy_marks(rec.best):
+        parts.append(
+            f"<br><b>{_e(' '.join(energy_marks(rec.best)))}</b> its {_e(rec.objective_metric)} "
+            f"is not a plain measurement: {_e(_energy_method(rec.best))}"
+        )
     if rec.runner_up is not None:
         parts.append(f"<br>Runner-up: {_e(rec.runner_up.label)}")
     parts += [f"<br><i>{_e(n)}</i>" for n in rec.notes]
@@ -178,12 +190,18 @@ def _recommendation_html(rec: Any) -> str:
     )
     trs = []
     for c in rec.candidates:
+        marks = " ".join(energy_marks(c.row))
+
+        def mark(metric: str, marks: str = marks) -> str:
+            return f" {marks}" if marks and metric in ENERGY_KEYS else ""
+
         checks = "".join(
-            f'<td class="{"ok" if ch.ok else "bad"}">{_e(ch.describe())}'
+            f'<td class="{"ok" if ch.ok else "bad"}">{_e(ch.describe() + mark(ch.metric))}'
             f"{' (marginal)' if ch.marginal else ''}</td>"
             for ch in c.checks
         )
         obj = "n/a" if c.objective is None else f"{c.objective:.4g}"
+        obj += mark(rec.objective_metric) if c.objective is not None else ""
         ok = '<span class="ok">yes</span>' if c.ok else '<span class="bad">no</span>'
         trs.append(f"<tr><td>{_e(c.label)}</td><td>{ok}</td><td>{_e(obj)}</td>{checks}</tr>")
     parts.append(
