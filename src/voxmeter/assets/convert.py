@@ -109,6 +109,20 @@ def _split(sd: dict, names: list[str], m: Ct2Model, ct: str) -> None:
             sd[f"{name}.bias"] = bpart
 
 
+def _self_attention(sd: dict, hf: str, m: Ct2Model, ct: str) -> None:
+    """A layer's self-attention (encoder and decoder alike): fused QKV split into q/k/v."""
+    _ln(sd, f"{hf}.self_attn_layer_norm", m, f"{ct}/self_attention/layer_norm")
+    qkv = [f"{hf}.self_attn.{p}_proj" for p in "qkv"]
+    _split(sd, qkv, m, f"{ct}/self_attention/linear_0")
+    _lin(sd, f"{hf}.self_attn.out_proj", m, f"{ct}/self_attention/linear_1")
+
+
+def _ffn(sd: dict, hf: str, m: Ct2Model, ct: str) -> None:
+    _ln(sd, f"{hf}.final_layer_norm", m, f"{ct}/ffn/layer_norm")
+    _lin(sd, f"{hf}.fc1", m, f"{ct}/ffn/linear_0")
+    _lin(sd, f"{hf}.fc2", m, f"{ct}/ffn/linear_1")
+
+
 def ct2_to_hf_state_dict(m: Ct2Model) -> tuple[ModelDims, dict[str, np.ndarray]]:
     dims = dims_from_ct2(m)
     sd: dict[str, np.ndarray] = {}
@@ -118,31 +132,21 @@ def ct2_to_hf_state_dict(m: Ct2Model) -> tuple[ModelDims, dict[str, np.ndarray]]
     sd[f"{e}.embed_positions.weight"] = dequantize(m, "encoder/position_encodings/encodings")
     for i in range(dims.n_audio_layer):
         hf, ct = f"{e}.layers.{i}", f"encoder/layer_{i}"
-        _ln(sd, f"{hf}.self_attn_layer_norm", m, f"{ct}/self_attention/layer_norm")
-        qkv = [f"{hf}.self_attn.{p}_proj" for p in "qkv"]
-        _split(sd, qkv, m, f"{ct}/self_attention/linear_0")
-        _lin(sd, f"{hf}.self_attn.out_proj", m, f"{ct}/self_attention/linear_1")
-        _ln(sd, f"{hf}.final_layer_norm", m, f"{ct}/ffn/layer_norm")
-        _lin(sd, f"{hf}.fc1", m, f"{ct}/ffn/linear_0")
-        _lin(sd, f"{hf}.fc2", m, f"{ct}/ffn/linear_1")
+        _self_attention(sd, hf, m, ct)
+        _ffn(sd, hf, m, ct)
     _ln(sd, f"{e}.layer_norm", m, "encoder/layer_norm")
 
     sd[f"{d}.embed_tokens.weight"] = dequantize(m, "decoder/embeddings/weight")
     sd[f"{d}.embed_positions.weight"] = dequantize(m, "decoder/position_encodings/encodings")
     for i in range(dims.n_text_layer):
         hf, ct = f"{d}.layers.{i}", f"decoder/layer_{i}"
-        _ln(sd, f"{hf}.self_attn_layer_norm", m, f"{ct}/self_attention/layer_norm")
-        qkv = [f"{hf}.self_attn.{p}_proj" for p in "qkv"]
-        _split(sd, qkv, m, f"{ct}/self_attention/linear_0")
-        _lin(sd, f"{hf}.self_attn.out_proj", m, f"{ct}/self_attention/linear_1")
+        _self_attention(sd, hf, m, ct)
         _ln(sd, f"{hf}.encoder_attn_layer_norm", m, f"{ct}/attention/layer_norm")
         _lin(sd, f"{hf}.encoder_attn.q_proj", m, f"{ct}/attention/linear_0")
         kv = [f"{hf}.encoder_attn.{p}_proj" for p in "kv"]
         _split(sd, kv, m, f"{ct}/attention/linear_1")
         _lin(sd, f"{hf}.encoder_attn.out_proj", m, f"{ct}/attention/linear_2")
-        _ln(sd, f"{hf}.final_layer_norm", m, f"{ct}/ffn/layer_norm")
-        _lin(sd, f"{hf}.fc1", m, f"{ct}/ffn/linear_0")
-        _lin(sd, f"{hf}.fc2", m, f"{ct}/ffn/linear_1")
+        _ffn(sd, hf, m, ct)
     _ln(sd, f"{d}.layer_norm", m, "decoder/layer_norm")
     sd = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
     return dims, sd
