@@ -157,6 +157,7 @@ def test_manifest_lines_split_on_newlines_only(tmp_path):
         ('{"audio": "a.flac", "text": "x", "id": {"a": 1}}', "'id'"),
         ('{"audio": "a.flac", "text": "x", "n": ' + "9" * 5000 + "}", "not usable JSON"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"audio": "a\\u0000.flac", "text": "x"}', "NUL character"),
     ],
 )
 def test_manifest_unusable_values_name_the_line(tmp_path, line, needle):
@@ -213,10 +214,11 @@ def test_librispeech_transcript_not_utf8(tmp_path):
         load_librispeech(root)
 
 
-def test_librispeech_malformed_line(tmp_path):
+@pytest.mark.parametrize("line", ["1-2-0000", "1-2-\x000 A NUL IN THE ID"])
+def test_librispeech_malformed_line(tmp_path, line):
     d = tmp_path / "ls" / "1" / "2"
     d.mkdir(parents=True)
-    (d / "1-2.trans.txt").write_text("1-2-0000\n")
+    (d / "1-2.trans.txt").write_text(f"{line}\n")
     with pytest.raises(DataError, match="1-2.trans.txt line 1"):
         load_librispeech(tmp_path / "ls")
 

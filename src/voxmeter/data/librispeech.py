@@ -45,7 +45,7 @@ def _read_transcript(t: Path) -> list[Clip]:
         if not line.strip():
             continue
         utt, _, text = line.strip().partition(" ")
-        if not text.strip():
+        if not text.strip() or "\0" in utt:
             raise DataError(f"LibriSpeech {t} line {n}: expected '<utterance-id> <transcript>'")
         clips.append(
             Clip(

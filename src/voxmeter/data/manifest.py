@@ -143,6 +143,8 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
     audio, text = rec["audio"], rec["text"]
     if not isinstance(audio, str) or not audio:
         raise DataError(f"{where}: 'audio' must be a non-empty string")
+    if "\0" in audio:  # no file system takes it; os.stat raises ValueError, not OSError
+        raise DataError(f"{where}: 'audio' holds a NUL character, so it names no file")
     if not isinstance(text, str):
         raise DataError(f"{where}: 'text' must be a string")
     audio_path = Path(os.path.expanduser(audio))
