@@ -125,6 +125,12 @@ def test_missing_and_malformed_files(tmp_path):
         load_sweep(write(tmp_path, "[sweep\nmodels = 1"))
     with pytest.raises(SpecError, match=r"missing section \[sweep\]"):
         load_sweep(write(tmp_path, "[axes]\nstride = [1]\n"))
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b"[sweep]\nname = 'caf\xe9'\n")
+    with pytest.raises(SpecError, match=r"latin1.toml: not UTF-8 text \(byte 0xe9 at offset 19\)"):
+        load_sweep(latin1)
+    with pytest.raises(SpecError, match="cannot read sweep file"):
+        load_sweep(tmp_path)  # a folder
     with pytest.raises(SpecError, match="nested too deeply"):
         load_sweep(write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000))
 

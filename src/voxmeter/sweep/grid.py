@@ -161,11 +161,14 @@ def load_sweep(path: str | Path) -> SweepFile:
     """Read and check a sweep file; SpecError naming the file and key for anything wrong."""
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text())
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))  # TOML is UTF-8 by definition
     except FileNotFoundError:
         raise SpecError(f"{p}: no such sweep file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{p}: cannot read sweep file ({e})") from None
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1].hex()
+        raise SpecError(f"{p}: not UTF-8 text (byte 0x{bad} at offset {e.start})") from None
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read sweep file ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{p}: not valid TOML ({e})") from None
     except RecursionError:
