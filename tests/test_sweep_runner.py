@@ -125,6 +125,67 @@ def test_bad_executor_arguments(tmp_path):
             sweep(SPECS, st, runner=FakeRunner(), address="ray://x:10001")
 
 
+def test_a_sweep_cell_is_done_only_by_an_isolated_row_of_the_same_identity(tmp_path):
+    from dataclasses import replace
+
+    from voxmeter.identity import Identity
+
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as st:
+        inproc = make_result(SPECS[0], 0, wer=1.0)
+        inproc.mode = "inprocess"  # what `bench` leaves: its peak RSS is not the spec's own
+        st.add(inproc)
+        other_code = make_result(SPECS[1], 0, wer=1.0).with_identity(
+            replace(TEST_IDENT, code_fp="older-code")
+        )
+        st.add(other_code)
+        fake = FakeRunner()
+        summary = sweep(SPECS[:2], st, runner=fake, progress=False)
+        assert summary.n_skipped == 0 and summary.n_results == 4
+        assert sorted(fake.calls) == sorted((s.spec_hash, [0, 1]) for s in SPECS[:2])
+        # nothing was overwritten: both earlier rows are still there, kept apart
+        assert len(st.all()) == 6
+        assert st.identities(SPECS[1].spec_hash) == [
+            Identity("older-code", "test-weights", "test-data"),
+            TEST_IDENT,
+        ]
+        assert st.done_repeats(SPECS[0].spec_hash, TEST_IDENT, "isolated") == {0, 1}
+        assert st.done_repeats(SPECS[0].spec_hash, TEST_IDENT, "inprocess") == {0}
+
+
+def test_a_crashed_child_keeps_its_traceback(tmp_path, caplog):
+    """A bug in the isolated child is not a user error: the failed rows and the log keep the
+    child's whole traceback, and the sweep goes on with the next spec."""
+    from voxmeter.run.isolate import run_spec_isolated
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import voxmeter.run.harness as h\n"
+        "def boom(*a, **k):\n"
+        "    raise ZeroDivisionError('a bug deep in the harness')\n"
+        "h.run_spec = boom\n"
+    )
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), old) if p)
+    try:
+        with ResultStore(tmp_path / "s.sqlite") as st:
+            summary = sweep(SPECS[:2], st, runner=run_spec_isolated, progress=False)
+            fails = st.failures()
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert not summary.ok and len(summary.failed) == 2  # both ran: the first did not stop it
+    assert len(fails) == 4
+    for f in fails:
+        assert "crashed" in f.metrics["error"]
+        tb = f.metrics["traceback"]
+        assert "Traceback (most recent call last)" in tb and "ZeroDivisionError" in tb
+    assert "Traceback (most recent call last)" in caplog.text
+
+
 def test_local_sweep_never_imports_ray(tmp_path):
     code = textwrap.dedent(
         f"""
@@ -172,6 +233,11 @@ def test_ray_executor_on_a_local_instance(tmp_path):
                 assert st.done_repeats(s.spec_hash) == {0, 1}
             assert st.get(SPECS[0].spec_hash)[0].metrics["wer"] == 1.0
             assert len(st.failures()) == 2
+            # rows measured under Ray say that the machine's counters were shared
+            from voxmeter.sweep.runner import RAY_NOTE
+
+            ray_rows = [r for r in st.all() if r.spec_hash != SPECS[0].spec_hash or r.repeat]
+            assert ray_rows and all(RAY_NOTE in r.warnings for r in ray_rows)
         assert ray.is_initialized()  # a Ray the caller started is left running
     finally:
         ray.shutdown()

@@ -49,16 +49,18 @@ class Identity:
         return asdict(self)
 
 
-def code_fingerprint() -> str:
-    """voxmeter's version plus a hash of its measurement code (see the module docstring)."""
-    root = Path(voxmeter.__file__).parent
-    h = hashlib.sha256(voxmeter.__version__.encode())
+def code_fingerprint(root: Path | None = None, version: str | None = None) -> str:
+    """voxmeter's version plus a hash of its measurement code (see the module docstring);
+    `root` is the package folder (this install's by default)."""
+    root = root or Path(voxmeter.__file__).parent
+    version = version or voxmeter.__version__
+    h = hashlib.sha256(version.encode())
     for p in sorted(root.rglob("*.py")):
         rel = p.relative_to(root).as_posix()
         if rel.startswith(_NOT_MEASUREMENT):
             continue
         h.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
-    return f"{voxmeter.__version__}+{h.hexdigest()[:12]}"
+    return f"{version}+{h.hexdigest()[:12]}"
 
 
 class FileDigests:
@@ -79,7 +81,7 @@ class FileDigests:
     def digest(self, path: Path) -> str:
         try:
             st = path.stat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the name
             return "missing"
         key = str(path.resolve())
         hit = self._cache.get(key)

@@ -53,7 +53,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "feat_mem_mb": ("MiB", "feature-extraction transient: peak during stage - RSS before"),
     "enc_mem_mb": ("MiB", "encoder transient: peak during stage - RSS before"),
     "dec_mem_mb": ("MiB", "decoder transient: peak during stage - RSS before"),
-    "cuda_max_alloc_mb": ("MiB", "torch.cuda.max_memory_allocated (GPU runs only)"),
+    "cuda_max_alloc_mb": ("MiB", "torch.cuda.max_memory_allocated (torch engines on a GPU)"),
+    "gpu_process_mb": ("MiB", "this process's GPU memory from NVML (other engines on a GPU)"),
     "gflops_counted_enc": ("GFLOP", "encoder FLOPs per clip counted on the first clips"),
     "gflops_counted_dec": ("GFLOP", "decoder FLOPs per clip counted on the first clips"),
     "gflops_analytic_enc": ("GFLOP", "encoder FLOPs per clip, closed form from shapes run"),
@@ -82,6 +83,7 @@ METHOD_KEYS = (
     "rss_method",
     "weight_bytes_method",
     "prefill_method",
+    "gpu_mem_method",
     "wer_scope",
 )
 # percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat

@@ -24,6 +24,8 @@ from voxmeter.errors import VoxmeterError
 
 __all__ = ["app", "main"]
 
+INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
+
 
 # typer >= 0.20 vendors click (typer._click), older typers use click itself: take the classes
 # from typer's own exceptions so either works
@@ -48,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"voxmeter: error: {e}", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
+        rc = INTERRUPTED
+    if rc == INTERRUPTED:  # typer itself turns Ctrl-C into a silent Exit(130)
         print("voxmeter: interrupted; finished repeats are kept in the store", file=sys.stderr)
-        sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

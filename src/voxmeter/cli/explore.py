@@ -142,7 +142,7 @@ def recommend(
 
     store = results or store
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
-    if all(getattr(c, k) is None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")):
+    if not c.limits():
         raise SpecError("recommend: give at least one limit, e.g. --max-wer 10")
     sel = _selection(store, sweep_file)
     recs = [(title, rec_fn(rows, **c.__dict__)) for title, rows in sel.groups]
@@ -202,9 +202,7 @@ def report(
 
     store = results or store
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
-    limited = any(
-        getattr(c, k) is not None for k in ("max_wer", "max_rtf", "max_memory_mb", "max_gflops")
-    )
+    limited = bool(c.limits())
     _writable(output, "report")
     sel = _selection(store, sweep_file, "; nothing written")
     for i, (group_title, rows) in enumerate(sel.groups):

@@ -38,16 +38,12 @@ def load_suppress(source: ModelSource, ids: dict[str, int]) -> tuple[list[int], 
 
 
 def decoder_positions(computed: int, n_audio_ctx: int, axes: AxisSettings) -> int:
-    """Positions the decoder cross-attends to: after silence padding, then xV by factor k.
+    """Positions the decoder cross-attends to: after silence padding, then xV by factor k
+    (the same arithmetic the analytic FLOPs use)."""
+    from voxmeter.measure.flops import pooled_positions
 
-    stride keeps positions 0, k, 2k... (ceil(n/k) of them); avg averages complete groups of k
-    (floor(n/k), at least 1).
-    """
     n = n_audio_ctx if axes.pad == "silence" else computed
-    k = axes.stride
-    if k == 1:
-        return n
-    return -(-n // k) if axes.pool == "stride" else max(1, n // k)
+    return pooled_positions(n, axes.stride, axes.pool)
 
 
 def subsample(states: torch.Tensor, k: int, pool: str) -> torch.Tensor:

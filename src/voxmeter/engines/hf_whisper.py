@@ -33,7 +33,7 @@ from voxmeter.engines.common import (
     subsample,
 )
 from voxmeter.errors import ModelError, SpecError
-from voxmeter.spec import FULL_FRAMES, RunSpec
+from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,7 +65,7 @@ class HFWhisperEngine:
         self.count_mode = False  # explicit attention matmuls, so FlopCounterMode sees them
         torch.set_num_threads(spec.threads)
         precision = spec.axes.precision
-        if spec.device == "cuda" and not torch.cuda.is_available():
+        if is_cuda(spec.device) and not torch.cuda.is_available():
             raise SpecError("device: cuda requested but torch sees no CUDA device")
         if precision == "int8" and spec.device != "cpu":
             raise SpecError("precision: int8 in the hf engine is dynamic quantization, CPU only")

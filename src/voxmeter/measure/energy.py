@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from voxmeter.measure.windows import MeasureError, OpenWindows
+from voxmeter.spec import is_cuda
 
 POWERCAP = Path("/sys/class/powercap")
 DEFAULT_W_PER_CPU = 15.0
@@ -294,10 +295,6 @@ class EnergyBackends:
         return "; ".join(self.reasons)
 
 
-def _is_cuda(device: str) -> bool:
-    return device == "cuda" or device.startswith("cuda:")
-
-
 def detect_energy_backend(
     device: str = "cpu", powercap: Path = POWERCAP
 ) -> tuple[EnergyBackends, list[EnergyCounter]]:
@@ -315,7 +312,7 @@ def detect_energy_backend(
         reasons.append(f"CPU energy estimated ({a.source})")
     gpu = None
     unmeasured: tuple[str, ...] = ()
-    if _is_cuda(device):
+    if is_cuda(device):
         handle, why_nvml = nvml_handle(device)
         reasons.append(why_nvml)
         if handle is not None:

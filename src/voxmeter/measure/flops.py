@@ -167,9 +167,15 @@ def decoder_positions_for(
     if pool not in ("stride", "avg"):
         raise MeasureError(f"pool: expected 'stride' or 'avg', got {pool!r}")
     n = n_audio_ctx if pad == "silence" else encoder_positions(n_frames)
-    if stride_k == 1:
+    return pooled_positions(n, stride_k, pool)
+
+
+def pooled_positions(n: int, k: int, pool: str) -> int:
+    """Positions left of n after xV by factor k: stride keeps 0, k, 2k, ... (ceil(n / k));
+    avg averages complete groups of k (floor(n / k), at least 1). Engines use it too."""
+    if k == 1:
         return n
-    return -(-n // stride_k) if pool == "stride" else max(1, n // stride_k)
+    return -(-n // k) if pool == "stride" else max(1, n // k)
 
 
 def kv_positions_for(

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from voxmeter.measure.windows import MeasureError, OpenWindows
+from voxmeter.spec import is_cuda
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -127,13 +128,9 @@ def ru_maxrss_mb() -> float:
     return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
-def _is_cuda(device: str) -> bool:
-    return device == "cuda" or device.startswith("cuda:")
-
-
 def cuda_reset_peak(device: str) -> None:
     """Restart torch's CUDA max-allocated counter; a no-op on CPU devices."""
-    if _is_cuda(device):
+    if is_cuda(device):
         import torch
 
         torch.cuda.reset_peak_memory_stats(device)
@@ -141,7 +138,7 @@ def cuda_reset_peak(device: str) -> None:
 
 def cuda_max_allocated_mb(device: str) -> float | None:
     """torch.cuda.max_memory_allocated in MiB since the last reset; None on CPU devices."""
-    if not _is_cuda(device):
+    if not is_cuda(device):
         return None
     import torch
 
@@ -164,7 +161,7 @@ def nvml_process_gpu_mb(device: str, pid: int | None = None) -> tuple[float | No
     device, without pynvml or a driver, when NVML does not list the pid (in a container NVML
     may list host PIDs) or gives no per-process figure (MIG, Windows WDDM).
     """
-    if not _is_cuda(device):
+    if not is_cuda(device):
         return None, f"no GPU memory: {device} run"
     from voxmeter.measure.energy import nvml_init
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxmeter.spec import RunSpec
+from voxmeter.spec import RunSpec, is_cuda
 
 MB = 1024 * 1024
 # engines whose GPU work runs through torch (timed with torch.cuda.synchronize, sized with
@@ -32,17 +32,13 @@ TORCH_PEAK_METHOD = (
 )
 
 
-def _is_cuda(device: str) -> bool:
-    return device == "cuda" or device.startswith("cuda:")
-
-
 def gpu_memory(spec: RunSpec) -> dict[str, Any]:
     """The repeat's GPU memory figure for `spec`'s engine, with `gpu_mem_method`.
 
     Call at the end of a repeat, after torch's peak counter was reset at its start. A CPU run
     gives only the method ("no GPU memory"): nothing is imported or initialised for it.
     """
-    if not _is_cuda(spec.device):
+    if not is_cuda(spec.device):
         return {"gpu_mem_method": f"no GPU memory: {spec.device} run"}
     if spec.engine in TORCH_ENGINES:
         import torch
@@ -69,7 +65,7 @@ class Instruments:
         # only torch's queue needs a synchronize before a clock read: CTranslate2 returns
         # results on the host, and torch calls in a ct2 run would only set up torch's CUDA
         # state in the process whose GPU memory NVML reports
-        self.cuda = _is_cuda(spec.device) and spec.engine in TORCH_ENGINES
+        self.cuda = is_cuda(spec.device) and spec.engine in TORCH_ENGINES
         self._env: dict[str, Any] | None = None
         self.rss = self.energy = self.cpu = None
         if enabled:
