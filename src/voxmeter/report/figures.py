@@ -20,7 +20,27 @@ TEMPLATE = "plotly_white"
 FRONT_COLOUR = "#d62728"
 OTHER_COLOUR = "#9e9e9e"
 STAGE_COLOURS = {"feat": "#8c564b", "enc": "#1f77b4", "dec": "#ff7f0e"}
-STAGE_NAMES = {"feat": "features", "enc": "encoder", "dec": "decoder"}
+EXTRA_COLOURS = ("#2ca02c", "#9467bd", "#e377c2", "#7f7f7f")
+
+
+def stage_keys(rows: Sequence[Any]) -> list[str]:
+    """The stages the rows' engines declared, in order (rows of other tasks add theirs)."""
+    out: list[str] = []
+    for r in rows:
+        for k in getattr(r, "stage_keys", None) or ["feat", "enc", "dec"]:
+            if k not in out:
+                out.append(k)
+    return out
+
+
+def stage_name(key: str) -> str:
+    from voxmeter.engines.base import ASR_STAGES
+
+    return {s.key: s.label for s in ASR_STAGES}.get(key, key)
+
+
+def stage_colour(key: str, i: int) -> str:
+    return STAGE_COLOURS.get(key, EXTRA_COLOURS[i % len(EXTRA_COLOURS)])
 
 
 # figures derived from the energy reading, by how an axis names them
@@ -181,24 +201,25 @@ def _bar_height(n: int) -> int:
 
 def latency_figure(rows: Sequence[Any]) -> go.Figure | None:
     """Per-stage median latency, stacked, per spec (medians of stages need not sum to e2e)."""
-    usable = [r for r in rows if any(metric(r, f"{s}_ms_p50") is not None for s in STAGE_NAMES)]
+    keys = stage_keys(rows)
+    usable = [r for r in rows if any(metric(r, f"{s}_ms_p50") is not None for s in keys)]
     if not usable:
         return None
     labels = [r.label for r in usable]
     fig = go.Figure()
-    for s, name in STAGE_NAMES.items():
+    for i, s in enumerate(keys):
         fig.add_trace(
             go.Bar(
                 y=labels,
                 x=[metric(r, f"{s}_ms_p50") for r in usable],
-                name=name,
+                name=stage_name(s),
                 orientation="h",
-                marker_color=STAGE_COLOURS[s],
+                marker_color=stage_colour(s, i),
             )
         )
     fig.update_layout(
         barmode="stack",
-        title="latency per clip by stage (median over clips, mean over repeats)",
+        title="latency per clip by stage (p50 pooled over clips x repeats)",
         xaxis_title="ms per clip",
         template=TEMPLATE,
         height=_bar_height(len(usable)),
@@ -212,9 +233,10 @@ def memory_figure(rows: Sequence[Any]) -> go.Figure | None:
     """Weights, per-stage transients and process peak RSS per spec, in MiB."""
     series = [
         ("weights", lambda r: (metric(r, "weight_bytes") or 0) / 2**20 or None),
-        ("features transient", lambda r: metric(r, "feat_mem_mb")),
-        ("encoder transient", lambda r: metric(r, "enc_mem_mb")),
-        ("decoder transient", lambda r: metric(r, "dec_mem_mb")),
+        *[
+            (f"{stage_name(k)} transient", lambda r, k=k: metric(r, f"{k}_mem_mb"))
+            for k in stage_keys(rows)
+        ],
         ("peak RSS", lambda r: metric(r, "peak_rss_mb")),
     ]
     usable = [r for r in rows if any(f(r) is not None for _, f in series)]
