@@ -76,3 +76,31 @@ def test_device_names():
     for bad in ("X", "cuda:", "cuda:-1", "cuda:x", "cuda:\u0661", "CPU", ""):
         with pytest.raises(SpecError, match=f"--device: expected cpu, cuda or cuda:N, got {bad!r}"):
             check_device(bad, "--device")
+
+
+def test_workload_defaults_keep_the_old_hash_and_others_change_it():
+    from voxmeter.spec import RunSpec
+
+    base = RunSpec()
+    assert "workload" not in base.hash_dict()  # stores from before the field still match
+    changed = base.with_(frontend="features")
+    assert changed.spec_hash != base.spec_hash and "fe=features" in changed.label()
+    assert RunSpec.from_dict(changed.to_dict()) == changed
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"longform": "parallel"}, "longform"),
+        ({"vad_threshold": 0.0}, "vad_threshold"),
+        ({"max_segment_s": 0}, "max_segment_s"),
+        ({"condition_on_previous_text": "yes"}, "condition_on_previous_text"),
+    ],
+)
+def test_bad_workload_fields_are_named(change, field):
+    from voxmeter.errors import SpecError
+    from voxmeter.spec import RunSpec
+
+    with pytest.raises(SpecError, match=field):
+        RunSpec().with_(**change).validate()

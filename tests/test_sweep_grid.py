@@ -227,3 +227,39 @@ def test_budget_specs_cross_engines_and_precisions(tmp_path):
     assert sweep_budget_grid(sw, 30.0).budget_gflops == 30.0
     with pytest.raises(SpecError, match="no budget"):
         sweep_budget_grid(load_sweep(write(tmp_path, BASE)))
+
+
+def test_workload_and_batch_sizes_are_crossed_like_axes(tmp_path):
+    from voxmeter.sweep.grid import expand, load_sweep
+
+    f = tmp_path / "w.toml"
+    f.write_text(
+        '[sweep]\nmodels = ["tiny.en"]\nbatch_size = [1, 8]\n'
+        '[workload]\nfrontend = ["audio", "features"]\nlongform = "batched"\n'
+    )
+    specs = expand(load_sweep(f)).specs
+    assert sorted((s.batch_size, s.workload.frontend) for s in specs) == [
+        (1, "audio"), (1, "features"), (8, "audio"), (8, "features")
+    ]  # fmt: skip
+    assert {s.workload.longform for s in specs} == {"batched"}
+    assert len({s.spec_hash for s in specs}) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("[sweep]\nbatch_size = [0]\n", "sweep.batch_size"),
+        ("[sweep]\n[workload]\nfrontend = 'mel'\n", "workload.frontend"),
+        ("[sweep]\n[workload]\nmax_segment_s = 45\n", "workload.max_segment_s"),
+        ("[sweep]\n[workload]\nvad_threshold = 1.5\n", "workload.vad_threshold"),
+        ("[sweep]\n[workload]\nbeam = 5\n", "workload.beam"),
+    ],
+)
+def test_bad_workload_settings_name_the_key(tmp_path, body, needle):
+    from voxmeter.errors import SpecError
+    from voxmeter.sweep.grid import load_sweep
+
+    f = tmp_path / "w.toml"
+    f.write_text(body)
+    with pytest.raises(SpecError, match=needle.replace(".", r"\.")):
+        load_sweep(f)

@@ -115,6 +115,75 @@ class CompressionSettings:
         return self == CompressionSettings()
 
 
+FRONTENDS = ("audio", "features")
+LONGFORMS = ("sequential", "batched")
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """How audio reaches the model: the front end, and the long-form strategy.
+
+    frontend: "audio" pads the audio with zeros before the log-mel (openai-whisper; padded
+        frames are the log-mel of silence); "features" pads the normalised log-mel of the clip
+        alone with zeros (faster-whisper 1.x). One early end-of-text can move a set's WER by
+        points, so this is a measured choice.
+    longform: how recordings over 30 s are transcribed. "sequential": Whisper's own algorithm
+        (30 s windows, timestamp tokens, seek to the last complete segment); "batched": voice
+        activity segments of at most `max_segment_s`, decoded `batch_size` at a time (as
+        faster-whisper's BatchedInferencePipeline and the transformers pipeline do).
+    condition_on_previous_text: sequential long-form only; prompt each window with the text
+        decoded so far (openai-whisper's default; off here, as repetition loops feed on it).
+    vad_*: Silero VAD settings for "batched" (faster-whisper's batched defaults).
+    Temperature fallback is not implemented: decoding is greedy at temperature 0, and each
+    result says so.
+    """
+
+    frontend: str = "audio"
+    longform: str = "sequential"
+    condition_on_previous_text: bool = False
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 160
+    vad_speech_pad_ms: int = 400
+    max_segment_s: float = 30.0
+
+    def validate(self) -> None:
+        if self.frontend not in FRONTENDS:
+            raise SpecError(f"frontend: expected one of {FRONTENDS}, got {self.frontend!r}")
+        if self.longform not in LONGFORMS:
+            raise SpecError(f"longform: expected one of {LONGFORMS}, got {self.longform!r}")
+        if not isinstance(self.condition_on_previous_text, bool):
+            raise SpecError(
+                "condition_on_previous_text: expected true or false, "
+                f"got {self.condition_on_previous_text!r}"
+            )
+        _in_range("vad_threshold", self.vad_threshold, 0.0, 1.0, open_ends=True)
+        _in_range("vad_min_silence_ms", self.vad_min_silence_ms, 0, 60_000)
+        _in_range("vad_speech_pad_ms", self.vad_speech_pad_ms, 0, 10_000)
+        _in_range("max_segment_s", self.max_segment_s, 0.0, 30.0, open_low=True)
+
+    @property
+    def is_default(self) -> bool:
+        return self == WorkloadSettings()
+
+
+def _in_range(
+    name: str,
+    v: object,
+    lo: float,
+    hi: float,
+    *,
+    open_ends: bool = False,
+    open_low: bool = False,
+) -> None:
+    ok_type = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    low_ok = ok_type and (v > lo if (open_ends or open_low) else v >= lo)  # type: ignore[operator]
+    high_ok = ok_type and (v < hi if open_ends else v <= hi)  # type: ignore[operator]
+    if not (low_ok and high_ok):
+        lo_b = "(" if (open_ends or open_low) else "["
+        hi_b = ")" if open_ends else "]"
+        raise SpecError(f"{name}: must be a number in {lo_b}{lo:g}, {hi:g}{hi_b}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one measured configuration."""
@@ -129,6 +198,7 @@ class RunSpec:
     max_clips: int = 0  # 0 = every clip of the data set
     axes: AxisSettings = field(default_factory=AxisSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
+    workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     repeats: int = 3  # not part of the hash (see module docstring)
     warmup: int = 1  # not part of the hash
 
@@ -153,6 +223,7 @@ class RunSpec:
             raise SpecError(f"seed: must be in [0, {MAX_SEED}] (numpy's range), got {self.seed}")
         self.axes.validate()
         self.compression.validate()
+        self.workload.validate()
         if self.axes.precision == "fp16" and self.device == "cpu":
             raise SpecError("precision: fp16 needs --device cuda (CPU fp16 matmuls are emulated)")
         return self
@@ -169,17 +240,23 @@ class RunSpec:
             raise SpecError(f"unknown spec key(s): {', '.join(sorted(unknown))}")
         axes = d.pop("axes", {}) or {}
         comp = d.pop("compression", {}) or {}
+        work = d.pop("workload", {}) or {}
         try:
             a = axes if isinstance(axes, AxisSettings) else AxisSettings(**axes)
             c = comp if isinstance(comp, CompressionSettings) else CompressionSettings(**comp)
+            w = work if isinstance(work, WorkloadSettings) else WorkloadSettings(**work)
         except TypeError as e:
             raise SpecError(f"spec: {e}") from None
-        return cls(axes=a, compression=c, **d)
+        return cls(axes=a, compression=c, workload=w, **d)
 
     def hash_dict(self) -> dict[str, Any]:
         d = self.to_dict()
         d.pop("repeats")
         d.pop("warmup")
+        if self.workload.is_default:
+            # specs that leave the workload at its defaults keep the hash they had before
+            # the field existed
+            d.pop("workload")
         return d
 
     @property
@@ -191,13 +268,17 @@ class RunSpec:
         """A copy with top-level or axis/compression fields changed (axis names go to axes)."""
         axis_names = {f.name for f in fields(AxisSettings)}
         comp_names = {f.name for f in fields(CompressionSettings)}
+        work_names = {f.name for f in fields(WorkloadSettings)}
         ax = {k: changes.pop(k) for k in list(changes) if k in axis_names}
         co = {k: changes.pop(k) for k in list(changes) if k in comp_names}
+        wo = {k: changes.pop(k) for k in list(changes) if k in work_names}
         out = replace(self, **changes)
         if ax:
             out = replace(out, axes=replace(out.axes, **ax))
         if co:
             out = replace(out, compression=replace(out.compression, **co))
+        if wo:
+            out = replace(out, workload=replace(out.workload, **wo))
         return out
 
     def label(self) -> str:
@@ -208,6 +289,15 @@ class RunSpec:
         s = f"{self.model} {self.engine} {a.precision} {t} {k}"
         if self.device != "cpu":
             s += f" {self.device}"
+        if self.batch_size != 1:
+            s += f" b={self.batch_size}"
+        w = self.workload
+        if w.frontend != "audio":
+            s += f" fe={w.frontend}"
+        if w.longform != "sequential":
+            s += f" long={w.longform}"
+        if w.condition_on_previous_text:
+            s += " +prev"
         if not self.compression.is_none:
             s += " +compressed"
         return s

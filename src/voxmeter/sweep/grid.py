@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from voxmeter.spec import (
     FULL_FRAMES,
     AxisSettings,
     RunSpec,
+    WorkloadSettings,
     is_cuda,
 )
 
@@ -51,7 +52,7 @@ _SWEEP_KEYS = {
     "repeats": int,
     "warmup": int,
     "threads": int,
-    "batch_size": int,
+    "batch_size": (int, list),
     "seed": int,
     "max_clips": int,
 }
@@ -66,7 +67,8 @@ LIMITS: dict[str, tuple[str, str]] = {
 }
 _CONSTRAINT_KEYS = {**dict.fromkeys(LIMITS, float), "minimise": str}
 _BUDGET_KEYS = {"gflops": float, "tol": float, "strides": list, "frames": list}
-_SECTIONS = ("sweep", "axes", "constraints", "budget")
+_SECTIONS = ("sweep", "axes", "workload", "constraints", "budget")
+_WORKLOAD_KEYS = tuple(f.name for f in fields(WorkloadSettings))
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class SweepFile:
     axes: dict[str, tuple[Any, ...]]  # only the axes the file names
     constraints: Constraints
     budget: BudgetSettings
+    # workload settings and batch sizes the file names, crossed like the axes
+    workload: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,8 +195,9 @@ def load_sweep(path: str | Path) -> SweepFile:
     for d in devices:
         if d not in DEVICES:
             raise _err(p, "sweep.device", f"unknown device {d!r} (known: {', '.join(DEVICES)})")
-    base_fields = ("repeats", "warmup", "threads", "batch_size", "seed", "max_clips", "data")
+    base_fields = ("repeats", "warmup", "threads", "seed", "max_clips", "data")
     base = RunSpec(**{k: sw[k] for k in base_fields if k in sw})
+    workload = _workload(p, doc.get("workload", {}), sw.get("batch_size"))
     try:
         base.validate()
     except SpecError as e:
@@ -236,6 +241,7 @@ def load_sweep(path: str | Path) -> SweepFile:
         devices=devices,
         base=base,
         axes=axes,
+        workload=workload,
         constraints=constraints,
         budget=budget,
     )
@@ -326,13 +332,31 @@ def _keep(spec: RunSpec, specs: dict[str, RunSpec], dropped: Counter[str]) -> No
     specs[c.spec_hash] = c.validate()
 
 
+def _workload(p: Path, table: Any, batch_size: Any) -> dict[str, tuple[Any, ...]]:
+    """[workload] options (each a scalar or a list) plus [sweep] batch_size, checked."""
+    t = _check_keys(p, "workload", table, _WORKLOAD_KEYS)
+    out = {k: _options(p, f"workload.{k}", v) for k, v in t.items()}
+    for k, vals in out.items():
+        for v in vals:
+            try:
+                WorkloadSettings(**{k: v}).validate()
+            except (SpecError, TypeError) as e:
+                raise _err(p, f"workload.{k}", str(e).split(": ", 1)[-1]) from None
+    if batch_size is not None:
+        sizes = _options(p, "sweep.batch_size", batch_size)
+        for b in sizes:
+            if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+                raise _err(p, "sweep.batch_size", f"expected integers >= 1, got {b!r}")
+        out["batch_size"] = sizes
+    return out
+
+
 def expand(sweep: SweepFile) -> Expansion:
     """Every spec of the sweep's grid, canonical and deduplicated, in file order."""
-    names = list(sweep.axes)
+    names = list(sweep.axes) + list(sweep.workload)
+    grid = {**sweep.axes, **sweep.workload}
     combos = list(
-        itertools.product(
-            sweep.models, sweep.engines, sweep.devices, *(sweep.axes[n] for n in names)
-        )
+        itertools.product(sweep.models, sweep.engines, sweep.devices, *(grid[n] for n in names))
     )
     specs: dict[str, RunSpec] = {}
     dropped: Counter[str] = Counter()
@@ -474,11 +498,17 @@ def budget_specs(grid: BudgetGrid, sweep: SweepFile) -> Expansion:
     """The runnable specs of a budget grid, crossed with the file's engines and precisions."""
     precisions = sweep.axes.get("precision", (AxisSettings().precision,))
     pts = grid.all_points()
-    combos = list(itertools.product(pts, sweep.engines, sweep.devices, precisions))
+    names = list(sweep.workload)
+    combos = list(
+        itertools.product(
+            pts, sweep.engines, sweep.devices, precisions, *(sweep.workload[n] for n in names)
+        )
+    )
     specs: dict[str, RunSpec] = {}
     dropped: Counter[str] = Counter()
-    for p, engine, device, precision in combos:
+    for p, engine, device, precision, *work in combos:
         spec = sweep.base.with_(
+            **dict(zip(names, work)),
             model=p.model,
             engine=engine,
             device=device,
