@@ -1,0 +1,265 @@
+"""Long recordings, written once over any engine's batch stages.
+
+Sequential (`transcribe_sequential`) is Whisper's own algorithm, as openai-whisper's
+`transcribe` runs it at temperature 0: a window of audio at `seek`, decoded with timestamp
+tokens under the timestamp rules; the tokens between consecutive timestamps are segments; when
+the window ends on a single timestamp, the next window starts after this one, otherwise it
+starts at the last complete segment's end. Differences from openai-whisper, each deliberate:
+- No temperature fallback and no no-speech / log-probability thresholds: one greedy pass per
+  window, so every figure is one decoding's cost. Each result says so.
+- The log-mel is computed per window (the window's own normalisation), not over the whole
+  recording, so a recording of hours is read from disk window by window and never held whole.
+  For speech the normalisation maximum is almost always the same.
+- xT applies to every window: a window is `frames` mel frames long (3000 with frames="fit"),
+  and the last, shorter window runs at the fitted length with silence padding like a short
+  clip. xV applies as for short clips.
+
+Batched (`transcribe_batched`) is the VAD pipeline of faster-whisper's BatchedInferencePipeline
+and the transformers pipeline: Silero VAD finds speech, neighbouring speech is merged into
+chunks of at most `max_segment_s`, and the chunks are decoded `batch_size` at a time without
+timestamps; the texts are joined in order. VAD time is a stage of its own and counts in RTFx.
+
+The audio comes from any object with `n_samples` and `read(start, n)` (non-decreasing starts):
+`audio.io.AudioStream` for files, `ArrayAudio` for samples already in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from voxmeter.spec import FULL_FRAMES
+
+SAMPLE_RATE = 16000
+HOP = 160  # samples per mel frame
+INPUT_STRIDE = 2  # mel frames per encoder position, i.e. per timestamp step
+TIME_PRECISION = INPUT_STRIDE * HOP / SAMPLE_RATE  # 0.02 s per timestamp token
+DECODING_NOTE = "greedy at temperature 0; no temperature fallback, no no-speech threshold"
+
+# stage(key, record) -> a context manager that times one stage into the record
+StageTimer = Callable[[str, dict], AbstractContextManager]
+
+
+class Audio(Protocol):
+    n_samples: int
+
+    def read(self, start: int, n: int) -> np.ndarray: ...
+
+
+@dataclass
+class ArrayAudio:
+    """Samples already in memory, behind the stream interface."""
+
+    samples: np.ndarray
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        return self.samples[start : start + n]
+
+
+@dataclass
+class Segment:
+    start_s: float
+    end_s: float
+    tokens: list[int]
+    text: str
+
+
+@dataclass
+class LongformOutput:
+    text: str
+    segments: list[Segment] = field(default_factory=list)
+    windows: list[dict[str, Any]] = field(default_factory=list)  # one timed record each
+
+
+def window_frames(axes_frames: int | str) -> int:
+    """Mel frames per window: the spec's frames, or 3000 with frames="fit"."""
+    return FULL_FRAMES if axes_frames == "fit" else int(axes_frames)
+
+
+def fit_frames(n_samples: int, fit_step_s: float, limit: int) -> int:
+    """The fitted input length of a shorter last window (as a short clip's), <= limit."""
+    from voxmeter.audio.features import frames_for
+
+    return min(frames_for(n_samples, fit_step_s), limit)
+
+
+def _split_segments(
+    tokens: list[int], ts_begin: int, time_offset: float, decode_text: Callable
+) -> tuple[list[Segment], int | None, bool]:
+    """Segments of one window's tokens (openai-whisper's rules), the seek advance in encoder
+    positions of the last complete segment (None: none complete), and whether the window
+    ended on a single timestamp."""
+    is_ts = [t >= ts_begin for t in tokens]
+    single_ending = len(is_ts) >= 2 and is_ts[-2:] == [False, True]
+    consecutive = [i + 1 for i in range(len(is_ts) - 1) if is_ts[i] and is_ts[i + 1]]
+    segments: list[Segment] = []
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        last = 0
+        for cur in slices:
+            part = tokens[last:cur]
+            start, end = part[0] - ts_begin, part[-1] - ts_begin
+            text_tokens = [t for t in part if t < ts_begin]
+            segments.append(
+                Segment(
+                    time_offset + start * TIME_PRECISION,
+                    time_offset + end * TIME_PRECISION,
+                    text_tokens,
+                    decode_text(text_tokens),
+                )
+            )
+            last = cur
+        advance = None if single_ending else tokens[last - 1] - ts_begin
+        return segments, advance, single_ending
+    stamps = [t - ts_begin for t, ts in zip(tokens, is_ts) if ts]
+    text_tokens = [t for t in tokens if t < ts_begin]
+    end = stamps[-1] * TIME_PRECISION if stamps and stamps[-1] > 0 else None
+    if text_tokens:
+        seg_end = time_offset + end if end is not None else float("nan")
+        segments.append(Segment(time_offset, seg_end, text_tokens, decode_text(text_tokens)))
+    return segments, None, True
+
+
+def transcribe_sequential(
+    engine: Any,
+    audio: Audio,
+    stage: StageTimer,
+    *,
+    condition_on_previous_text: bool = False,
+) -> LongformOutput:
+    """Whisper's sequential long-form algorithm over `engine`'s stages (see module doc)."""
+    from voxmeter.assets.convert import special_ids
+    from voxmeter.metrics import failure_flags
+
+    axes = engine.spec.axes
+    win = window_frames(axes.frames)
+    ts_begin = special_ids(engine.dims)["no_timestamps"] + 1
+    total_frames = -(-audio.n_samples // HOP)
+    seek = 0
+    out = LongformOutput("")
+    history: list[int] = []
+    while seek < total_frames:
+        start = seek * HOP
+        samples = audio.read(start, win * HOP)
+        if len(samples) == 0:
+            break
+        seg_frames = min(win, total_frames - seek)
+        n_frames = win if seg_frames == win else fit_frames(len(samples), axes.fit_step_s, win)
+        rec: dict[str, Any] = {
+            "start_s": start / SAMPLE_RATE,
+            "duration_s": len(samples) / SAMPLE_RATE,
+        }
+        prefixes = [history] if condition_on_previous_text and history else None
+        with stage("feat", rec):
+            feats = engine.features([samples], n_frames)
+        with stage("enc", rec):
+            enc = engine.encode(feats)
+        with stage("dec", rec):
+            (res,) = engine.decode(enc, timestamps=True, prefixes=prefixes)
+        time_offset = start / SAMPLE_RATE
+        segments, advance, single_ending = _split_segments(
+            res.tokens, ts_begin, time_offset, engine.tokenizer.decode
+        )
+        # a segment may end past the audio the window held (a timestamp beyond the speech)
+        end_cap = time_offset + len(samples) / SAMPLE_RATE
+        for s in segments:
+            if not np.isfinite(s.end_s) or s.end_s > end_cap:
+                s.end_s = end_cap
+        text = " ".join(s.text for s in segments if s.text).strip()
+        rec.update(
+            n_frames=int(feats.shape[-1]),
+            n_tokens=len(res.tokens),
+            n_steps=len(res.tokens) + (0 if res.hit_max_length else 1),
+            hit_max_length=res.hit_max_length,
+            computed_positions=enc.computed_positions,
+            decoder_positions=enc.decoder_positions,
+            kv_projected=enc.kv_projected,
+            text=text,
+            n_segments=len(segments),
+            flags=failure_flags(text, rec["duration_s"], None, res.hit_max_length),
+        )
+        if res.prefill_ms is not None:
+            rec["prefill_ms"] = res.prefill_ms
+        out.windows.append(rec)
+        out.segments += segments
+        history += [t for s in segments for t in s.tokens]
+        if single_ending or advance is None or advance <= 0:
+            seek += seg_frames
+        else:
+            seek += min(advance * INPUT_STRIDE, seg_frames)  # never backwards, never past
+    out.text = " ".join(s.text for s in out.segments if s.text).strip()
+    return out
+
+
+def chunk_batches(chunks: list[tuple[float, float]], batch_size: int) -> Iterator[list]:
+    for i in range(0, len(chunks), batch_size):
+        yield chunks[i : i + batch_size]
+
+
+def transcribe_batched(
+    engine: Any,
+    audio: Audio,
+    stage: StageTimer,
+    speech_chunks: Callable[[Audio], list[tuple[float, float]]],
+    batch_size: int,
+) -> LongformOutput:
+    """VAD chunks of at most max_segment_s, decoded batch_size at a time (see module doc)."""
+    from voxmeter.metrics import failure_flags
+
+    axes = engine.spec.axes
+    win = window_frames(axes.frames)
+    out = LongformOutput("")
+    vad_rec: dict[str, Any] = {"start_s": 0.0, "duration_s": audio.n_samples / SAMPLE_RATE}
+    with stage("vad", vad_rec):
+        chunks = speech_chunks(audio)
+    vad_rec.update(n_chunks=len(chunks), kind="vad")
+    out.windows.append(vad_rec)
+    for batch in chunk_batches(chunks, batch_size):
+        pieces = [audio.read(int(s * SAMPLE_RATE), int((e - s) * SAMPLE_RATE)) for s, e in batch]
+        longest = max(len(p) for p in pieces)
+        n_frames = fit_frames(longest, axes.fit_step_s, win) if axes.frames == "fit" else win
+        rec: dict[str, Any] = {
+            "start_s": batch[0][0],
+            "duration_s": sum(e - s for s, e in batch),
+            "batch": len(batch),
+        }
+        with stage("feat", rec):
+            feats = engine.features(pieces, n_frames)
+        with stage("enc", rec):
+            enc = engine.encode(feats)
+        with stage("dec", rec):
+            results = engine.decode(enc)
+        texts = [r.text for r in results]
+        for (s, e), r in zip(batch, results):
+            out.segments.append(Segment(s, e, r.tokens, r.text))
+        rec.update(
+            n_frames=int(feats.shape[-1]),
+            n_tokens=sum(len(r.tokens) for r in results),
+            n_steps=max(len(r.tokens) + (0 if r.hit_max_length else 1) for r in results),
+            hit_max_length=any(r.hit_max_length for r in results),
+            computed_positions=enc.computed_positions,
+            decoder_positions=enc.decoder_positions,
+            kv_projected=enc.kv_projected,
+            text=" ".join(t for t in texts if t),
+            padding_share=1 - sum(len(p) for p in pieces) / (len(pieces) * n_frames * HOP),
+            flags=sorted(
+                {
+                    f
+                    for (s, e), r in zip(batch, results)
+                    for f in failure_flags(r.text, e - s, None, r.hit_max_length)
+                }
+            ),
+        )
+        if results and results[0].prefill_ms is not None:
+            rec["prefill_ms"] = results[0].prefill_ms
+        out.windows.append(rec)
+    out.text = " ".join(s.text for s in out.segments if s.text).strip()
+    return out
