@@ -63,7 +63,17 @@ def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir):
     cmd = [sys.executable, "-m", "voxmeter.cli", "bench", "--max-clips", "2", "--repeats",
            "40", "--store", str(store), "--quiet"]  # fmt: skip
     env = dict(os.environ, VOXMETER_CACHE=str(cache_dir))
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    # a runner that started us in the background hands down SIGINT as ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the child the default, as a shell's
+    # foreground job has
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 300
         while True:
