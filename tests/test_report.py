@@ -318,3 +318,27 @@ def test_energy_recommendation_marks_estimated_objectives(tmp_path):
     (est,) = [r for r in evidence.split("<tr>") if "<td>estimated run" in r]
     (meas,) = [r for r in evidence.split("<tr>") if "<td>measured run" in r]
     assert f"4 {EST_MARK}" in est and EST_MARK not in meas
+
+
+def test_batch_sizes_and_front_ends_get_their_own_sections(tmp_path):
+    from voxmeter.report.figures import batch_figure, frontend_pairs
+    from voxmeter.report.html import write_report
+    from voxmeter.store import aggregate_results
+
+    base = RunSpec(repeats=1)
+    rs = [
+        make_result(base.with_(batch_size=b), 0, wer=10.0, throughput_clips_s=t, peak_rss_mb=m)
+        for b, t, m in ((1, 2.0, 700.0), (4, 5.0, 800.0), (8, 6.5, 900.0))
+    ]
+    rs.append(make_result(base.with_(frontend="features"), 0, wer=12.5))
+    rows = aggregate_results(rs)
+    fig = batch_figure(rows)
+    assert fig is not None
+    thr = [t for t in fig.data if t.xaxis == "x"]
+    assert len(thr) == 1 and list(thr[0].x) == [1, 4, 8] and list(thr[0].y) == [2.0, 5.0, 6.5]
+    (pair,) = frontend_pairs(rows)
+    assert pair[0].value("wer") == 10.0 and pair[1].value("wer") == 12.5
+    out = write_report(rows, tmp_path / "r.html")
+    html = out.read_text()
+    assert "Throughput and memory by batch size" in html
+    assert "Front end: audio padding vs feature padding" in html and "+2.50" in html

@@ -156,16 +156,25 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
     from voxmeter.engines.base import ASR_STAGES
 
     labels = {st.key: st.label for st in ASR_STAGES}
-    for stage in [*row.stage_keys, "prefill", "e2e"]:
+    b = int(row.spec.get("batch_size") or 1)
+    per = f"per clip at batch {b}" + (" (a clip waits for its whole batch)" if b > 1 else "")
+    names = {
+        "e2e": "end to end",
+        "prefill": "decoder prefill",
+        "batch": "per batch",
+        "window": "per long-form window",
+    }
+    for stage in [*row.stage_keys, "prefill", "e2e", "batch", "window"]:
         ms = [row.metrics.get(f"{stage}_ms_p{q}") for q in (50, 90, 99)]
         if ms[0] is None:
             continue
-        label = {"e2e": "end to end", "prefill": "decoder prefill"}.get(stage, labels.get(stage))
+        label = names.get(stage, labels.get(stage))
+        scope = "" if stage in ("batch", "window") else f"{per}, "
         t.add_row(
             f"latency {label or stage}",
             " / ".join(f"{x.mean:.1f}" for x in ms if x is not None),
             "ms",
-            f"p50/p90/p99 per clip, {ms[0].how} (batch 1); CI: {ms[0].ci_method or 'none'}",
+            f"p50/p90/p99 {scope}{ms[0].how}; CI: {ms[0].ci_method or 'none'}",
         )
     add(
         "decoder per token",
@@ -173,6 +182,16 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
         2,
         "after the prefill: (decode - prefill) / (steps - 1)",
     )
+    if "padding_share" in row.metrics:
+        add("batch padding", "padding_share", 1, "input frames that were padding (longest clip)")
+    if "n_windows" in row.metrics:
+        t.add_row(
+            "long-form windows",
+            f"{row.value('n_windows'):.0f} ({row.value('n_windows_flagged'):.0f} flagged)",
+            "",
+            f"{row.value('n_recordings'):.0f} recording(s), {row.spec.get('workload', {}).get('longform', 'sequential')}; "
+            + row.notes.get("longform_decoding", ""),
+        )
     add("RTF", "rtf", 4)
     add("RTFx", "rtfx", 1)
     add("throughput", "throughput_clips_s", 2)

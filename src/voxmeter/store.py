@@ -395,13 +395,31 @@ def pooled_percentiles(results: list[Result], stage_keys: list[str]) -> dict[str
     import numpy as np
 
     out: dict[str, MetricAgg] = {}
+    series: dict[str, list[float]] = {}
     for stage in [*stage_keys, "prefill", "e2e"]:
-        vals = np.array(
-            [c[f"{stage}_ms"] for r in results for c in r.clips if _finite(c.get(f"{stage}_ms"))]
-        )
+        series[stage] = [
+            c[f"{stage}_ms"] for r in results for c in r.clips if _finite(c.get(f"{stage}_ms"))
+        ]
+    # a batch's latency once per batch; a long recording's windows one by one
+    series["batch"] = [
+        c["e2e_ms"]
+        for r in results
+        for c in {c["batch"]: c for c in r.clips if "batch" in c}.values()
+        if _finite(c.get("e2e_ms"))
+    ]
+    series["window"] = [
+        w["e2e_ms"]
+        for r in results
+        for c in r.clips
+        for w in c.get("windows", [])
+        if "n_frames" in w and _finite(w.get("e2e_ms"))
+    ]
+    unit = {"batch": "batch runs", "window": "windows"}
+    for stage, raw in series.items():
+        vals = np.array(raw)
         if not len(vals):
             continue
-        how = f"pooled over {len(vals)} clip runs (clips x repeats)"
+        how = f"pooled over {len(vals)} {unit.get(stage, 'clip runs (clips x repeats)')}"
         point = np.percentile(vals, PERCENTILES)
         boot = None
         if len(vals) >= 2:
@@ -413,7 +431,12 @@ def pooled_percentiles(results: list[Result], stage_keys: list[str]) -> dict[str
             else:
                 lo, hi = float(boot[0][i]), float(boot[1][i])
                 out[f"{stage}_ms_p{q}"] = MetricAgg(
-                    float(point[i]), len(vals), lo, hi, "bootstrap over clip runs", how
+                    float(point[i]),
+                    len(vals),
+                    lo,
+                    hi,
+                    f"bootstrap over {unit.get(stage, 'clip runs')}",
+                    how,
                 )
     return out
 

@@ -25,6 +25,23 @@ def bench(
     stride: int = typer.Option(1, help="xV: encoder states subsampled by this factor"),
     pool: str = typer.Option("stride", help="xV: 'stride' or 'avg'"),
     max_clips: int = typer.Option(0, help="use only the first N clips (0 = all)"),
+    batch_size: int = typer.Option(
+        1, help="clips per batch (1 = the edge case); long-form: chunks"
+    ),
+    frontend: str = typer.Option(
+        "audio", help="pad the 'audio' (openai) or the 'features' (faster-whisper)"
+    ),
+    longform: str = typer.Option(
+        "sequential", help="recordings over 30 s: 'sequential' or 'batched' (VAD)"
+    ),
+    condition_on_previous_text: bool = typer.Option(
+        False, help="sequential long-form: prompt with the text so far"
+    ),
+    vad_threshold: float = typer.Option(
+        0.5, help="batched long-form: Silero speech threshold, (0, 1)"
+    ),
+    vad_min_silence_ms: int = typer.Option(160, help="batched long-form: silence that ends speech"),
+    max_segment_s: float = typer.Option(30.0, help="batched long-form: longest chunk, (0, 30] s"),
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
@@ -37,7 +54,7 @@ def bench(
     """Measure one configuration: accuracy, latency, memory, FLOPs, energy, environment."""
     from voxmeter.display import print_bench, results_json
     from voxmeter.run.bench import measure_spec
-    from voxmeter.spec import AxisSettings, RunSpec
+    from voxmeter.spec import AxisSettings, RunSpec, WorkloadSettings
 
     setup_logging(quiet or as_json)
     spec = RunSpec(
@@ -48,10 +65,19 @@ def bench(
         threads=threads,
         seed=seed,
         max_clips=max_clips,
+        batch_size=batch_size,
         repeats=repeats,
         warmup=warmup,
         axes=AxisSettings(
             frames=parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
+        ),
+        workload=WorkloadSettings(
+            frontend=frontend,
+            longform=longform,
+            condition_on_previous_text=condition_on_previous_text,
+            vad_threshold=vad_threshold,
+            vad_min_silence_ms=vad_min_silence_ms,
+            max_segment_s=max_segment_s,
         ),
     ).validate()
     from voxmeter.assets.bundled import resolve_model

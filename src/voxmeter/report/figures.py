@@ -256,3 +256,68 @@ def memory_figure(rows: Sequence[Any]) -> go.Figure | None:
         yaxis=dict(automargin=True),
     )
     return fig
+
+
+def _without(spec: dict[str, Any], *path: str) -> str:
+    """The spec as a key with one field (top-level or nested) left out."""
+    import json
+
+    d = json.loads(json.dumps(spec))
+    node = d
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node.pop(path[-1], None)
+    for k in ("repeats", "warmup"):
+        d.pop(k, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def batch_figure(rows: Sequence[Any]) -> go.Figure | None:
+    """Throughput and peak RSS against batch size, one line per configuration that was
+    measured at two or more batch sizes (everything else in its spec equal)."""
+    from plotly.subplots import make_subplots
+
+    lines: dict[str, list[Any]] = {}
+    for r in rows:
+        lines.setdefault(_without(r.spec, "batch_size"), []).append(r)
+    lines = {k: v for k, v in lines.items() if len({x.spec.get("batch_size") for x in v}) > 1}
+    if not lines:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("throughput (clips/s)", "peak RSS (MiB)"))
+    for i, rs in enumerate(lines.values()):
+        rs = sorted(rs, key=lambda r: r.spec.get("batch_size") or 1)
+        name = rs[0].label.replace(f" b={rs[0].spec.get('batch_size')}", "")
+        xs = [r.spec.get("batch_size") or 1 for r in rs]
+        colour = EXTRA_COLOURS[i % len(EXTRA_COLOURS)]
+        for col, key in ((1, "throughput_clips_s"), (2, "peak_rss_mb")):
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[metric(r, key) for r in rs],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    line=dict(color=colour),
+                    hovertext=[r.label for r in rs],
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(type="log", title_text="batch size", tickvals=[1, 2, 4, 8, 16, 32])
+    fig.update_layout(
+        title="batches of short clips: what a larger batch buys and costs",
+        template=TEMPLATE,
+        height=420,
+        margin=dict(l=20, r=20, t=70, b=50),
+    )
+    return fig
+
+
+def frontend_pairs(rows: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """(audio-padded row, features-padded row) pairs that differ in the front end alone."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        fe = (r.spec.get("workload") or {}).get("frontend", "audio")
+        groups.setdefault(_without(r.spec, "workload", "frontend"), {})[fe] = r
+    return [(g["audio"], g["features"]) for g in groups.values() if {"audio", "features"} <= set(g)]

@@ -286,6 +286,37 @@ class _FigureWriter:
         return out
 
 
+def _frontend_html(rows: list[AggRow]) -> str:
+    """WER of each configuration under both front ends: one early end-of-text can move a
+    set's WER by points, and faster-whisper 1.x pads the features, not the audio."""
+    from voxmeter.report import figures
+
+    pairs = figures.frontend_pairs(rows)
+    if not pairs:
+        return (
+            '<p class="muted">No configuration was measured with both front ends '
+            "(frontend = audio and features).</p>"
+        )
+    body = []
+    for a, f in sorted(pairs, key=lambda p: p[0].label):
+        wa, wf = a.value("wer"), f.value("wer")
+        diff = "n/a" if wa is None or wf is None else f"{wf - wa:+.2f}"
+        flagged = (a.value("n_flagged"), f.value("n_flagged"))
+        body.append(
+            f"<tr><td>{_e(a.label)}</td><td>{_fmt_cell(a, 'wer', 2)}</td>"
+            f"<td>{_fmt_cell(f, 'wer', 2)}</td><td>{diff}</td>"
+            f"<td>{_e(' / '.join('n/a' if x is None else f'{x:.0f}' for x in flagged))}</td></tr>"
+        )
+    return (
+        "<p class=muted>WER (%) with the audio zero-padded before the log-mel (openai-whisper) "
+        "and with the normalised log-mel zero-padded (faster-whisper 1.x), same clips.</p>"
+        "<table><thead><tr><th>configuration (audio)</th><th>WER audio</th><th>WER features"
+        "</th><th>difference</th><th>flagged clips audio / features</th></tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
+    )
+
+
 def write_report(
     rows: Sequence[AggRow] | Sequence[Result],
     path: str | Path,
@@ -330,11 +361,17 @@ def write_report(
         ("iso-FLOPs curves", figures.iso_flops_figure(agg), "No configuration has WER and FLOPs."),
         ("Latency by stage", figures.latency_figure(agg), "No per-stage latencies."),
         ("Memory by stage", figures.memory_figure(agg), "No memory figures."),
+        (
+            "Throughput and memory by batch size",
+            figures.batch_figure(agg),
+            "No configuration was measured at more than one batch size.",
+        ),
     ):
         sections.append(
             (name, fw.html(fig) if fig is not None else f'<p class="muted">{empty}</p>')
         )
 
+    sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
     notes = "".join(f'<div class="note">{_e(n)}</div>' for n in _estimate_notes(agg))
     n_rep = sum(r.n_repeats for r in agg)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")

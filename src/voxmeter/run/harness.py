@@ -30,10 +30,18 @@ MB = 1024 * 1024
 @dataclass
 class PreparedClip:
     id: str
-    audio: np.ndarray
+    audio: np.ndarray | None  # None for a long recording, which is streamed from disk
     text: str
     duration_s: float
     notes: list[str]
+    long: Any = None  # data.datasets' handle of a recording over 30 s (its `stream()`)
+
+    @property
+    def is_long(self) -> bool:
+        return self.long is not None
+
+    def stream(self) -> Any:
+        return self.long.stream()
 
 
 @dataclass
@@ -56,11 +64,17 @@ def prepare_data(spec: RunSpec) -> PreparedData:
             skipped.append((clip.id, str(loaded)))
             continue
         notes = []
-        if loaded.resampled:
+        if getattr(loaded, "resampled", False):
             notes.append(f"resampled from {loaded.orig_sample_rate} Hz")
-        if loaded.mixed_down:
+        if getattr(loaded, "mixed_down", False):
             notes.append(f"mixed down from {loaded.orig_channels} channels")
-        clips.append(PreparedClip(clip.id, loaded.samples, clip.text, loaded.duration_s, notes))
+        if hasattr(loaded, "stream"):  # over 30 s: streamed window by window, never loaded
+            notes.append("long-form")
+            clips.append(
+                PreparedClip(clip.id, None, clip.text, loaded.duration_s, notes, long=loaded)
+            )
+        else:
+            clips.append(PreparedClip(clip.id, loaded.samples, clip.text, loaded.duration_s, notes))
         if spec.max_clips and len(clips) >= spec.max_clips:
             break
     if not clips:
@@ -80,14 +94,14 @@ def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> in
 def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) -> dict:
     """One clip through the engine's stages, in order, each in a timing and memory window."""
     rec: dict[str, Any] = {}
-    x: Any = clip.audio
+    x: Any = [clip.audio]  # a batch of one
     outs: dict[str, Any] = {}
     for stage in engine.stages:
         fn = getattr(engine, stage.method)
         with instr.stage(stage.key, rec):
             x = fn(x, steps) if stage.key == "dec" and steps is not None else fn(x)
         outs[stage.key] = x
-    feats, enc, out = outs["feat"], outs["enc"], outs["dec"]
+    feats, enc, (out,) = outs["feat"], outs["enc"], outs["dec"]
     rec.update(
         id=clip.id,
         duration_s=clip.duration_s,
@@ -116,7 +130,8 @@ def prefill_pass(engine: Engine, data: PreparedData) -> dict[str, float] | None:
         return None
     out = {}
     for clip in data.clips:
-        out[clip.id] = float(measure(engine.encode(engine.features(clip.audio))))
+        if clip.audio is not None:  # a long recording is streamed, never one batch
+            out[clip.id] = float(measure(engine.encode(engine.features([clip.audio]))))
     return out
 
 
@@ -153,8 +168,6 @@ def run_spec(
     from voxmeter.run.summary import summarize_repeat
 
     spec.validate()
-    if spec.batch_size != 1:
-        raise SpecError(f"batch_size: only 1 is measured so far (got {spec.batch_size})")
     if not spec.compression.is_none:
         # the spec carries the seam; measuring an uncompressed model under a compressed
         # label would be a lie, so refuse until the compression stage exists
@@ -178,22 +191,23 @@ def run_spec(
     load_s: float | None = time.perf_counter() - t0
     instr = Instruments(spec, enabled=instruments)
     skipped = [{"id": cid, "reason": why} for cid, why in data.skipped]
+    chunker = None
+    if any(c.is_long for c in data.clips) and spec.workload.longform == "batched":
+        from voxmeter.run.workloads import speech_chunker
+
+        chunker = speech_chunker(spec)
     try:
-        for clip in data.clips[: spec.warmup]:
-            run_clip(engine, clip, _forced_steps(engine, source, clip), instr.off())
+        warm_up(engine, source, data, instr.off(), chunker)
         counted = count_pass(engine, source, data) if instruments else None
-        prefill = prefill_pass(engine, data)
+        prefill = prefill_pass(engine, data) if spec.batch_size == 1 else None
         for r in repeats:
             instr.begin_repeat()
-            recs = []
-            for i, clip in enumerate(data.clips):
-                recs.append(run_clip(engine, clip, _forced_steps(engine, source, clip), instr))
-                if progress:
-                    progress(clip.id, i + 1, len(data.clips))
+            recs = run_repeat(engine, source, data, instr, chunker, progress)
             window = instr.end_repeat()
             if prefill is not None:
                 for rec in recs:
-                    rec["prefill_ms"] = prefill[rec["id"]]
+                    if rec["id"] in prefill:
+                        rec["prefill_ms"] = prefill[rec["id"]]
             metrics, warnings = summarize_repeat(spec, engine, source, data, recs, window, counted)
             if load_s is not None:  # loaded once per run: the first repeat carries it
                 metrics["load_s"] = load_s
@@ -223,6 +237,60 @@ def run_spec(
         engine.close()
 
 
+def run_repeat(
+    engine: Engine,
+    source: ModelSource,
+    data: PreparedData,
+    instr: Any,
+    chunker: Callable | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict]:
+    """One pass over the data: short clips at the spec's batch size, long ones streamed."""
+    from voxmeter.run.workloads import batches, run_batch, run_recording
+
+    b = engine.spec.batch_size
+    recs: list[dict] = []
+    short = [c for c in data.clips if not c.is_long]
+    for i, batch in enumerate(batches(short, b)):
+        if b == 1:
+            recs.append(run_clip(engine, batch[0], _forced_steps(engine, source, batch[0]), instr))
+        else:
+            steps = _forced_steps(engine, source, batch[0])
+            recs += run_batch(engine, batch, steps, instr, i)
+        if progress:
+            progress(batch[-1].id, len(recs), len(data.clips))
+    for clip in (c for c in data.clips if c.is_long):
+        recs.append(run_recording(engine, clip, instr, chunker))
+        if progress:
+            progress(clip.id, len(recs), len(data.clips))
+    return recs
+
+
+def warm_up(
+    engine: Engine, source: ModelSource, data: PreparedData, instr: Any, chunker: Callable | None
+) -> None:
+    """Untimed: the first batch of short clips, or the first 30 s of the first recording."""
+    from voxmeter.engines.longform import ArrayAudio, transcribe_sequential
+    from voxmeter.run.workloads import run_batch
+
+    if engine.spec.warmup < 1:
+        return
+    short = [c for c in data.clips if not c.is_long]
+    b = engine.spec.batch_size
+    if short and b == 1:
+        for clip in short[: engine.spec.warmup]:
+            run_clip(engine, clip, _forced_steps(engine, source, clip), instr)
+    elif short:
+        run_batch(engine, short[:b], _forced_steps(engine, source, short[0]), instr, -1)
+    else:
+        stream = data.clips[0].stream()
+        try:
+            head = stream.read(0, 30 * 16000)
+        finally:
+            getattr(stream, "close", lambda: None)()
+        transcribe_sequential(engine, ArrayAudio(head), instr.stage)
+
+
 def count_pass(engine: Engine, source: ModelSource, data: PreparedData) -> dict | None:
     """Count FLOPs per stage on a few clips (hf engine only), untimed; None where impossible."""
     from voxmeter.measure.flops import count_flops
@@ -233,13 +301,13 @@ def count_pass(engine: Engine, source: ModelSource, data: PreparedData) -> dict 
     shapes = []
     engine.count_mode = True
     try:
-        for clip in data.clips[:COUNT_CLIPS]:
-            feats = engine.features(clip.audio)
+        for clip in [c for c in data.clips if c.audio is not None][:COUNT_CLIPS]:
+            feats = engine.features([clip.audio])  # a batch of one
             enc_c = count_flops(engine.encode, feats)
             enc = enc_c.result
             steps = _forced_steps(engine, source, clip)
             dec_c = count_flops(engine.decode, enc, steps)
-            out = dec_c.result
+            (out,) = dec_c.result
             enc_total += enc_c.total
             dec_total += dec_c.total
             shapes.append(
@@ -253,4 +321,6 @@ def count_pass(engine: Engine, source: ModelSource, data: PreparedData) -> dict 
     finally:
         engine.count_mode = False
     n = len(shapes)
+    if n == 0:
+        return None
     return {"enc": enc_total / n, "dec": dec_total / n, "shapes": shapes}

@@ -15,9 +15,18 @@ GFLOP = 1e9
 
 
 def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
-    """Analytic encoder and decoder FLOPs of the shapes this clip actually ran."""
+    """Analytic encoder and decoder FLOPs of the shapes this clip actually ran (a long
+    recording: the sum over its windows; a batched clip: at its batch's input length)."""
     from voxmeter.measure.flops import analytic_decoder_flops, analytic_encoder_flops
 
+    if "windows" in rec:
+        parts = [clip_flops(dims, engine, w) for w in rec["windows"] if "n_frames" in w]
+        if rec.get("longform") == "batched":  # a window is a batch: count each of its items
+            parts = [
+                (e * w["batch"], d * w["batch"])
+                for (e, d), w in zip(parts, [w for w in rec["windows"] if "n_frames" in w])
+            ]
+        return sum(e for e, _ in parts), sum(d for _, d in parts)
     enc = analytic_encoder_flops(dims, rec["n_frames"]).total
     dec = analytic_decoder_flops(
         dims,
@@ -29,18 +38,86 @@ def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
     return enc, dec
 
 
+def decode_units(recs: list[dict]) -> list[dict]:
+    """What the decoder ran as one loop: a clip at batch 1, a batch (once, with its longest
+    item's steps), or each window of a long recording."""
+    units: list[dict] = []
+    seen: set[int] = set()
+    for r in recs:
+        if "windows" in r:
+            units += [w for w in r["windows"] if "n_frames" in w]
+        elif "batch" in r:
+            if r["batch"] in seen:
+                continue
+            seen.add(r["batch"])
+            same = [x for x in recs if x.get("batch") == r["batch"]]
+            unit = {k: r[k] for k in ("dec_ms", "e2e_ms", "prefill_ms") if k in r}
+            unit["n_steps"] = max(x["n_steps"] for x in same)
+            units.append(unit)
+        else:
+            units.append(r)
+    return units
+
+
 def per_token_ms(recs: list[dict]) -> float | None:
-    """Decoder ms per generated token after the prefill: sum(dec - prefill) / sum(steps - 1).
+    """Decoder ms per decoding step after the prefill: sum(dec - prefill) / sum(steps - 1),
+    over what the decoder ran as one loop (a clip, a batch, a window; see decode_units).
 
     The prefill (prompt and cross-attention K/V, up to the first token) is its own figure:
-    counted here it would make the per-token cost move with xV and clip length alone.
+    counted here it would make the per-token cost move with xV and clip length alone. At
+    batch B one step yields up to B tokens.
     """
-    if not all("prefill_ms" in r for r in recs):
+    units = decode_units(recs)
+    if not units or not all("prefill_ms" in u for u in units):
         return None
-    steps = sum(r["n_steps"] - 1 for r in recs)
+    steps = sum(u["n_steps"] - 1 for u in units)
     if steps <= 0:
         return None
-    return sum(r["dec_ms"] - r["prefill_ms"] for r in recs) / steps
+    return sum(u["dec_ms"] - u["prefill_ms"] for u in units) / steps
+
+
+def processing_s(recs: list[dict]) -> float:
+    """Seconds the repeat spent processing: each batch counted once, not once per clip."""
+    total, seen = 0.0, set()
+    for r in recs:
+        if "batch" in r:
+            if r["batch"] in seen:
+                continue
+            seen.add(r["batch"])
+        total += r["e2e_ms"]
+    return total / 1e3
+
+
+def workload_metrics(recs: list[dict]) -> dict[str, Any]:
+    """Batch and long-form figures of one repeat (absent when the workload has none)."""
+    m: dict[str, Any] = {}
+    batched = [r for r in recs if "batch" in r]
+    if batched:
+        units = {r["batch"]: r for r in batched}
+        frames_run = sum(r["n_frames"] * r["batch_size"] for r in units.values())
+        padded = sum(
+            r["batch_padding_share"] * r["n_frames"] * r["batch_size"] for r in units.values()
+        )
+        m["n_batches"] = len(units)
+        m["padding_share"] = 100.0 * padded / frames_run if frames_run else None
+        for q, v in zip(
+            PERCENTILES, np.percentile([r["e2e_ms"] for r in units.values()], PERCENTILES)
+        ):
+            m[f"batch_ms_p{q}"] = float(v)
+    long = [r for r in recs if "windows" in r]
+    if long:
+        wins = [w for r in long for w in r["windows"] if "n_frames" in w]
+        m["n_recordings"] = len(long)
+        m["n_windows"] = len(wins)
+        m["n_windows_flagged"] = sum(1 for w in wins if w.get("flags"))
+        m["longform_decoding"] = long[0]["decoding"]
+        if wins:
+            for q, v in zip(PERCENTILES, np.percentile([w["e2e_ms"] for w in wins], PERCENTILES)):
+                m[f"window_ms_p{q}"] = float(v)
+        vad = [w["vad_ms"] for r in long for w in r["windows"] if "vad_ms" in w]
+        if vad:
+            m["vad_ms_total"] = float(sum(vad))
+    return m
 
 
 def summarize_repeat(
@@ -58,7 +135,10 @@ def summarize_repeat(
     m: dict[str, Any] = {}
     warnings: list[str] = list(window.warnings)
     audio_s = sum(r["duration_s"] for r in recs)
-    proc_s = sum(r["e2e_ms"] for r in recs) / 1e3
+    for r in recs:  # every window's own end-to-end time, for window latency
+        for w in r.get("windows", []):
+            w["e2e_ms"] = sum(w.get(f"{k}_ms", 0.0) for k in ("feat", "enc", "dec", "vad"))
+    proc_s = processing_s(recs)
     m.update(
         n_clips=len(recs),
         n_skipped=len(data.skipped),
@@ -87,6 +167,7 @@ def summarize_repeat(
         if mem:
             m[f"{stage}_mem_mb"] = float(max(mem))
     m["dec_ms_per_token"] = per_token_ms(recs)
+    m.update(workload_metrics(recs))
 
     # accuracy
     ref_words = sum(len(normalize(r["ref"]).split()) for r in recs)
@@ -155,7 +236,7 @@ def summarize_repeat(
         m["enc_peak_share"] = None
         m["peak_note"] = "run `voxmeter peak` once to measure the machine's matmul peak"
     # the encoder hears n_frames x 10 ms: audio past that was never transcribed, and WER pays
-    cut = [r for r in recs if r["duration_s"] > r["n_frames"] / 100 + 0.01]
+    cut = [r for r in recs if "n_frames" in r and r["duration_s"] > r["n_frames"] / 100 + 0.01]
     m["n_clips_cut"] = len(cut)
     m["audio_cut_s"] = sum(r["duration_s"] - r["n_frames"] / 100 for r in cut)
     if cut:

@@ -1,0 +1,152 @@
+"""The workloads a repeat runs: short clips in batches, and long recordings.
+
+A batch really runs as one tensor through each stage (the engines' stages take batches); each
+clip of a batch records what it waited for, the batch's stage times, so per-clip latency at
+batch B is the batch's latency, and throughput and RTFx count each batch once. A batch runs
+at its longest clip's input length; the frames spent on padding are stated (`padding_share`).
+
+A recording over 30 s goes through engines.longform: Whisper's sequential algorithm, or VAD
+chunks decoded in batches (spec.workload.longform). Its audio is streamed from disk window by
+window; its record holds one timed record per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from voxmeter.engines.longform import (
+    DECODING_NOTE,
+    ArrayAudio,
+    transcribe_batched,
+    transcribe_sequential,
+)
+
+HOP = 160
+
+
+def batches(clips: list[Any], size: int) -> list[list[Any]]:
+    """Clips in data-set order, `size` at a time (the last batch may be smaller)."""
+    return [clips[i : i + size] for i in range(0, len(clips), size)]
+
+
+def batch_frames(engine: Any, clips: list[Any]) -> int:
+    """The input length a batch runs at: the spec's frames, or the longest clip's fit."""
+    return max(engine.n_frames(len(c.audio)) for c in clips)
+
+
+def run_batch(
+    engine: Any, clips: list[Any], steps: int | None, instr: Any, batch_index: int
+) -> list[dict]:
+    """One batch of short clips through the engine's stages; one record per clip."""
+    timing: dict[str, Any] = {}
+    n_frames = batch_frames(engine, clips)
+    x: Any = [c.audio for c in clips]
+    outs: dict[str, Any] = {}
+    for stage in engine.stages:
+        fn = getattr(engine, stage.method)
+        with instr.stage(stage.key, timing):
+            if stage.key == "feat":
+                x = fn(x, n_frames)
+            elif stage.key == "dec" and steps is not None:
+                x = fn(x, steps)
+            else:
+                x = fn(x)
+        outs[stage.key] = x
+    enc, results = outs["enc"], outs["dec"]
+    stage_ms = {f"{s.key}_ms": timing[f"{s.key}_ms"] for s in engine.stages}
+    batch_ms = sum(stage_ms.values())
+    audio_frames = sum(-(-len(c.audio) // HOP) for c in clips)
+    padding = 1 - min(1.0, audio_frames / (n_frames * len(clips)))
+    recs = []
+    for clip, out in zip(clips, results):
+        rec = dict(
+            stage_ms,
+            id=clip.id,
+            duration_s=clip.duration_s,
+            notes=clip.notes,
+            ref=clip.text,
+            hyp=out.text,
+            n_tokens=len(out.tokens),
+            n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
+            hit_max_length=out.hit_max_length,
+            n_frames=n_frames,
+            computed_positions=enc.computed_positions,
+            decoder_positions=enc.decoder_positions,
+            kv_projected=enc.kv_projected,
+            batch=batch_index,
+            batch_size=len(clips),
+            batch_padding_share=padding,
+            e2e_ms=batch_ms,  # a clip's result is there when its batch is
+        )
+        for key in ("feat", "enc", "dec"):
+            if f"{key}_mem_mb" in timing:
+                rec[f"{key}_mem_mb"] = timing[f"{key}_mem_mb"]
+        if out.prefill_ms is not None:
+            rec["prefill_ms"] = out.prefill_ms
+        recs.append(rec)
+    return recs
+
+
+def run_recording(engine: Any, clip: Any, instr: Any, speech_chunks: Callable | None) -> dict:
+    """One long recording, streamed, through the spec's long-form strategy; one record."""
+    w = engine.spec.workload
+    audio = clip.stream() if clip.audio is None else ArrayAudio(clip.audio)
+    try:
+        if w.longform == "batched":
+            assert speech_chunks is not None
+            out = transcribe_batched(
+                engine, audio, instr.stage, speech_chunks, engine.spec.batch_size
+            )
+        else:
+            out = transcribe_sequential(
+                engine,
+                audio,
+                instr.stage,
+                condition_on_previous_text=w.condition_on_previous_text,
+            )
+    finally:
+        close = getattr(audio, "close", None)
+        if callable(close):
+            close()
+    stage_keys = [s.key for s in engine.stages] + ["vad"]
+    totals = {
+        f"{k}_ms": sum(win.get(f"{k}_ms", 0.0) for win in out.windows)
+        for k in stage_keys
+        if any(f"{k}_ms" in win for win in out.windows)
+    }
+    decoded = [win for win in out.windows if "n_frames" in win]
+    rec = dict(
+        totals,
+        id=clip.id,
+        duration_s=clip.duration_s,
+        notes=clip.notes,
+        ref=clip.text,
+        hyp=out.text,
+        longform=w.longform,
+        decoding=DECODING_NOTE,
+        windows=out.windows,
+        n_windows=len(decoded),
+        n_windows_flagged=sum(1 for win in decoded if win.get("flags")),
+        n_tokens=sum(win["n_tokens"] for win in decoded),
+        n_steps=sum(win["n_steps"] for win in decoded),
+        hit_max_length=any(win["hit_max_length"] for win in decoded),
+        segments=[[s.start_s, s.end_s, s.text] for s in out.segments],
+    )
+    rec["e2e_ms"] = sum(totals.values())
+    if decoded and all("prefill_ms" in win for win in decoded):
+        rec["prefill_ms"] = sum(win["prefill_ms"] for win in decoded)
+    return rec
+
+
+def speech_chunker(spec: Any) -> Callable:
+    """The VAD chunking of spec.workload's settings, as a function of a stream."""
+    from voxmeter.audio import vad
+
+    w = spec.workload
+    return vad.chunker(
+        threshold=w.vad_threshold,
+        min_silence_ms=w.vad_min_silence_ms,
+        speech_pad_ms=w.vad_speech_pad_ms,
+        max_segment_s=w.max_segment_s,
+    )
