@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Build voxmeter's bundled evaluation sets: src/voxmeter/data/sample/{default,noisy}.jsonl.
+"""Build voxmeter's bundled sets: src/voxmeter/data/sample/{default,noisy,longform}.jsonl.
 
 default: real English speech with reference transcripts from Debian's `pocketsphinx-testdata`
     (five LibriVox clips of "Sense and Sensibility", five card-game commands, "go forward ten
     meters"), plus sentences synthesized offline with espeak-ng in several voices, speeds and
     pitches, so that the set holds more than five minutes of speech.
 noisy: a subset of those clips with noise mixed in at 20, 10 and 5 dB SNR.
+longform: the real clips joined with pauses into recordings of over a minute each
+    (scripts/make_longform_set.py).
 
 Everything is deterministic: fixed voices, rates and pitches, and noise from numpy generators
 seeded per clip, so a rebuild with the same espeak-ng version gives the same samples. All
@@ -29,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+# Run as a script, this folder is on sys.path: the long-form set is built by its neighbour.
+from make_longform_set import longform_md, longform_recordings
 
 from voxmeter.data.manifest import Clip, Dataset, write_manifest
 
@@ -134,14 +139,21 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.flac"):
         old.unlink()  # a clip dropped from the lists must not linger in the package
-    clean = real_clips(out) + tts_clips(out, espeak)
+    real = real_clips(out)
+    clean = real + tts_clips(out, espeak)
     noisy = noise_variants(out, clean)
+    longform = longform_recordings(out, real)
     write_manifest(Dataset("default", clean, out), out / "default.jsonl")
     write_manifest(Dataset("noisy", noisy, out), out / "noisy.jsonl")
-    (out / "SOURCES.md").write_text(sources_md(clean, noisy, espeak_version(espeak)))
+    write_manifest(Dataset("longform", longform, out), out / "longform.jsonl")
+    sources = sources_md(clean, noisy, espeak_version(espeak), longform_md(longform, real))
+    (out / "SOURCES.md").write_text(sources)
     total = sum(c.duration_s or 0.0 for c in clean)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    long_size = sum(f.stat().st_size for f in out.glob("longform-*.flac"))
+    long_s = sum(c.duration_s or 0.0 for c in longform)
     print(f"default: {len(clean)} clips, {total:.1f} s; noisy: {len(noisy)} clips")
+    print(f"longform: {len(longform)} recordings, {long_s:.1f} s, {long_size / 1e6:.2f} MB")
     print(f"{out}: {size / 1e6:.2f} MB")
     return 0
 
@@ -339,7 +351,7 @@ def espeak_version(espeak: str) -> str:
     return f"espeak-ng {version}{package}"
 
 
-def sources_md(clean: list[Clip], noisy: list[Clip], espeak_ver: str) -> str:
+def sources_md(clean: list[Clip], noisy: list[Clip], espeak_ver: str, longform: str) -> str:
     total = sum(c.duration_s or 0.0 for c in clean)
     rows = "\n".join(f"| {c.id} | {c.duration_s:.2f} | {c.source} | {c.licence} |" for c in clean)
     noisy_ids = sorted({c.extra["clean_id"] for c in noisy})
@@ -378,7 +390,7 @@ FLAC.
 | id | seconds | source | licence |
 |---|---|---|---|
 {rows}
-
+{longform}
 ## Rebuild
 
     apt-get install pocketsphinx-testdata espeak-ng

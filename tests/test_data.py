@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxmeter.audio.io import LoadedAudio, load_audio
+from voxmeter.audio.io import LoadedAudio, LongAudio, load_audio
 from voxmeter.data.datasets import SAMPLE_DIR, iter_audio, load_dataset
 from voxmeter.data.librispeech import load_librispeech
 from voxmeter.data.manifest import Clip, Dataset, load_manifest, write_manifest
@@ -260,9 +260,36 @@ def test_iter_audio_yields_errors_and_keeps_going(tmp_path):
     out = list(iter_audio(ds))
     assert [c.id for c, _ in out] == ["good", "bad", "long", "good2"]
     kinds = [type(a) for _, a in out]
-    assert kinds == [LoadedAudio, AudioError, AudioError, LoadedAudio]
+    assert kinds == [LoadedAudio, AudioError, LongAudio, LoadedAudio]
     assert "bad.flac" in str(out[1][1])
-    assert "longer than 30 s; long-form audio is not supported yet" in str(out[2][1])
+
+
+def test_iter_audio_streams_clips_over_30_s_instead_of_loading_them(tmp_path):
+    write_flac(tmp_path / "short.flac", seconds=30.0, rate=8000)
+    write_flac(tmp_path / "long.flac", seconds=31.0, rate=8000)
+    ds = load_manifest(
+        write_jsonl(
+            tmp_path / "m.jsonl", [{"audio": f"{n}.flac", "text": n} for n in ("short", "long")]
+        )
+    )
+    (_, short), (_, long) = iter_audio(ds)
+    assert isinstance(short, LoadedAudio)  # up to 30 s: loaded as before
+    assert isinstance(long, LongAudio)
+    assert long.duration_s == pytest.approx(31.0)
+    assert (long.orig_sample_rate, long.orig_channels, long.sample_rate) == (8000, 1, 16000)
+    assert long.resampled and not long.mixed_down
+    with long.stream() as s:
+        streamed = np.concatenate(list(s.blocks(10.0)))
+    assert len(streamed) == long.n_samples
+    np.testing.assert_allclose(streamed, load_audio(long.path).samples, atol=1e-6)
+
+
+def test_iter_audio_reports_a_bad_long_file_from_its_header(tmp_path):
+    path = write_flac(tmp_path / "long.wav", seconds=40.0, rate=8000)
+    path.write_bytes(path.read_bytes()[:-1000])  # the data chunk now runs past the end
+    ds = load_manifest(write_jsonl(tmp_path / "m.jsonl", [{"audio": "long.wav", "text": "x"}]))
+    [(_, err)] = iter_audio(ds)
+    assert isinstance(err, AudioError) and "long.wav: truncated" in str(err)
 
 
 # --- the bundled sets --------------------------------------------------------------------------
@@ -282,7 +309,7 @@ def test_default_set_is_five_minutes_of_clean_16k_speech(default_clips):
 
 
 def test_bundled_manifests_use_relative_paths_and_full_fields():
-    for name in ("default.jsonl", "noisy.jsonl"):
+    for name in ("default.jsonl", "noisy.jsonl", "longform.jsonl"):
         for line in (SAMPLE_DIR / name).read_text().splitlines():
             rec = json.loads(line)
             assert {"id", "audio", "text", "source", "licence", "duration_s"} <= rec.keys()
@@ -291,7 +318,7 @@ def test_bundled_manifests_use_relative_paths_and_full_fields():
 
 def test_bundled_folder_lists_every_flac_once():
     listed = set()
-    for name in ("default", "noisy"):
+    for name in ("default", "noisy", "longform"):
         listed |= {c.audio.name for c in load_dataset(name).clips}
     on_disk = {p.name for p in SAMPLE_DIR.glob("*.flac")}
     assert listed == on_disk
