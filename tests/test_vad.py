@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -87,9 +88,11 @@ def test_edge_settings_are_accepted():
 # --- the model -----------------------------------------------------------------------------
 
 
-def test_model_is_found_in_an_installed_package():
+def test_model_is_found_in_an_installed_package_and_says_which_file_ran(vad):
     path = find_silero()
     assert path.is_file() and path.suffix == ".onnx"
+    assert vad.path == path
+    assert vad.digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_no_model_anywhere_is_a_model_error_naming_what_was_tried():
