@@ -1,14 +1,25 @@
-"""Whisper's log-mel spectrogram, for any number of frames (the xT axis).
+"""Whisper's log-mel spectrogram for any number of frames (the xT axis), by two front ends.
 
-Both engines use this one function, so any difference between them is the model's, not the
-front end's. The recipe is Whisper's: 400-point Hann STFT, hop 160, power, Slaney mel filters,
-log10 clamped at 1e-10, floored at (max - 8), then (x + 4) / 4. The clip is zero-padded to
-exactly `n_frames` hops; the floor uses the maximum over those frames, which equals the maximum
-over a full 30 s window whenever the speech lies inside them (padding only adds minima).
+Both engines use these functions, so any difference between them is the model's, not the front
+end's. The recipe is Whisper's: 400-point periodic Hann STFT, hop 160, power, Slaney mel
+filters, log10 clamped at 1e-10, floored at (max - 8), then (x + 4) / 4. The front ends differ
+only in *what is padded* to reach `n_frames` (the spec's `workload.frontend`):
+
+- "audio" (openai-whisper, `log_mel`): the clip is zero-padded to exactly `n_frames` hops and
+  then transformed, so padded frames are the log-mel of silence, and the floor uses the
+  maximum over those frames (which equals the maximum over a full 30 s window whenever the
+  speech lies inside them: padding only adds minima).
+- "features" (faster-whisper 1.x, `log_mel_clip` then `pad_frames`): the clip alone is
+  transformed (with 160 zero samples appended, as its FeatureExtractor does), normalised by
+  its own maximum, cut to its content frames (samples // 160) and the *normalised* log-mel is
+  zero-padded. A padded frame is then 0.0, a loud value, not silence (-1.5 or lower); this is
+  what moves faster-whisper's hypotheses on short clips. The arithmetic follows its numpy
+  path operation for operation, so the features are bit-identical to its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +28,7 @@ import torch
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
+FRONTENDS = ("audio", "features")
 
 
 @lru_cache(maxsize=4)
@@ -49,7 +61,7 @@ def frames_for(n_samples: int, step_s: float = 1.0) -> int:
 
 
 def log_mel(audio: np.ndarray, n_frames: int = 3000, n_mels: int = 80) -> torch.Tensor:
-    """(1, n_mels, n_frames) float32 log-mel features of 16 kHz mono audio."""
+    """Front end "audio": (1, n_mels, n_frames) log-mel of the clip zero-padded to n_frames."""
     n = n_frames * HOP
     x = torch.from_numpy(np.asarray(audio, dtype=np.float32))
     x = x[:n] if x.numel() >= n else torch.nn.functional.pad(x, (0, n - x.numel()))
@@ -59,3 +71,62 @@ def log_mel(audio: np.ndarray, n_frames: int = 3000, n_mels: int = 80) -> torch.
     logspec = torch.clamp(mel, min=1e-10).log10()
     logspec = torch.maximum(logspec, logspec.max() - 8.0)
     return ((logspec + 4.0) / 4.0).unsqueeze(0)
+
+
+def log_mel_clip(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
+    """Front end "features", first half: (n_mels, len // 160 + 1) normalised log-mel of the clip
+    alone, computed as faster-whisper's FeatureExtractor computes it (160 zero samples
+    appended, reflect-padded centred frames, numpy float32 FFT, the last frame dropped)."""
+    x = np.pad(np.asarray(audio, dtype=np.float32), (0, HOP))
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+    spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=-1).T.astype(np.complex64)
+    power = np.abs(spectrum[:, :-1]) ** 2
+    mel = mel_filters(n_mels).numpy() @ power
+    logspec = np.log10(np.clip(mel, 1e-10, None))
+    logspec = np.maximum(logspec, logspec.max() - 8.0)
+    return (logspec + 4.0) / 4.0
+
+
+def pad_frames(feats: np.ndarray, n_samples: int, n_frames: int) -> torch.Tensor:
+    """Front end "features", second half: the content frames (n_samples // 160, as
+    faster-whisper counts them) of `log_mel_clip`, cut or zero-padded to n_frames."""
+    content = feats[:, : min(n_samples // HOP, n_frames)]
+    out = np.zeros((feats.shape[0], n_frames), dtype=np.float32)
+    out[:, : content.shape[1]] = content
+    return torch.from_numpy(out).unsqueeze(0)
+
+
+def clip_features(
+    audio: np.ndarray, n_frames: int, n_mels: int = 80, frontend: str = "audio"
+) -> torch.Tensor:
+    """(1, n_mels, n_frames) features of one clip by the named front end."""
+    if frontend == "audio":
+        return log_mel(audio, n_frames, n_mels)
+    if frontend == "features":
+        return pad_frames(log_mel_clip(audio, n_mels), len(audio), n_frames)
+    raise ValueError(f"frontend: expected one of {FRONTENDS}, got {frontend!r}")
+
+
+def batch_frames(lengths: Sequence[int], frames: int | str, fit_step_s: float) -> int:
+    """The frames a batch runs at: the spec's int, or with "fit" the longest clip's fit."""
+    if frames == "fit":
+        return max(frames_for(n, fit_step_s) for n in lengths)
+    return int(frames)
+
+
+def batch_features(
+    audios: Sequence[np.ndarray], n_frames: int, n_mels: int = 80, frontend: str = "audio"
+) -> torch.Tensor:
+    """(B, n_mels, n_frames): every clip brought to n_frames by its own front end."""
+    return torch.cat([clip_features(a, n_frames, n_mels, frontend) for a in audios])
+
+
+def padding_features(n_frames: int, n_mels: int = 80, frontend: str = "audio") -> torch.Tensor:
+    """(1, n_mels, n_frames): what the front end pads a clip with, for a clip with no audio
+    (the input of the cached 'silence' encoder states): the log-mel of zeros for "audio",
+    zeros for "features"."""
+    if frontend == "features":
+        return torch.zeros(1, n_mels, n_frames)
+    return log_mel(np.zeros(n_frames * HOP, dtype=np.float32), n_frames, n_mels)
