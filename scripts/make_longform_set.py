@@ -1,15 +1,18 @@
-"""The bundled long-form set: real recordings joined into recordings of over a minute each.
+"""The bundled long-form set: the real clips joined into recordings of over a minute each.
 
 Called by `make_default_set.py` once it has written the real clips (the LibriVox, card-command
 and "go forward" recordings of Debian's pocketsphinx-testdata, copied sample for sample). Each
-long-form recording is those clips in a seeded order, `PASSES` times over, with `PAUSE_S` of
-digital silence between consecutive clips; nothing else is changed (no level, no resampling:
-the sources are 16 kHz mono and are checked to be). Its reference is the clips' references
-joined with spaces, in order, and its manifest line lists every part with its start and end
-in seconds, so a test or an analysis can find each clip inside the recording.
+long-form recording plays every one of those clips once, in an order drawn from a seeded
+generator, with `PAUSE_S` of digital silence between consecutive clips; nothing else is
+changed (no level, no resampling: the sources are 16 kHz mono and are checked to be). Its
+reference is the clips' references joined with spaces, in order, and its manifest line lists
+every part with its start and end in seconds, so a test or an analysis can find each clip.
 
-Only about 37 s of real speech with exact transcripts ships in that package, so every clip
-appears several times in the set (twice in each recording, in a different order each pass).
+Only about 37 s of real speech with exact transcripts ships in that package, so the set
+reaches three minutes by playing the same clips in several recordings. Within a recording no
+clip repeats: a transcript that says a sentence twice would look like a decoding loop (its
+compression ratio passes Whisper's 2.4), and Whisper's previous-text prompt would hold the
+answer.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ from voxmeter.data.manifest import Clip
 
 RATE = 16000
 SEED = 20240602
-N_RECORDINGS = 3
-PASSES = 2  # times each real clip appears in one recording
-PAUSE_S = 1.0  # digital silence between consecutive clips
+N_RECORDINGS = 5  # each plays every real clip once: 5 x 37 s of real speech
+PAUSE_S = 2.5  # digital silence between consecutive clips; brings a recording over a minute
 FLAC_LEVEL = 1.0
 
 
@@ -46,14 +48,8 @@ def read_pcm16(path: Path) -> np.ndarray:
 
 
 def playing_order(real: list[Clip], k: int) -> list[Clip]:
-    """`PASSES` seeded permutations of `real`, one after another; no clip follows itself."""
-    order: list[Clip] = []
-    for p in range(PASSES):
-        perm = [real[i] for i in np.random.default_rng([SEED, k, p]).permutation(len(real))]
-        if order and perm[0].id == order[-1].id:
-            perm = perm[1:] + perm[:1]
-        order += perm
-    return order
+    """Every clip of `real` once, in the order of a permutation seeded with [SEED, k]."""
+    return [real[i] for i in np.random.default_rng([SEED, k]).permutation(len(real))]
 
 
 def join_recording(out: Path, rec_id: str, order: list[Clip], pcm: dict[str, np.ndarray]) -> Clip:
@@ -112,13 +108,13 @@ def longform_md(recordings: list[Clip], real: list[Clip]) -> str:
   of which {speech:.1f} s ({speech / 60:.2f} min) are real recorded clips and the rest the
   pauses between them. Made by `scripts/make_longform_set.py` (called by
   `make_default_set.py`) from the {len(real)} real clips above (`librivox-*`, `cards-*`,
-  `goforward`; {unique:.1f} s in all), copied sample for sample: each recording plays all of
-  them {PASSES} times, each time in an order drawn from a numpy generator seeded with
-  `[{SEED}, recording number, pass]` (rotated by one where a clip would follow itself), with
-  {PAUSE_S:g} s of digital silence (zeros) between consecutive clips. A clip keeps its own
-  leading and trailing room sound; nothing is levelled or resampled (the sources are 16 kHz
-  mono). Every clip therefore occurs {PASSES * len(recordings)} times in the set: it is long
-  audio of real speech, not {speech / 60:.1f} min of different speech.
+  `goforward`; {unique:.1f} s in all), copied sample for sample: each recording plays every
+  one of them once, in an order drawn from a numpy generator seeded with
+  `[{SEED}, recording number]`, with {PAUSE_S:g} s of digital silence (zeros) between
+  consecutive clips. A clip keeps its own leading and trailing room sound; nothing is
+  levelled or resampled (the sources are 16 kHz mono). The same clips make every recording:
+  this is long audio of real speech, not {speech / 60:.1f} min of different speech. No clip
+  repeats within a recording, so a correct transcript does not look like a decoding loop.
 - The reference is the clips' references joined with single spaces, in order. Each manifest
   line also lists `parts` (clip id, `start_s`, `end_s` in the recording), `pause_s` and
   `speech_s` (the summed length of the clips).

@@ -1,8 +1,8 @@
 """Name or path -> Dataset, and the loop that turns a Dataset into checked audio.
 
 `load_dataset` accepts the bundled sets by name ("default": clean speech, "noisy": the same
-speech with noise at fixed SNRs, "longform": recordings of about a minute and a half of real
-clips joined with pauses), a `.jsonl` manifest, or a LibriSpeech-style directory.
+speech with noise at fixed SNRs, "longform": recordings of just over a minute of real clips
+joined with pauses), a `.jsonl` manifest, or a LibriSpeech-style directory.
 `iter_audio` loads clips one by one and hands back a bad clip's error instead of raising, so
 one corrupt file is reported and skipped while the run completes. A clip longer than Whisper's
 30 s window is not loaded: it comes back as a `LongAudio` (header facts and `stream()`), so a
