@@ -16,6 +16,7 @@ from voxmeter.audio.vad import (
     SileroVad,
     Span,
     VadSettings,
+    chunker,
     find_silero,
     merge_chunks,
     speech_chunks,
@@ -206,3 +207,15 @@ def test_chunks_of_a_stream_leave_it_ready_to_serve_them(recordings, vad):
             start, stop = round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)
             np.testing.assert_array_equal(s.read(start, stop - start), x[start:stop])
     assert chunks == speech_chunks(InMemory(x), VadSettings(), vad)
+
+
+def test_chunker_binds_checked_settings_and_one_model(recordings, vad):
+    rec = recordings[0][0]
+    chunks_of = chunker(min_silence_ms=300, speech_pad_ms=100, max_segment_s=12.0, model=vad)
+    with AudioStream(rec.audio) as s:
+        got = chunks_of(s)
+    settings = VadSettings(min_silence_ms=300, speech_pad_ms=100, max_segment_s=12.0)
+    assert got == speech_chunks(InMemory(load_audio(rec.audio).samples), settings, vad)
+    assert all(c.duration_s <= 12.0 for c in got)
+    with pytest.raises(SpecError, match="^max_segment_s: "):
+        chunker(max_segment_s=45, model=vad)
