@@ -31,15 +31,16 @@ def long_clip(default_clips):
 
 
 def _timed_ms(fn, *args):
+    """Milliseconds of fn(*args) and its output (the only item of a batch of one)."""
     t0 = time.perf_counter_ns()
-    out = fn(*args)
+    (out,) = fn(*args)
     return (time.perf_counter_ns() - t0) / 1e6, out
 
 
 @pytest.mark.parametrize("name", ["hf", "ct2"])
 def test_prefill_is_positive_and_part_of_the_decode(engines, long_clip, name):
     e = engines[name]
-    enc = e.encode(e.features(long_clip))
+    enc = e.encode(e.features([long_clip]))
     e.decode(enc)  # warm-up: first-call allocations belong to neither figure
     runs = [_timed_ms(e.decode, enc) for _ in range(REPEATS)]
     out = runs[0][1]
@@ -59,12 +60,12 @@ def test_prefill_is_positive_and_part_of_the_decode(engines, long_clip, name):
 def test_hf_prefill_approximates_a_first_token_only_decode(engines, long_clip):
     """A decode of one step is all prefill; the prefill inside a full decode is the same work."""
     e = engines["hf"]
-    enc = e.encode(e.features(long_clip))
+    enc = e.encode(e.features([long_clip]))
     e.decode(enc, n_steps=1)
     first = [_timed_ms(e.decode, enc, 1) for _ in range(REPEATS)]
     for ms, o in first:
         assert o.extra["steps"] == 1 and 0 < o.prefill_ms <= ms
-    inside = statistics.median(e.decode(enc).prefill_ms for _ in range(REPEATS))
+    inside = statistics.median(e.decode(enc)[0].prefill_ms for _ in range(REPEATS))
     alone = statistics.median(ms for ms, _ in first)
     assert alone / 3 < inside < alone * 3  # loose: timings on a shared machine
 
@@ -84,8 +85,8 @@ def test_both_engines_stop_at_the_same_length_limit(engines, long_clip):
     try:
         for n in (1, 5):
             hf.max_new_tokens = ct2.max_new_tokens = n
-            a = hf.decode(hf.encode(hf.features(long_clip)))
-            b = ct2.decode(ct2.encode(ct2.features(long_clip)))
+            (a,) = hf.decode(hf.encode(hf.features([long_clip])))
+            (b,) = ct2.decode(ct2.encode(ct2.features([long_clip])))
             assert len(a.tokens) == len(b.tokens) == n
             assert a.hit_max_length and b.hit_max_length
             assert a.tokens == b.tokens
@@ -93,4 +94,20 @@ def test_both_engines_stop_at_the_same_length_limit(engines, long_clip):
     finally:
         hf.max_new_tokens, ct2.max_new_tokens = saved
     # and with room to spare neither reports the limit
-    assert not hf.decode(hf.encode(hf.features(long_clip))).hit_max_length
+    assert not hf.decode(hf.encode(hf.features([long_clip])))[0].hit_max_length
+
+
+@pytest.mark.parametrize("name", ["hf", "ct2"])
+def test_prefill_is_one_figure_per_batch(engines, default_clips, name):
+    """A batch's prefill covers every item: one value, the same in each output (hf), or one
+    first-token generate over the batch (ct2)."""
+    e = engines[name]
+    audios = [a.samples for _, a in default_clips[:3]]
+    enc = e.encode(e.features(audios))
+    outs = e.decode(enc)
+    assert len(outs) == 3
+    if name == "hf":
+        assert len({o.prefill_ms for o in outs}) == 1 and outs[0].prefill_ms > 0
+    else:
+        assert all(o.prefill_ms is None for o in outs)
+        assert e.prefill_ms(enc) > 0

@@ -27,7 +27,8 @@ def test_hf_tokens_equal_faster_whisper_float32(hf, some_clips, tiny_source):
 
     fw = WhisperModel(str(tiny_source.ct2_dir), device="cpu", compute_type="float32", cpu_threads=2)
     for clip, audio in some_clips:
-        ours = hf.decode(hf.encode(hf.features(audio.samples))).tokens
+        (out,) = hf.decode(hf.encode(hf.features([audio.samples])))
+        ours = out.tokens
         segments, _ = fw.transcribe(
             audio.samples,
             beam_size=1,
@@ -43,14 +44,14 @@ def test_hf_tokens_equal_faster_whisper_float32(hf, some_clips, tiny_source):
 def test_hf_and_ct2_engines_agree(hf, cache_dir, some_clips):
     ct2 = load_engine(RunSpec(engine="ct2"), cache_dir)
     for clip, audio in some_clips:
-        a = hf.decode(hf.encode(hf.features(audio.samples))).tokens
-        b = ct2.decode(ct2.encode(ct2.features(audio.samples))).tokens
-        assert a == b, clip.id
+        (a,) = hf.decode(hf.encode(hf.features([audio.samples])))
+        (b,) = ct2.decode(ct2.encode(ct2.features([audio.samples])))
+        assert a.tokens == b.tokens, clip.id
 
 
 def test_own_encoder_matches_transformers(hf, some_clips):
     """Our forward over transformers' modules reproduces transformers' own encoder."""
-    feats = hf.features(some_clips[0][1].samples)
+    feats = hf.features([some_clips[0][1].samples])
     with torch.inference_mode():
         ref = hf.model.model.encoder(feats).last_hidden_state
     ours = hf.run_encoder(feats)
@@ -71,17 +72,23 @@ def test_own_encoder_matches_transformers(hf, some_clips):
 def test_axes_change_what_runs(engine, axes, computed, positions, cache_dir, some_clips):
     spec = RunSpec(engine=engine).with_(**axes)
     e = load_engine(spec, cache_dir)
-    feats = e.features(some_clips[0][1].samples)
-    assert feats.shape[-1] == axes["frames"]
+    audios = [some_clips[0][1].samples, some_clips[1][1].samples]
+    feats = e.features(audios)
+    assert tuple(feats.shape) == (2, 80, axes["frames"])
     enc = e.encode(feats)
     assert (enc.computed_positions, enc.decoder_positions) == (computed, positions)
-    assert tuple(enc.states.shape)[:2] == (1, positions)
+    assert tuple(enc.states.shape)[:2] == (2, positions)
 
 
 def test_frames_fit_sizes_input_to_the_clip(cache_dir):
     e = load_engine(RunSpec().with_(frames="fit"), cache_dir)
     audio = np.zeros(16000 * 4 + 100, dtype=np.float32)  # 4.006 s -> 5 s at a 1 s step
-    assert e.features(audio).shape[-1] == 500
+    assert e.features([audio]).shape[-1] == 500
+    assert e.n_frames(len(audio)) == 500
+    # a batch runs at its longest clip's fit; n_frames overrides the spec
+    short = np.zeros(16000, dtype=np.float32)
+    assert tuple(e.features([short, audio]).shape) == (2, 80, 500)
+    assert e.features([short, audio], 300).shape[-1] == 300
 
 
 def test_subsample_definitions():
@@ -96,8 +103,13 @@ def test_subsample_definitions():
 def test_cost_only_runs_with_forced_length(cache_dir):
     e = load_engine(RunSpec(model="tiny").with_(frames=400), cache_dir)
     assert e.source.kind == "cost-only"
-    out = e.decode(e.encode(e.features(np.zeros(16000, dtype=np.float32))), n_steps=7)
+    (out,) = e.decode(e.encode(e.features([np.zeros(16000, dtype=np.float32)])), n_steps=7)
     assert out.extra["steps"] == 7 and len(out.tokens) == 6
+    # per item in a batch: each runs its own number of steps
+    enc = e.encode(e.features([np.zeros(16000, dtype=np.float32)] * 2))
+    outs = e.decode(enc, n_steps=[3, 5])
+    assert [o.extra["steps"] for o in outs] == [3, 5]
+    assert [len(o.tokens) for o in outs] == [2, 4]
 
 
 def test_int8_shrinks_weights(cache_dir, hf):
@@ -126,7 +138,8 @@ def test_base_tokens_equal_faster_whisper_float32(cache_dir, some_clips):
     e = load_engine(RunSpec(model="base"), cache_dir, src)
     fw = WhisperModel(str(src.ct2_dir), device="cpu", compute_type="float32", cpu_threads=2)
     for clip, audio in some_clips[:2]:
-        ours = e.decode(e.encode(e.features(audio.samples))).tokens
+        (out,) = e.decode(e.encode(e.features([audio.samples])))
+        ours = out.tokens
         segments, _ = fw.transcribe(
             audio.samples,
             language="en",

@@ -59,6 +59,8 @@ def special_ids(dims: ModelDims) -> dict[str, int]:
         "eot": 50256 + shift,
         "sot": 50257 + shift,
         "no_timestamps": 50362 + shift,
+        "timestamp_begin": 50363 + shift,  # <|0.00|>; one token per 0.02 s up to <|30.00|>
+        "sot_prev": 50360 + shift,  # opens the previous-text prompt
         "transcribe": 50358 + shift,
         "en": 50259,  # language tokens exist only in multilingual vocabularies
     }

@@ -3,23 +3,80 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
 from voxmeter.assets.dims import ModelDims
-from voxmeter.spec import AxisSettings
+from voxmeter.errors import SpecError
+from voxmeter.spec import AxisSettings, RunSpec
 
 
-def prompt_ids(dims: ModelDims) -> list[int]:
-    """Greedy transcription prompt without timestamps; multilingual models get English."""
+def sot_sequence(dims: ModelDims) -> list[int]:
+    """The start-of-transcript sequence; multilingual models get English transcription."""
     ids = special_ids(dims)
     if dims.english_only:
-        return [ids["sot"], ids["no_timestamps"]]
-    return [ids["sot"], ids["en"], ids["transcribe"], ids["no_timestamps"]]
+        return [ids["sot"]]
+    return [ids["sot"], ids["en"], ids["transcribe"]]
+
+
+def prompt_ids(
+    dims: ModelDims, *, timestamps: bool = False, prefix: Sequence[int] | None = None
+) -> list[int]:
+    """A greedy transcription prompt (openai-whisper's initial tokens).
+
+    Without timestamps the sot sequence ends in <|notimestamps|>. A non-empty `prefix` (the
+    previous text, for condition_on_previous_text) goes first, after <|startofprev|>, cut to
+    its last n_text_ctx // 2 - 1 tokens.
+    """
+    ids = special_ids(dims)
+    prompt = sot_sequence(dims) + ([] if timestamps else [ids["no_timestamps"]])
+    if prefix:
+        keep = dims.n_text_ctx // 2 - 1
+        prompt = [ids["sot_prev"], *list(prefix)[-keep:], *prompt]
+    return prompt
+
+
+def batch_prompts(
+    dims: ModelDims, n: int, timestamps: bool, prefixes: Sequence[Sequence[int] | None] | None
+) -> list[list[int]]:
+    """One prompt per item of a batch of n."""
+    if prefixes is not None and len(prefixes) != n:
+        raise SpecError(f"decode: {len(prefixes)} prefixes for a batch of {n}")
+    return [
+        prompt_ids(dims, timestamps=timestamps, prefix=prefixes[i] if prefixes else None)
+        for i in range(n)
+    ]
+
+
+def frontend_of(spec: RunSpec) -> str:
+    """The spec's front end ("audio" or "features"); "audio" where the spec has none."""
+    return getattr(getattr(spec, "workload", None), "frontend", "audio")
+
+
+def as_batch(audios: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """A list of clips; one 1-D array is taken as a batch of one (for older callers)."""
+    if isinstance(audios, np.ndarray) and audios.ndim == 1:
+        return [audios]
+    out = list(audios)
+    if not out:
+        raise SpecError("features: an empty batch (no clips)")
+    return out
+
+
+def steps_per_item(n_steps: int | Sequence[int] | None, n: int) -> list[int] | None:
+    """Forced decoder steps (cost-only models) per item of a batch of n, or None."""
+    if n_steps is None:
+        return None
+    steps = [int(n_steps)] * n if isinstance(n_steps, int) else [int(s) for s in n_steps]
+    if len(steps) != n or min(steps) < 1:
+        raise SpecError(f"decode: n_steps must be >= 1 for each of {n} items, got {n_steps!r}")
+    return steps
 
 
 def load_suppress(source: ModelSource, ids: dict[str, int]) -> tuple[list[int], list[int]]:
@@ -76,7 +133,44 @@ class Tokenizer:
             return ""
         return self._tok.decode(tokens, skip_special_tokens=True).strip()
 
+    def text(self, tokens: list[int], eot: int) -> str:
+        """The text of generated tokens, timestamp and other special tokens left out."""
+        return self.decode([t for t in tokens if t < eot])
+
     def encode(self, text: str) -> list[int]:
         if self._tok is None:
             return []
         return self._tok.encode(" " + text.strip(), add_special_tokens=False).ids
+
+
+def features_for(
+    spec: RunSpec,
+    dims: ModelDims,
+    audios: Sequence[np.ndarray] | np.ndarray,
+    n_frames: int | None,
+) -> torch.Tensor:
+    """(B, n_mels, T) float32 features of a batch by the spec's front end.
+
+    T is `n_frames` if given, else the spec's frames: an int, or with "fit" the longest clip's
+    fitted length (every clip of the batch runs at it).
+    """
+    from voxmeter.audio.features import batch_features, batch_frames
+
+    clips = as_batch(audios)
+    a = spec.axes
+    t = (
+        batch_frames([len(c) for c in clips], a.frames, a.fit_step_s)
+        if n_frames is None
+        else n_frames
+    )
+    if isinstance(t, bool) or not isinstance(t, int) or not 2 <= t <= 3000:
+        raise SpecError(f"features: n_frames must be an integer in [2, 3000], got {t!r}")
+    return batch_features(clips, t, dims.n_mels, frontend_of(spec))
+
+
+def silence_features(spec: RunSpec, dims: ModelDims) -> torch.Tensor:
+    """(1, n_mels, 3000): what the front end pads with, over a whole window (the input of the
+    cached silence states that pad="silence" appends past the computed positions)."""
+    from voxmeter.audio.features import padding_features
+
+    return padding_features(3000, dims.n_mels, frontend_of(spec))

@@ -9,6 +9,7 @@ encoder output, in numpy/torch, before it is handed to `generate`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,19 @@ import torch
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
-from voxmeter.audio.features import frames_for, log_mel
+from voxmeter.audio.features import batch_frames
 from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
 from voxmeter.engines.common import (
     Tokenizer,
+    batch_prompts,
     decoder_positions,
+    features_for,
     load_suppress,
     prompt_ids,
+    silence_features,
     subsample,
 )
+from voxmeter.engines.rules import max_initial_index
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.spec import FULL_FRAMES, RunSpec
 
@@ -105,73 +110,112 @@ class Ct2WhisperEngine:
 
     # -- stages ---------------------------------------------------------------------------
     def n_frames(self, n_samples: int) -> int:
-        f = self.spec.axes.frames
-        return frames_for(n_samples, self.spec.axes.fit_step_s) if f == "fit" else int(f)
+        """The frames a clip of n_samples runs at alone: the spec's, or its own fit."""
+        a = self.spec.axes
+        return batch_frames([n_samples], a.frames, a.fit_step_s)
 
-    def features(self, audio: np.ndarray):
-        feats = log_mel(audio, self.n_frames(len(audio)), self.dims.n_mels).numpy()
+    def features(self, audios: Sequence[np.ndarray], n_frames: int | None = None):
+        """(B, n_mels, T) StorageView of B clips by the spec's front end (see Engine)."""
+        feats = features_for(self.spec, self.dims, audios, n_frames).numpy()
         return self._ct2.StorageView.from_array(np.ascontiguousarray(feats))
 
     def _encode_raw(self, feats):
         return self.model.encode(feats, to_cpu=self.spec.device != "cpu")
 
     def silence_states(self) -> np.ndarray:
+        """(1, 1500, D) encoder states of a window of the front end's padding, computed once."""
         if self._silence is None:
-            zeros = np.zeros(FULL_FRAMES * 160, dtype=np.float32)
-            feats = log_mel(zeros, FULL_FRAMES, self.dims.n_mels).numpy()
+            feats = np.ascontiguousarray(silence_features(self.spec, self.dims).numpy())
             out = self._encode_raw(self._ct2.StorageView.from_array(feats))
             self._silence = np.array(out, dtype=np.float32)
         return self._silence
 
     def encode(self, feats) -> Encoded:
+        """Encoder states of the whole batch; pad and xV apply to every item alike."""
         out = self._encode_raw(feats)
-        computed = int(out.shape[1])
+        b, computed = int(out.shape[0]), int(out.shape[1])
         a = self.spec.axes
         n_dec = decoder_positions(computed, self.dims.n_audio_ctx, a)
         if n_dec == computed and a.stride == 1:
             return Encoded(out, computed, computed)
         states = np.array(out, dtype=np.float32)
         if a.pad == "silence" and computed < self.dims.n_audio_ctx:
-            states = np.concatenate([states, self.silence_states()[:, computed:]], axis=1)
+            tail = self.silence_states()[:, computed:]
+            tail = np.broadcast_to(tail, (b, *tail.shape[1:]))
+            states = np.concatenate([states, tail], axis=1)
         states = subsample(torch.from_numpy(states), a.stride, a.pool).numpy()
         assert states.shape[1] == n_dec
         sv = self._ct2.StorageView.from_array(np.ascontiguousarray(states))
         return Encoded(sv, computed, n_dec)
 
-    def _generate(self, enc: Encoded, n_new: int) -> list[int]:
-        """Greedy tokens (end-of-text and specials dropped), at most n_new of them."""
-        res = self.model.generate(
-            enc.states,
-            [self.prompt],
-            beam_size=1,
-            max_length=ct2_max_length(n_new, len(self.prompt)),
-            suppress_blank=True,
-            suppress_tokens=[-1],
-        )[0]
-        return [t for t in res.sequences_ids[0] if t < self.ids["eot"]]
+    def _generate(self, enc: Encoded, prompts: list[list[int]], n_new: int) -> list[list[int]]:
+        """Greedy tokens per item (end-of-text dropped), at most n_new of them.
 
-    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
-        """Greedy decoding, at most `max_new_tokens` tokens (as in the hf engine).
+        One `generate` call takes the whole batch when the prompts have one length (always,
+        without prefixes). CTranslate2 requires <|startoftranscript|> at the same index in
+        every prompt of a call, so prompts of different lengths (prefixes) go in one call per
+        length, each over its own rows of the states.
+        """
+        by_length: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_length.setdefault(len(p), []).append(i)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        for length, rows in by_length.items():
+            states = enc.states if len(rows) == len(prompts) else self._rows(enc.states, rows)
+            results = self.model.generate(
+                states,
+                [prompts[i] for i in rows],
+                beam_size=1,
+                max_length=ct2_max_length(n_new, length),
+                suppress_blank=True,
+                suppress_tokens=[-1],
+                max_initial_timestamp_index=max_initial_index(self.dims.n_audio_ctx),
+            )
+            for i, res in zip(rows, results):
+                tokens[i] = [t for t in res.sequences_ids[0] if t != self.ids["eot"]]
+        return tokens
 
+    def _rows(self, states, rows: list[int]):
+        """Some rows of the encoder states (always on the host: encode copies them there)."""
+        picked = np.ascontiguousarray(np.asarray(states)[rows])
+        return self._ct2.StorageView.from_array(picked)
+
+    def decode(
+        self,
+        enc: Encoded,
+        n_steps: int | Sequence[int] | None = None,
+        *,
+        timestamps: bool = False,
+        prefixes: Sequence[Sequence[int] | None] | None = None,
+    ) -> list[DecodeOutput]:
+        """Greedy decoding of the batch in one `generate`, one output per item (see Engine).
+
+        At most `max_new_tokens` tokens per item (as in the hf engine); with timestamps,
+        CTranslate2's own timestamp rules apply (the prompt has no <|notimestamps|>).
         `prefill_ms` stays None: CTranslate2's generate cannot be timed from inside; the
         harness gets the figure from `prefill_ms(enc)` in a separate, untimed pass.
         """
         if n_steps is not None:
             raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
-        tokens = self._generate(enc, self.max_new_tokens)
-        # the n-th step was spent on a text token, not on end-of-text: the limit stopped it
-        hit_max = len(tokens) >= self.max_new_tokens
-        return DecodeOutput(tokens, self.tokenizer.decode(tokens), hit_max, {})
+        b = int(enc.states.shape[0])
+        prompts = batch_prompts(self.dims, b, timestamps, prefixes)
+        out = []
+        for toks in self._generate(enc, prompts, self.max_new_tokens):
+            # the n-th step was spent on a token, not on end-of-text: the limit stopped it
+            hit_max = len(toks) >= self.max_new_tokens
+            out.append(DecodeOutput(toks, self.tokenizer.text(toks, self.ids["eot"]), hit_max, {}))
+        return out
 
-    def prefill_ms(self, enc: Encoded) -> float:
-        """Milliseconds of one `generate` limited to the first generated token.
+    def prefill_ms(self, enc: Encoded, *, timestamps: bool = False) -> float:
+        """Milliseconds of one `generate` of the batch limited to the first generated token.
 
-        That is the decoder's fixed cost per clip: moving the states to the device, the
+        That is the decoder's fixed cost per batch: moving the states to the device, the
         cross-attention K/V projection, the prompt's forward pass and the first step. Call it
         outside the timed decode (it repeats that work); CTranslate2 offers no hook inside.
         """
+        prompts = batch_prompts(self.dims, int(enc.states.shape[0]), timestamps, None)
         t0 = time.perf_counter_ns()
-        self._generate(enc, 1)  # returns once the results are on the host: nothing in flight
+        self._generate(enc, prompts, 1)  # returns with the results on the host
         return (time.perf_counter_ns() - t0) / 1e6
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,20 @@ import torch.nn.functional as F
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import convert_cached, special_ids, whisper_config
-from voxmeter.audio.features import frames_for, log_mel
+from voxmeter.audio.features import batch_frames
 from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
 from voxmeter.engines.common import (
     Tokenizer,
+    batch_prompts,
     decoder_positions,
+    features_for,
     load_suppress,
     prompt_ids,
+    silence_features,
+    steps_per_item,
     subsample,
 )
+from voxmeter.engines.rules import TimestampRules, max_initial_index
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
 
@@ -141,21 +147,35 @@ class HFWhisperEngine:
 
     # -- stages ---------------------------------------------------------------------------
     def n_frames(self, n_samples: int) -> int:
-        f = self.spec.axes.frames
-        return frames_for(n_samples, self.spec.axes.fit_step_s) if f == "fit" else int(f)
+        """The frames a clip of n_samples runs at alone: the spec's, or its own fit."""
+        a = self.spec.axes
+        return batch_frames([n_samples], a.frames, a.fit_step_s)
 
-    def features(self, audio: np.ndarray) -> torch.Tensor:
-        feats = log_mel(audio, self.n_frames(len(audio)), self.dims.n_mels)
+    def features(self, audios: Sequence[np.ndarray], n_frames: int | None = None) -> torch.Tensor:
+        """(B, n_mels, T) features of B clips by the spec's front end (see Engine)."""
+        feats = features_for(self.spec, self.dims, audios, n_frames)
         return feats.to(device=self.device, dtype=self.dtype)
 
-    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool):
+    def _attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        causal: bool,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention; `mask` (B, 1, t, L), True where allowed, replaces `causal` when given."""
         if not self.count_mode:
+            if mask is not None:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        if causal:
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        elif causal:
             t, s = scores.shape[-2:]
-            mask = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(s - t + 1)
-            scores = scores.masked_fill(mask, float("-inf"))
+            upper = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(s - t + 1)
+            scores = scores.masked_fill(upper, float("-inf"))
         return scores.softmax(-1) @ v
 
     @torch.inference_mode()
@@ -175,20 +195,21 @@ class HFWhisperEngine:
         return enc.layer_norm(x)
 
     def silence_states(self) -> torch.Tensor:
-        """Encoder states of 30 s of silence, computed once per loaded model."""
+        """(1, 1500, D) encoder states of a window of the front end's padding, computed once."""
         if self._silence is None:
-            zeros = np.zeros(FULL_FRAMES * 160, dtype=np.float32)
-            feats = log_mel(zeros, FULL_FRAMES, self.dims.n_mels)
+            feats = silence_features(self.spec, self.dims)
             self._silence = self.run_encoder(feats.to(self.device, self.dtype))
         return self._silence
 
     @torch.inference_mode()
     def encode(self, feats: torch.Tensor) -> Encoded:
+        """Encoder states of the whole batch; pad and xV apply to every item alike."""
         states = self.run_encoder(feats)
-        computed = states.shape[1]
+        b, computed = states.shape[:2]
         a = self.spec.axes
         if a.pad == "silence" and computed < self.dims.n_audio_ctx:
-            states = torch.cat([states, self.silence_states()[:, computed:]], dim=1)
+            tail = self.silence_states()[:, computed:].expand(b, -1, -1)
+            states = torch.cat([states, tail], dim=1)
         states = subsample(states, a.stride, a.pool)
         assert states.shape[1] == decoder_positions(computed, self.dims.n_audio_ctx, a)
         kv = states.shape[1]
@@ -217,46 +238,87 @@ class HFWhisperEngine:
                 ]
         return self._silence_kv
 
-    @torch.inference_mode()
-    def decode(self, enc: Encoded, n_steps: int | None = None) -> DecodeOutput:
-        """Greedy decoding. With n_steps (cost-only models), run exactly that many steps.
+    def _cross_kv(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, (B, heads, positions, dh) K and V: projected for the positions
+        that hold audio, the cached silence K/V for the rest."""
+        h, m = self.dims.n_text_head, enc.kv_projected
+        s = enc.states[:, :m]
+        b = s.shape[0]
+        cached = self.silence_cross_kv() if m < enc.decoder_positions else None
+        cross = []
+        for i, layer in enumerate(self.dec.layers):
+            a = layer.encoder_attn
+            k, v = _heads(a.k_proj(s), h), _heads(a.v_proj(s), h)
+            if cached is not None:
+                k = torch.cat([k, cached[i][0][:, :, m:].expand(b, -1, -1, -1)], dim=2)
+                v = torch.cat([v, cached[i][1][:, :, m:].expand(b, -1, -1, -1)], dim=2)
+            cross.append((k, v))
+        return cross
 
-        At most `max_new_tokens` tokens are generated (openai-whisper's sample_len, and what the
-        ct2 engine is limited to). `prefill_ms` is the time from entry through the first
-        token's argmax: the cross-attention K/V projection and the prompt's forward pass, the
-        part of decoding whose cost does not grow with the number of tokens.
+    @torch.inference_mode()
+    def decode(
+        self,
+        enc: Encoded,
+        n_steps: int | Sequence[int] | None = None,
+        *,
+        timestamps: bool = False,
+        prefixes: Sequence[Sequence[int] | None] | None = None,
+    ) -> list[DecodeOutput]:
+        """Greedy decoding of the batch as one tensor, one output per item (see Engine).
+
+        Each item stops at its own end-of-text or length limit; finished items ride along
+        (their rows are computed and ignored) until none is left. At most `max_new_tokens`
+        tokens are generated (openai-whisper's sample_len, and what the ct2 engine is limited
+        to). With n_steps (cost-only models), item i runs exactly n_steps[i] steps (an int:
+        every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
+        its own positions and the padding is masked out of self-attention. `prefill_ms` is the
+        batch's time from entry through the first token's argmax: the cross-attention K/V
+        projection and the prompt's forward pass, the part of decoding whose cost does not
+        grow with the number of tokens.
         """
         self._sync()
         t0 = time.perf_counter_ns()
         dec, dims, dev = self.dec, self.dims, self.device
         h = dims.n_text_head
         dh = dims.n_text_state // h
-        m = enc.kv_projected
-        s = enc.states[:, :m]
-        cached = self.silence_cross_kv() if m < enc.decoder_positions else None
-        cross = []
-        for i, layer in enumerate(dec.layers):
-            a = layer.encoder_attn
-            k, v = _heads(a.k_proj(s), h), _heads(a.v_proj(s), h)
-            if cached is not None:
-                k = torch.cat([k, cached[i][0][:, :, m:]], dim=2)
-                v = torch.cat([v, cached[i][1][:, :, m:]], dim=2)
-            cross.append((k, v))
-        # positions fed: the prompt, then every generated token but the last (never fed)
-        limit = len(self.prompt) + (n_steps or self.max_new_tokens) - 1
-        limit = min(limit, dims.n_text_ctx)
-        kc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
-        vc = [torch.empty(1, h, limit, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
+        cross = self._cross_kv(enc)
+        b = enc.states.shape[0]
+        prompts = batch_prompts(dims, b, timestamps, prefixes)
+        forced = steps_per_item(n_steps, b)
+        # a prompt of length p leaves room for n_text_ctx - p + 1 tokens
+        caps = [dims.n_text_ctx - len(p) + 1 for p in prompts]
+        limits = [
+            min(f if forced else self.max_new_tokens, c) for f, c in zip(forced or caps, caps)
+        ]
+        width = max(len(p) for p in prompts)
+        pads = torch.tensor([width - len(p) for p in prompts], device=dev)
+        columns = width + max(limits) - 1  # the prompt, then every token but the last
+        kc = [torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
+        vc = [torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
         pos_w, tok_w = dec.embed_positions.weight, dec.embed_tokens.weight
-        fed = torch.tensor([self.prompt], device=dev)
-        length = 0
-        out: list[int] = []
-        hit_max = False
-        steps = 0
+        eot = self.ids["eot"]
+        fed = torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev)
+        pos = (torch.arange(width, device=dev) - pads[:, None]).clamp(min=0)
+        # keys a query may see: its item's own columns (a pad column sees only itself)
+        real = torch.arange(columns, device=dev) >= pads[:, None] if pads.any() else None
+        rules = self._timestamp_rules() if timestamps else None
+        sampled = torch.empty(b, max(limits), dtype=torch.long, device=dev)
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = [False] * b
+        hit_max = [False] * b
+        item_steps = [0] * b
+        length = steps = 0
         prefill_ms: float | None = None  # set at the first step, which always runs
         while True:
             t = fed.shape[1]
-            x = tok_w[fed] + pos_w[length : length + t]
+            x = tok_w[fed] + pos_w[pos]
+            mask = None
+            if real is not None:
+                cols = torch.arange(length + t, device=dev)
+                rows = torch.arange(length, length + t, device=dev)[:, None]
+                own = cols[None, :] == rows
+                mask = (cols[None, :] <= rows) & (real[:, None, : length + t] | own)
+                mask = mask[:, None]  # (B, 1, t, L): the same for every head
             for i, layer in enumerate(dec.layers):
                 a = layer.self_attn
                 y = layer.self_attn_layer_norm(x)
@@ -264,7 +326,8 @@ class HFWhisperEngine:
                 kc[i][:, :, length : length + t] = k
                 vc[i][:, :, length : length + t] = v
                 k_all, v_all = kc[i][:, :, : length + t], vc[i][:, :, : length + t]
-                x = x + a.out_proj(_merge(self._attention(q, k_all, v_all, causal=t > 1)))
+                att = self._attention(q, k_all, v_all, causal=t > 1, mask=mask)
+                x = x + a.out_proj(_merge(att))
                 c = layer.encoder_attn
                 y = layer.encoder_attn_layer_norm(x)
                 q = _heads(c.q_proj(y), h)
@@ -273,28 +336,54 @@ class HFWhisperEngine:
                 x = x + layer.fc2(F.gelu(layer.fc1(y)))
             length += t
             steps += 1
-            logits = self.model.proj_out(dec.layer_norm(x[:, -1])).float()[0]
+            logits = self.model.proj_out(dec.layer_norm(x[:, -1])).float()
             logits.masked_fill_(self._suppress_mask, float("-inf"))
             if steps == 1:
                 logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
-            tok = int(logits.argmax())
+            if rules is not None:
+                rules.apply(logits, sampled[:, : steps - 1])
+            tok = logits.argmax(dim=-1)
+            if forced is not None:  # a forced length never ends early: take the runner-up
+                tok = torch.where(tok == eot, logits.topk(2, dim=-1).indices[:, 1], tok)
+            toks = tok.tolist()  # waits for the argmax
             if steps == 1:
-                self._sync()  # int() already waits for the argmax; this waits for the rest
+                self._sync()
                 prefill_ms = (time.perf_counter_ns() - t0) / 1e6
-            if n_steps is not None:
-                if steps >= n_steps:
-                    break
-                if tok == self.ids["eot"]:
-                    tok = int(logits.topk(2).indices[1])
-            elif tok == self.ids["eot"]:
+            for j in range(b):
+                if done[j]:
+                    continue
+                if forced is not None and steps >= forced[j]:
+                    done[j] = True  # the n-th step's logits were computed; nothing is kept
+                elif forced is None and toks[j] == eot:
+                    done[j] = True
+                else:
+                    out[j].append(toks[j])
+                    if steps >= limits[j]:
+                        done[j] = True
+                        hit_max[j] = forced is None
+                item_steps[j] = steps
+            if all(done):
                 break
-            out.append(tok)
-            if length >= limit:
-                hit_max = n_steps is None
-                break
-            fed = torch.tensor([[tok]], device=dev)
-        return DecodeOutput(
-            out, self.tokenizer.decode(out), hit_max, {"steps": steps}, prefill_ms=prefill_ms
+            sampled[:, steps - 1] = tok
+            fed = tok[:, None]
+            pos = (pos[:, -1:] + 1).clamp(max=dims.n_text_ctx - 1)  # finished rows may run on
+        return [
+            DecodeOutput(
+                out[j],
+                self.tokenizer.text(out[j], eot),
+                hit_max[j],
+                {"steps": item_steps[j]},
+                prefill_ms=prefill_ms,
+            )
+            for j in range(b)
+        ]
+
+    def _timestamp_rules(self) -> TimestampRules:
+        return TimestampRules(
+            eot=self.ids["eot"],
+            no_timestamps=self.ids["no_timestamps"],
+            timestamp_begin=self.ids["timestamp_begin"],
+            max_initial_index=max_initial_index(self.dims.n_audio_ctx),
         )
 
     def _sync(self) -> None:
