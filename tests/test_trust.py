@@ -60,20 +60,16 @@ def test_rows_of_two_code_fingerprints(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir):
     store = tmp_path / "s.sqlite"
-    cmd = [sys.executable, "-m", "voxmeter.cli", "bench", "--max-clips", "2", "--repeats",
-           "40", "--store", str(store), "--quiet"]  # fmt: skip
-    env = dict(os.environ, VOXMETER_CACHE=str(cache_dir))
-    # a runner that started us in the background hands down SIGINT as ignored, and Python
-    # then installs no KeyboardInterrupt handler: give the child the default, as a shell's
-    # foreground job has
-    proc = subprocess.Popen(
-        cmd,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    args = ["bench", "--max-clips", "2", "--repeats", "40", "--store", str(store), "--quiet"]
+    # a runner that started us in the background hands SIGINT down as ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the one a foreground job has
+    boot = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"sys.argv = ['voxmeter', *{args!r}]; runpy.run_module('voxmeter.cli', run_name='__main__')"
     )
+    cmd = [sys.executable, "-c", boot]
+    env = dict(os.environ, VOXMETER_CACHE=str(cache_dir))
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
         deadline = time.monotonic() + 300
         while True:

@@ -97,6 +97,7 @@ METHOD_KEYS = (
     "prefill_method",
     "gpu_mem_method",
     "longform_decoding",
+    "vad_model",
     "wer_scope",
 )
 # percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat

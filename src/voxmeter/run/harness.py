@@ -191,11 +191,11 @@ def run_spec(
     load_s: float | None = time.perf_counter() - t0
     instr = Instruments(spec, enabled=instruments)
     skipped = [{"id": cid, "reason": why} for cid, why in data.skipped]
-    chunker = None
+    chunker, vad_model = None, None
     if any(c.is_long for c in data.clips) and spec.workload.longform == "batched":
         from voxmeter.run.workloads import speech_chunker
 
-        chunker = speech_chunker(spec)
+        chunker, vad_model = speech_chunker(spec)
     try:
         warm_up(engine, source, data, instr.off(), chunker)
         counted = count_pass(engine, source, data) if instruments else None
@@ -217,6 +217,8 @@ def run_spec(
                 if prefill is None
                 else "one first-token generate per clip, in an untimed pass before the repeats"
             )
+            if vad_model:
+                metrics["vad_model"] = vad_model
             # the first repeat of a run carries the one-off costs it paid, if any
             metrics.update({k: v for k, v in one_off.items() if v > 0})
             one_off = {}

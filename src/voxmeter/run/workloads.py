@@ -13,6 +13,7 @@ window; its record holds one timed record per window.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from voxmeter.engines.longform import (
@@ -139,14 +140,18 @@ def run_recording(engine: Any, clip: Any, instr: Any, speech_chunks: Callable | 
     return rec
 
 
-def speech_chunker(spec: Any) -> Callable:
-    """The VAD chunking of spec.workload's settings, as a function of a stream."""
+def speech_chunker(spec: Any) -> tuple[Callable, str]:
+    """The VAD chunking of spec.workload's settings, as a function of a stream, and which
+    Silero model runs it (the two published ONNX files give different segments)."""
     from voxmeter.audio import vad
 
-    w = spec.workload
-    return vad.chunker(
-        threshold=w.vad_threshold,
-        min_silence_ms=w.vad_min_silence_ms,
-        speech_pad_ms=w.vad_speech_pad_ms,
-        max_segment_s=w.max_segment_s,
+    s = spec.workload.vad_settings()
+    model = vad.SileroVad()
+    fn = vad.chunker(
+        threshold=s.threshold,
+        min_silence_ms=s.min_silence_ms,
+        speech_pad_ms=s.speech_pad_ms,
+        max_segment_s=s.max_segment_s,
+        model=model,
     )
+    return fn, f"Silero VAD {Path(model.path).name} (sha256 {model.digest[:12]})"
