@@ -9,6 +9,7 @@ spec field.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from voxmeter.audio.features import (
     HOP,
@@ -68,3 +69,82 @@ def test_features_are_bit_identical_to_faster_whisper(default_clips):
     fe = FeatureExtractor(80)
     for clip, audio in default_clips[:6]:
         assert np.array_equal(log_mel_clip(audio.samples), fe(audio.samples)), clip.id
+
+
+REAL = ("librivox", "cards", "goforward")  # recorded speech; the tts clips are synthesized
+
+
+def _faster_whisper_texts(ct2_dir, clips) -> dict[str, str]:
+    """faster-whisper's own transcribe, reduced to one greedy pass per clip: no temperature
+    fallback, no no-speech / log-probability / compression-ratio checks (each could drop or
+    re-decode a clip), no VAD, no previous text; its blank and token suppression are the
+    defaults, which are the ct2 engine's (suppress_tokens=[-1] expands to the same 90 ids as
+    the model's config), and its max_length (448) is the engine's limit."""
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    out = {}
+    for clip, audio in clips:
+        segments, _ = fw.transcribe(
+            audio.samples,
+            language="en",
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            no_speech_threshold=None,
+            log_prob_threshold=None,
+            compression_ratio_threshold=None,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
+        out[clip.id] = "".join(s.text for s in segments).strip()
+    return out
+
+
+def _engine_texts(frontend, clips, cache_dir, source) -> dict[str, str]:
+    from voxmeter.engines import load_engine
+    from voxmeter.spec import RunSpec
+
+    e = load_engine(RunSpec(engine="ct2").with_(frontend=frontend), cache_dir, source)
+    return {c.id: e.decode(e.encode(e.features([a.samples])))[0].text for c, a in clips}
+
+
+def _check_parity(clips, cache_dir, source, record_property) -> None:
+    from voxmeter.metrics import normalize
+
+    theirs = _faster_whisper_texts(source.ct2_dir, clips)
+    ours = _engine_texts("features", clips, cache_dir, source)
+    openai_way = _engine_texts("audio", clips, cache_dir, source)
+    differ = [
+        f"{cid}: ours {ours[cid]!r} vs faster-whisper {theirs[cid]!r}"
+        for cid in theirs
+        if normalize(ours[cid]) != normalize(theirs[cid])
+    ]
+    assert not differ, f"{len(differ)} of {len(clips)} clips differ: " + "; ".join(differ)
+    assert ours == theirs  # not only normalised: the very same text
+    moved = [cid for cid in theirs if normalize(openai_way[cid]) != normalize(theirs[cid])]
+    record_property("audio_front_end_differs", f"{len(moved)} of {len(clips)}: {moved}")
+    assert moved, "padding the audio instead of the features should move some hypotheses"
+
+
+def test_features_front_end_gives_faster_whisper_hypotheses_on_real_speech(
+    default_clips, cache_dir, tiny_source, record_property
+):
+    """The recorded clips (LibriVox, card commands, go forward): identical; the "audio" front
+    end moves at least cards-002 ("for Queen of Clothes" -> "4. Queen of Clothes")."""
+    real = [(c, a) for c, a in default_clips if c.id.startswith(REAL)]
+    assert len(real) == 11
+    _check_parity(real, cache_dir, tiny_source, record_property)
+
+
+@pytest.mark.slow
+def test_features_front_end_gives_faster_whisper_hypotheses_on_the_default_set(
+    default_clips, cache_dir, tiny_source, record_property
+):
+    """All 50 clips of the default set: identical texts; the "audio" front end gives other
+    tokens on 16 of them and another normalised text on 11 (cards-002 and ten tts clips;
+    tiny.en fp32, ctranslate2 4.8.5, faster-whisper 1.2.1)."""
+    assert len(default_clips) == 50
+    _check_parity(default_clips, cache_dir, tiny_source, record_property)
