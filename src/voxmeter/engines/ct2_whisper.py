@@ -4,6 +4,11 @@
 CTranslate2 accepts encoder inputs shorter than 3000 frames (it slices its position table), so
 xT shortens real work here too; padding with silence states and xV subsampling happen on the
 encoder output, in numpy/torch, before it is handed to `generate`.
+
+A batch goes to `encode` as one (B, n_mels, T) input and to one `generate` call with B prompts;
+CTranslate2 drops finished items from its decoding batch as it goes. With timestamps, the
+prompt has no <|notimestamps|> and CTranslate2's own timestamp rules apply (engines/rules.py
+says how they differ from openai-whisper's).
 """
 
 from __future__ import annotations

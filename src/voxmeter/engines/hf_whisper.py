@@ -9,6 +9,15 @@ once), since per-token Python overhead is what separates a transformers decoder 
 CTranslate2's. Linear layers are called as modules, so dynamic int8 quantization applies.
 Attention is SDPA while timing and explicit matmuls while counting FLOPs, since
 FlopCounterMode cannot see CPU SDPA kernels.
+
+A batch is decoded as one tensor: every step runs all B rows (finished ones ride along until
+the last item ends), and prompts of different lengths are left-padded and masked, each item
+keeping its own positions. Greedy argmax, blank and token suppression and, with timestamps,
+openai-whisper's timestamp rules (engines/rules.py) are applied to the whole batch at once.
+Batched results equal single-clip ones in fp32 on the bundled clips; the last bits of a
+logit can differ (a matmul over B rows may use another kernel than over one), so equality is
+a measured fact, not a guarantee. With dynamic int8 the rows of a batch share one activation
+scale, which can change an item's tokens.
 """
 
 from __future__ import annotations
@@ -52,6 +61,16 @@ def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
 def _merge(x: torch.Tensor) -> torch.Tensor:
     b, h, t, dh = x.shape
     return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def padded_causal_mask(real: torch.Tensor, length: int, t: int) -> torch.Tensor:
+    """(B, 1, t, length + t) self-attention mask, True where allowed, for t new positions after
+    `length`: causal, and a row's keys are its item's real (non-padding) columns. A padding
+    query sees only itself, so its row stays finite and is simply never looked at."""
+    cols = torch.arange(length + t, device=real.device)
+    rows = torch.arange(length, length + t, device=real.device)[:, None]
+    own = cols[None, :] == rows
+    return ((cols[None, :] <= rows) & (real[:, None, : length + t] | own))[:, None]
 
 
 class HFWhisperEngine:
@@ -293,8 +312,10 @@ class HFWhisperEngine:
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last
-        kc = [torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
-        vc = [torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in dec.layers]
+        cache = [
+            tuple(torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in "kv")
+            for _ in dec.layers
+        ]
         pos_w, tok_w = dec.embed_positions.weight, dec.embed_tokens.weight
         eot = self.ids["eot"]
         fed = torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev)
@@ -311,29 +332,8 @@ class HFWhisperEngine:
         prefill_ms: float | None = None  # set at the first step, which always runs
         while True:
             t = fed.shape[1]
-            x = tok_w[fed] + pos_w[pos]
-            mask = None
-            if real is not None:
-                cols = torch.arange(length + t, device=dev)
-                rows = torch.arange(length, length + t, device=dev)[:, None]
-                own = cols[None, :] == rows
-                mask = (cols[None, :] <= rows) & (real[:, None, : length + t] | own)
-                mask = mask[:, None]  # (B, 1, t, L): the same for every head
-            for i, layer in enumerate(dec.layers):
-                a = layer.self_attn
-                y = layer.self_attn_layer_norm(x)
-                q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
-                kc[i][:, :, length : length + t] = k
-                vc[i][:, :, length : length + t] = v
-                k_all, v_all = kc[i][:, :, : length + t], vc[i][:, :, : length + t]
-                att = self._attention(q, k_all, v_all, causal=t > 1, mask=mask)
-                x = x + a.out_proj(_merge(att))
-                c = layer.encoder_attn
-                y = layer.encoder_attn_layer_norm(x)
-                q = _heads(c.q_proj(y), h)
-                x = x + c.out_proj(_merge(self._attention(q, *cross[i], causal=False)))
-                y = layer.final_layer_norm(x)
-                x = x + layer.fc2(F.gelu(layer.fc1(y)))
+            mask = None if real is None else padded_causal_mask(real, length, t)
+            x = self._step(tok_w[fed] + pos_w[pos], cache, cross, length, mask)
             length += t
             steps += 1
             logits = self.model.proj_out(dec.layer_norm(x[:, -1])).float()
@@ -377,6 +377,30 @@ class HFWhisperEngine:
             )
             for j in range(b)
         ]
+
+    def _step(
+        self,
+        x: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        length: int,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One decoder pass over t new positions (B, t, D) after `length` cached ones."""
+        h, t = self.dims.n_text_head, x.shape[1]
+        for (kc, vc), (ck, cv), layer in zip(cache, cross, self.dec.layers):
+            a = layer.self_attn
+            y = layer.self_attn_layer_norm(x)
+            q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
+            kc[:, :, length : length + t] = k
+            vc[:, :, length : length + t] = v
+            k_all, v_all = kc[:, :, : length + t], vc[:, :, : length + t]
+            x = x + a.out_proj(_merge(self._attention(q, k_all, v_all, t > 1, mask)))
+            c = layer.encoder_attn
+            q = _heads(c.q_proj(layer.encoder_attn_layer_norm(x)), h)
+            x = x + c.out_proj(_merge(self._attention(q, ck, cv, causal=False)))
+            x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+        return x
 
     def _timestamp_rules(self) -> TimestampRules:
         return TimestampRules(
