@@ -163,3 +163,34 @@ def test_prefixes_of_different_lengths_batch_like_alone(timestamps, speech, engi
 @pytest.fixture(scope="module")
 def engines(cache_dir, tiny_source):
     return {n: load_engine(RunSpec(engine=n), cache_dir, tiny_source) for n in ("hf", "ct2")}
+
+
+def test_ctranslate2_chooses_what_our_rules_choose_on_its_own_logits(speech, engines):
+    """CTranslate2 returns each step's raw logits: blank and token suppression plus our
+    timestamp rules, applied to them, pick the very token its generate picked, step by step."""
+    from voxmeter.engines.common import load_suppress
+
+    joined, clips = speech
+    e = engines["ct2"]
+    suppress, begin = load_suppress(e.source, e.ids)
+    rules = engines["hf"]._timestamp_rules()
+    steps = 0
+    for audio in (joined, clips["cards-005"], clips["librivox-0890"]):
+        enc = e.encode(e.features([audio]))
+        (res,) = e.model.generate(
+            enc.states,
+            [e.prompt[:-1]],  # the sot sequence without <|notimestamps|>
+            beam_size=1,
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_logits_vocab=True,
+        )
+        chosen = res.sequences_ids[0] + [e.ids["eot"]]
+        for step, raw in enumerate(res.logits[0]):
+            x = torch.from_numpy(np.array(raw, dtype=np.float32))[None]
+            x[0, suppress + (begin if step == 0 else [])] = NEG
+            rules.apply(x, torch.tensor([chosen[:step]], dtype=torch.long).view(1, -1))
+            assert int(x.argmax()) == chosen[step], (step, chosen[: step + 1])
+            steps += 1
+    assert steps > 100
