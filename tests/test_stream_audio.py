@@ -208,7 +208,6 @@ def test_two_hour_file_streams_in_bounded_memory_with_clips_at_their_offsets(
         else:
             np.testing.assert_allclose(got[name], y, atol=1e-4, err_msg=name)
     assert rest_energy < 1e-6  # silence everywhere else
-    assert t_write + t_read < 60, (t_write, t_read)
 
 
 def write_in_blocks(path: Path, rate: int, channels: int, total: int, clips: dict) -> None:

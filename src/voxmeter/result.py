@@ -46,7 +46,7 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "batch_ms_p90": ("ms", "latency of a batch, 90th percentile"),
     "batch_ms_p99": ("ms", "latency of a batch, 99th percentile"),
     "n_batches": ("", "batches run"),
-    "padding_share": ("%", "share of the batch input frames that were padding"),
+    "padding_share": ("%", "input frames batching added: padding to the longest clip's input"),
     "n_recordings": ("", "recordings over 30 s, transcribed long-form"),
     "n_windows": ("", "long-form windows (sequential) or VAD chunk batches decoded"),
     "n_windows_flagged": ("", "long-form windows whose text looks like a failure"),

@@ -173,6 +173,11 @@ def summarize_repeat(
     ref_words = sum(len(normalize(r["ref"]).split()) for r in recs)
     for r in recs:
         r["flags"] = failure_flags(r["hyp"], r["duration_s"], r["ref"], r["hit_max_length"])
+        if "windows" in r:
+            # Whisper judges loops per 30 s window, not over a whole recording's text: keep
+            # the windows' own flags, plus an early end against the recording's reference
+            win = {f for w in r["windows"] for f in w.get("flags", [])}
+            r["flags"] = sorted(win | ({"early_end"} & set(r["flags"])))
     m["n_flagged"] = sum(1 for r in recs if r["flags"])
     if data.skipped:
         m["wer_scope"] = (

@@ -3,7 +3,8 @@
 A batch really runs as one tensor through each stage (the engines' stages take batches); each
 clip of a batch records what it waited for, the batch's stage times, so per-clip latency at
 batch B is the batch's latency, and throughput and RTFx count each batch once. A batch runs
-at its longest clip's input length; the frames spent on padding are stated (`padding_share`).
+at its longest clip's input length; the frames batching adds beyond each clip's own input
+are stated (`padding_share`).
 
 A recording over 30 s goes through engines.longform: Whisper's sequential algorithm, or VAD
 chunks decoded in batches (spec.workload.longform). Its audio is streamed from disk window by
@@ -57,8 +58,10 @@ def run_batch(
     enc, results = outs["enc"], outs["dec"]
     stage_ms = {f"{s.key}_ms": timing[f"{s.key}_ms"] for s in engine.stages}
     batch_ms = sum(stage_ms.values())
-    audio_frames = sum(-(-len(c.audio) // HOP) for c in clips)
-    padding = 1 - min(1.0, audio_frames / (n_frames * len(clips)))
+    # the padding batching adds: up to the longest clip's input, beyond each clip's own
+    # (at a fixed frames=T every clip runs at T alone too, so a batch adds none)
+    own_frames = sum(engine.n_frames(len(c.audio)) for c in clips)
+    padding = 1 - min(1.0, own_frames / (n_frames * len(clips)))
     recs = []
     for clip, out in zip(clips, results):
         rec = dict(

@@ -1,0 +1,82 @@
+"""Workloads end to end: a batch with a bad clip and clips of very different lengths, and a
+2-hour recording streamed through the VAD-batched long-form path in bounded memory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_stream_audio import write_in_blocks
+
+from voxmeter.audio.features import frames_for
+from voxmeter.audio.io import load_audio
+from voxmeter.data.datasets import SAMPLE_DIR, load_dataset
+from voxmeter.metrics import normalize
+from voxmeter.run.harness import prepare_data, run_spec
+from voxmeter.spec import RunSpec
+
+
+def _refs() -> dict[str, str]:
+    return {c.id: c.text for c in load_dataset("default").clips}
+
+
+def test_a_bad_clip_is_skipped_and_the_batch_runs_with_the_rest(tmp_path, cache_dir):
+    refs = _refs()
+    ids = ["goforward", "librivox-0870", "cards-005"]  # about 2, 10 and 4 s: unequal
+    lines = [{"audio": str(SAMPLE_DIR / f"{i}.flac"), "text": refs[i], "id": i} for i in ids]
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....not audio")
+    lines.insert(1, {"audio": "broken.wav", "text": "x", "id": "broken"})
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    spec = RunSpec(data=str(m), batch_size=4, repeats=1, warmup=0).with_(frames="fit")
+    (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
+    assert res.metrics["n_clips"] == 3 and res.metrics["n_skipped"] == 1
+    assert [s["id"] for s in res.skipped] == ["broken"]
+    assert res.metrics["n_batches"] == 1 and {c["batch_size"] for c in res.clips} == {3}
+    # the batch ran at its longest clip's fitted input; what that added is the padding
+    own = [frames_for(len(load_audio(SAMPLE_DIR / f"{i}.flac").samples)) for i in ids]
+    share = 1 - sum(own) / (max(own) * len(own))
+    assert res.metrics["padding_share"] == pytest.approx(100 * share)
+    assert {c["n_frames"] for c in res.clips} == {max(own)}
+    assert res.metrics["wer"] < 20  # three real clips, transcribed
+    assert "WER is partial" in " ".join(res.warnings) or res.metrics.get("wer_scope")
+
+
+@pytest.mark.slow
+def test_a_two_hour_recording_streams_through_batched_long_form(tmp_path, cache_dir):
+    """2 h of silence with three real clips, decoded with VAD chunks: the clips' words come
+    back, and the process's peak RSS grows far less than holding the recording would take."""
+    from voxmeter.run.isolate import run_spec_isolated
+
+    refs = _refs()
+    names = ("librivox-0870", "cards-005", "goforward")
+    rate = 16000
+    peaks = {}
+    for hours in (2 / 60, 2.0):  # two minutes, then two hours, same clips
+        total = round(hours * 3600 * rate)
+        clips = {}
+        for k, name in enumerate(names):
+            x = load_audio(SAMPLE_DIR / f"{name}.flac").samples
+            x = np.round(np.clip(x, -1, 1 - 2**-15) * 32768).astype(np.int16)
+            at = (rate * 5, total // 2, total - len(x) - rate * 5)[k]
+            clips[name] = (at, x)
+        path = tmp_path / f"rec-{hours:.3f}h.flac"
+        write_in_blocks(path, rate, 1, total, clips)
+        assert sf.info(str(path)).duration == pytest.approx(hours * 3600)
+        m = tmp_path / f"m-{hours:.3f}.jsonl"
+        ref = " ".join(refs[n] for n in names)
+        m.write_text(json.dumps({"audio": path.name, "text": ref, "id": "rec"}) + "\n")
+        spec = RunSpec(engine="ct2", data=str(m), batch_size=8, repeats=1, warmup=0)
+        spec = spec.with_(precision="int8", longform="batched")
+        assert prepare_data(spec).clips[0].audio is None  # streamed, not loaded
+        (res,) = list(run_spec_isolated(spec, [0], cache_dir=cache_dir))
+        (rec,) = res.clips
+        hyp = set(normalize(rec["hyp"]).split())
+        for n in names:
+            words = set(normalize(refs[n]).split())
+            assert len(words & hyp) >= 0.6 * len(words), (n, rec["hyp"])
+        peaks[hours] = res.metrics["process_peak_rss_mb"]
+    decoded_mb = 2 * 3600 * rate * 4 / 2**20  # float32 at 16 kHz: 440 MiB
+    assert peaks[2.0] - peaks[2 / 60] < decoded_mb / 4, peaks
