@@ -37,7 +37,7 @@ def flops_table(
     engine = load_engine(spec, cache_dir)
     engine.count_mode = True
     audio = np.zeros(frames * 160, dtype=np.float32)
-    feats = engine.features(audio)
+    feats = engine.features([audio])
     enc_c = count_flops(engine.encode, feats)
     enc = enc_c.result
     dec_c = count_flops(engine.decode, enc, tokens)
