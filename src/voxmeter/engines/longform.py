@@ -11,8 +11,9 @@ starts at the last complete segment's end. Differences from openai-whisper, each
   recording, so a recording of hours is read from disk window by window and never held whole.
   For speech the normalisation maximum is almost always the same.
 - xT applies to every window: a window is `frames` mel frames long (3000 with frames="fit"),
-  and the last, shorter window runs at the fitted length with silence padding like a short
-  clip. xV applies as for short clips.
+  and the last, shorter window runs as a short clip would: at the fitted length with silence
+  padding under frames="fit", at `frames` otherwise (as openai-whisper and faster-whisper run
+  every window at 3000). xV applies as for short clips.
 
 Batched (`transcribe_batched`) is the VAD pipeline of faster-whisper's BatchedInferencePipeline
 and the transformers pipeline: Silero VAD finds speech, neighbouring speech is merged into
@@ -152,7 +153,8 @@ def transcribe_sequential(
         if len(samples) == 0:
             break
         seg_frames = min(win, total_frames - seek)
-        n_frames = win if seg_frames == win else fit_frames(len(samples), axes.fit_step_s, win)
+        last_fitted = seg_frames < win and axes.frames == "fit"
+        n_frames = fit_frames(len(samples), axes.fit_step_s, win) if last_fitted else win
         rec: dict[str, Any] = {
             "start_s": start / SAMPLE_RATE,
             "duration_s": len(samples) / SAMPLE_RATE,
