@@ -148,3 +148,44 @@ def test_features_front_end_gives_faster_whisper_hypotheses_on_the_default_set(
     tiny.en fp32, ctranslate2 4.8.5, faster-whisper 1.2.1)."""
     assert len(default_clips) == 50
     _check_parity(default_clips, cache_dir, tiny_source, record_property)
+
+
+@pytest.mark.slow
+def test_long_form_with_the_features_front_end_gives_faster_whispers_text(cache_dir):
+    """Sequential long-form (timestamps, greedy, no previous text) on the bundled long-form
+    recordings: the ct2 engine with frontend='features' against faster-whisper's own
+    `transcribe` with the same settings. Our log-mel is computed per 30 s window (a recording
+    is streamed), faster-whisper's over the whole recording then sliced: the assertion names
+    any recording whose normalised text differs, with both texts."""
+    from faster_whisper import WhisperModel
+
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.metrics import normalize
+    from voxmeter.run.harness import prepare_data, run_spec
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(engine="ct2", data="longform", repeats=1, warmup=0).with_(frontend="features")
+    (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
+    ours = {c["id"]: c["hyp"] for c in res.clips}
+    fw = WhisperModel(str(resolve_model("tiny.en", cache_dir).ct2_dir), compute_type="float32")
+    differ = []
+    for clip in prepare_data(spec).clips:
+        with clip.stream() as s:
+            audio = s.read(0, s.n_samples)
+        segs, _ = fw.transcribe(
+            audio,
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=False,
+            condition_on_previous_text=False,
+            compression_ratio_threshold=None,
+            log_prob_threshold=None,
+            no_speech_threshold=None,
+            vad_filter=False,
+        )
+        theirs = " ".join(s.text.strip() for s in segs)
+        if normalize(theirs) != normalize(ours[clip.id]):
+            differ.append(
+                f"{clip.id}:\n  faster-whisper: {theirs}\n  voxmeter:       {ours[clip.id]}"
+            )
+    assert not differ, "long-form texts differ:\n" + "\n".join(differ)

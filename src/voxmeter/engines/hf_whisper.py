@@ -286,7 +286,8 @@ class HFWhisperEngine:
         """Greedy decoding of the batch as one tensor, one output per item (see Engine).
 
         Each item stops at its own end-of-text or length limit; finished items ride along
-        (their rows are computed and ignored) until none is left. At most `max_new_tokens`
+        (their rows are computed and ignored) until a quarter of the rows left are finished,
+        then leave the batch tensors. At most `max_new_tokens`
         tokens are generated (openai-whisper's sample_len, and what the ct2 engine is limited
         to). With n_steps (cost-only models), item i runs exactly n_steps[i] steps (an int:
         every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
@@ -328,6 +329,7 @@ class HFWhisperEngine:
         done = [False] * b
         hit_max = [False] * b
         item_steps = [0] * b
+        rows = list(range(b))  # the items still in the batch tensors, in row order
         length = steps = 0
         prefill_ms: float | None = None  # set at the first step, which always runs
         while True:
@@ -349,15 +351,15 @@ class HFWhisperEngine:
             if steps == 1:
                 self._sync()
                 prefill_ms = (time.perf_counter_ns() - t0) / 1e6
-            for j in range(b):
+            for r, j in enumerate(rows):
                 if done[j]:
                     continue
                 if forced is not None and steps >= forced[j]:
                     done[j] = True  # the n-th step's logits were computed; nothing is kept
-                elif forced is None and toks[j] == eot:
+                elif forced is None and toks[r] == eot:
                     done[j] = True
                 else:
-                    out[j].append(toks[j])
+                    out[j].append(toks[r])
                     if steps >= limits[j]:
                         done[j] = True
                         hit_max[j] = forced is None
@@ -367,6 +369,17 @@ class HFWhisperEngine:
             sampled[:, steps - 1] = tok
             fed = tok[:, None]
             pos = (pos[:, -1:] + 1).clamp(max=dims.n_text_ctx - 1)  # finished rows may run on
+            finished = [r for r, j in enumerate(rows) if done[j]]
+            if len(finished) >= max(1, len(rows) // 4):
+                # drop finished rows once a quarter of the batch is done: every later step
+                # reads each row's cross-attention K/V, so riding along is not free
+                keep = [r for r, j in enumerate(rows) if not done[j]]
+                idx = torch.tensor(keep, device=dev)
+                cache = [(kc.index_select(0, idx), vc.index_select(0, idx)) for kc, vc in cache]
+                cross = [(ck.index_select(0, idx), cv.index_select(0, idx)) for ck, cv in cross]
+                sampled, fed, pos = (z.index_select(0, idx) for z in (sampled, fed, pos))
+                real = None if real is None else real.index_select(0, idx)
+                rows = [rows[r] for r in keep]
         return [
             DecodeOutput(
                 out[j],
