@@ -31,16 +31,7 @@ def bench_row(results: list[Result]) -> Any:
 
 
 def _agg_json(row: Any) -> dict[str, Any]:
-    return {
-        k: {
-            "value": m.mean,
-            "ci": [m.ci_lo, m.ci_hi] if m.ci_lo is not None else None,
-            "ci_method": m.ci_method or None,
-            "how": m.how,
-            "n": m.n,
-        }
-        for k, m in row.metrics.items()
-    }
+    return {k: m.to_dict() for k, m in row.metrics.items()}
 
 
 def results_json(spec: RunSpec, results: list[Result], note: str = "") -> dict[str, Any]:

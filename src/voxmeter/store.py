@@ -290,6 +290,15 @@ class MetricAgg:
     def half_width(self) -> float | None:
         return None if self.ci_lo is None or self.ci_hi is None else (self.ci_hi - self.ci_lo) / 2
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.mean,
+            "ci": [self.ci_lo, self.ci_hi] if self.ci_lo is not None else None,
+            "ci_method": self.ci_method or None,
+            "how": self.how,
+            "n": self.n,
+        }
+
 
 @dataclass
 class AggRow:

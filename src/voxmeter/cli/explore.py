@@ -12,18 +12,8 @@ from typing import Any
 import typer
 
 from voxmeter.cli.common import CACHE_HELP, STORE_HELP, app, console, setup_logging
-from voxmeter.errors import SpecError, StoreError
+from voxmeter.errors import SpecError
 from voxmeter.store import DEFAULT_STORE_PATH
-
-
-def _rows(store: Path) -> list[Any]:
-    from voxmeter.store import open_existing
-
-    with open_existing(store) as s:
-        rows = s.aggregate()
-    if not rows:
-        raise StoreError(f"{store} has no results")
-    return rows
 
 
 def _constraints(

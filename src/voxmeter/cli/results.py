@@ -129,16 +129,7 @@ def _group_json(row: Any) -> dict[str, Any]:
         "cpu_model": row.cpu_model,
         **row.identity.to_dict(),
         "n_repeats": row.n_repeats,
-        "metrics": {
-            k: {
-                "value": m.mean,
-                "ci": [m.ci_lo, m.ci_hi] if m.ci_lo is not None else None,
-                "ci_method": m.ci_method or None,
-                "how": m.how,
-                "n": m.n,
-            }
-            for k, m in row.metrics.items()
-        },
+        "metrics": {k: m.to_dict() for k, m in row.metrics.items()},
         "notes": row.notes,
         "skipped_clips": row.skipped,
         "warnings": row.warnings,

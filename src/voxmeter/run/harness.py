@@ -92,32 +92,13 @@ def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> in
 
 
 def run_clip(engine: Engine, clip: PreparedClip, steps: int | None, instr: Any) -> dict:
-    """One clip through the engine's stages, in order, each in a timing and memory window."""
-    rec: dict[str, Any] = {}
-    x: Any = [clip.audio]  # a batch of one
-    outs: dict[str, Any] = {}
-    for stage in engine.stages:
-        fn = getattr(engine, stage.method)
-        with instr.stage(stage.key, rec):
-            x = fn(x, steps) if stage.key == "dec" and steps is not None else fn(x)
-        outs[stage.key] = x
-    feats, enc, (out,) = outs["feat"], outs["enc"], outs["dec"]
-    rec.update(
-        id=clip.id,
-        duration_s=clip.duration_s,
-        notes=clip.notes,
-        ref=clip.text,
-        hyp=out.text,
-        n_tokens=len(out.tokens),
-        n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
-        hit_max_length=out.hit_max_length,
-        n_frames=int(feats.shape[-1]),
-        computed_positions=enc.computed_positions,
-        decoder_positions=enc.decoder_positions,
-        kv_projected=enc.kv_projected,
-    )
-    if out.prefill_ms is not None:
-        rec["prefill_ms"] = out.prefill_ms
+    """One clip (a batch of one) through the engine's stages, each in a timing and memory
+    window."""
+    from voxmeter.run.workloads import clip_record, run_stages
+
+    timing: dict[str, Any] = {}
+    outs = run_stages(engine, [clip.audio], None, steps, instr, timing)
+    rec = dict(timing, **clip_record(clip, outs["dec"][0], outs))
     rec["e2e_ms"] = sum(rec[f"{stage.key}_ms"] for stage in engine.stages)
     return rec
 

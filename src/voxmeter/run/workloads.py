@@ -37,17 +37,15 @@ def batch_frames(engine: Any, clips: list[Any]) -> int:
     return max(engine.n_frames(len(c.audio)) for c in clips)
 
 
-def run_batch(
-    engine: Any, clips: list[Any], steps: int | None, instr: Any, batch_index: int
-) -> list[dict]:
-    """One batch of short clips through the engine's stages; one record per clip."""
-    timing: dict[str, Any] = {}
-    n_frames = batch_frames(engine, clips)
-    x: Any = [c.audio for c in clips]
+def run_stages(
+    engine: Any, audios: list, n_frames: int | None, steps: int | None, instr: Any, rec: dict
+) -> dict[str, Any]:
+    """A batch through the engine's stages in order, each timed into `rec`; every output."""
+    x: Any = audios
     outs: dict[str, Any] = {}
     for stage in engine.stages:
         fn = getattr(engine, stage.method)
-        with instr.stage(stage.key, timing):
+        with instr.stage(stage.key, rec):
             if stage.key == "feat":
                 x = fn(x, n_frames)
             elif stage.key == "dec" and steps is not None:
@@ -55,39 +53,56 @@ def run_batch(
             else:
                 x = fn(x)
         outs[stage.key] = x
-    enc, results = outs["enc"], outs["dec"]
+    return outs
+
+
+def clip_record(clip: Any, out: Any, outs: dict[str, Any]) -> dict[str, Any]:
+    """What one short clip's decoding left: its text and the shapes it ran (for FLOPs)."""
+    enc = outs["enc"]
+    rec = dict(
+        id=clip.id,
+        duration_s=clip.duration_s,
+        notes=clip.notes,
+        ref=clip.text,
+        hyp=out.text,
+        n_tokens=len(out.tokens),
+        n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
+        hit_max_length=out.hit_max_length,
+        n_frames=int(outs["feat"].shape[-1]),
+        computed_positions=enc.computed_positions,
+        decoder_positions=enc.decoder_positions,
+        kv_projected=enc.kv_projected,
+    )
+    if out.prefill_ms is not None:
+        rec["prefill_ms"] = out.prefill_ms
+    return rec
+
+
+def run_batch(
+    engine: Any, clips: list[Any], steps: int | None, instr: Any, batch_index: int
+) -> list[dict]:
+    """One batch of short clips through the engine's stages; one record per clip."""
+    timing: dict[str, Any] = {}
+    n_frames = batch_frames(engine, clips)
+    outs = run_stages(engine, [c.audio for c in clips], n_frames, steps, instr, timing)
     stage_ms = {f"{s.key}_ms": timing[f"{s.key}_ms"] for s in engine.stages}
+    mem = {k: v for k, v in timing.items() if k.endswith("_mem_mb")}
     batch_ms = sum(stage_ms.values())
     # the padding batching adds: up to the longest clip's input, beyond each clip's own
     # (at a fixed frames=T every clip runs at T alone too, so a batch adds none)
     own_frames = sum(engine.n_frames(len(c.audio)) for c in clips)
     padding = 1 - min(1.0, own_frames / (n_frames * len(clips)))
     recs = []
-    for clip, out in zip(clips, results):
-        rec = dict(
+    for clip, out in zip(clips, outs["dec"]):
+        rec = clip_record(clip, out, outs)
+        rec.update(
             stage_ms,
-            id=clip.id,
-            duration_s=clip.duration_s,
-            notes=clip.notes,
-            ref=clip.text,
-            hyp=out.text,
-            n_tokens=len(out.tokens),
-            n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
-            hit_max_length=out.hit_max_length,
-            n_frames=n_frames,
-            computed_positions=enc.computed_positions,
-            decoder_positions=enc.decoder_positions,
-            kv_projected=enc.kv_projected,
+            **mem,
             batch=batch_index,
             batch_size=len(clips),
             batch_padding_share=padding,
             e2e_ms=batch_ms,  # a clip's result is there when its batch is
         )
-        for key in ("feat", "enc", "dec"):
-            if f"{key}_mem_mb" in timing:
-                rec[f"{key}_mem_mb"] = timing[f"{key}_mem_mb"]
-        if out.prefill_ms is not None:
-            rec["prefill_ms"] = out.prefill_ms
         recs.append(rec)
     return recs
 
