@@ -20,6 +20,21 @@ from voxmeter.audio.features import (
     padding_features,
 )
 
+# faster-whisper's transcribe as one greedy pass, the way voxmeter decodes: no temperature
+# fallback, no thresholds that skip or re-decode a window, no VAD, no previous text; its
+# suppression is its default, which is the ct2 engine's
+ONE_GREEDY_PASS = dict(
+    beam_size=1,
+    temperature=0.0,
+    condition_on_previous_text=False,
+    vad_filter=False,
+    no_speech_threshold=None,
+    log_prob_threshold=None,
+    compression_ratio_threshold=None,
+    suppress_blank=True,
+    suppress_tokens=[-1],
+)
+
 SILENCE = (-10.0 + 4.0) / 4.0  # log10 of the 1e-10 clamp, floored at itself, then scaled
 
 
@@ -86,18 +101,7 @@ def _faster_whisper_texts(ct2_dir, clips) -> dict[str, str]:
     out = {}
     for clip, audio in clips:
         segments, _ = fw.transcribe(
-            audio.samples,
-            language="en",
-            beam_size=1,
-            temperature=0.0,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            no_speech_threshold=None,
-            log_prob_threshold=None,
-            compression_ratio_threshold=None,
-            suppress_blank=True,
-            suppress_tokens=[-1],
+            audio.samples, language="en", without_timestamps=True, **ONE_GREEDY_PASS
         )
         out[clip.id] = "".join(s.text for s in segments).strip()
     return out
@@ -172,17 +176,7 @@ def test_long_form_with_the_features_front_end_gives_faster_whispers_text(cache_
     for clip in prepare_data(spec).clips:
         with clip.stream() as s:
             audio = s.read(0, s.n_samples)
-        segs, _ = fw.transcribe(
-            audio,
-            beam_size=1,
-            temperature=0.0,
-            without_timestamps=False,
-            condition_on_previous_text=False,
-            compression_ratio_threshold=None,
-            log_prob_threshold=None,
-            no_speech_threshold=None,
-            vad_filter=False,
-        )
+        segs, _ = fw.transcribe(audio, without_timestamps=False, **ONE_GREEDY_PASS)
         theirs = " ".join(s.text.strip() for s in segs)
         if normalize(theirs) != normalize(ours[clip.id]):
             differ.append(

@@ -213,16 +213,9 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         add("GPU memory (process)", "gpu_process_mb", 1, m.get("gpu_mem_method", ""))
 
 
-def _paper_label() -> str:
-    try:
-        from voxmeter.measure.flops import paper_label
-
-        return paper_label()
-    except ImportError:
-        return "paper formula, our reconstruction (3000 frames, 20 tokens)"
-
-
 def _flops_rows(t: Table, m: dict, add: Any) -> None:
+    from voxmeter.measure.flops import paper_label
+
     for stage in ("enc", "dec"):
         name = "encoder" if stage == "enc" else "decoder"
         ratio = m.get(f"flops_counted_vs_analytic_{stage}")
@@ -242,7 +235,7 @@ def _flops_rows(t: Table, m: dict, add: Any) -> None:
         "GFLOPs total",
         f"{_fmt(m.get('gflops_analytic_total'))} | paper {_fmt(m.get('gflops_paper_total'))}",
         "GFLOP/clip",
-        f"analytic | {_paper_label()}",
+        f"analytic | {paper_label()}",
     )
     add("encoder achieved", "enc_gflops_per_s", 1)
     add("share of matmul peak", "enc_peak_share", 1, m.get("peak_note", ""))
