@@ -17,8 +17,8 @@ from voxmeter.audio.vad import (
     Span,
     VadSettings,
     chunker,
+    collect_chunks,
     find_silero,
-    merge_chunks,
     speech_chunks,
     speech_probs,
     speech_segments,
@@ -164,17 +164,30 @@ def test_segments_cover_every_clip_and_leave_the_pauses(recordings):
 
 
 @pytest.mark.parametrize("max_segment_s", [30.0, 10.0, 2.5])
-def test_chunks_are_ordered_within_the_limit_and_hold_every_segment(recordings, max_segment_s):
+def test_chunks_hold_every_segment_once_in_order_within_the_limit(recordings, max_segment_s):
     settings = VadSettings(max_segment_s=max_segment_s)
     for rec, probs, n in recordings:
         segs = speech_segments(probs, n, settings)
-        chunks = merge_chunks(segs, settings.max_segment_s)
+        chunks = collect_chunks(segs, settings.max_segment_s)
         assert chunks and len(chunks) <= len(segs)
-        assert all(c.duration_s <= max_segment_s + 1e-9 for c in chunks), rec.id
-        assert all(a.end_s <= b.start_s for a, b in itertools.pairwise(chunks))
+        assert [p for c in chunks for p in c.pieces] == segs  # each once, in order
+        assert all(c.speech_s <= max_segment_s + 1e-9 for c in chunks), rec.id
+        # greedy: the next chunk's first segment would not have fitted in this one
+        for a, b in itertools.pairwise(chunks):
+            assert a.speech_s + b.pieces[0].duration_s > max_segment_s, rec.id
+            assert a.end_s <= b.start_s
         assert 0 <= chunks[0].start_s and chunks[-1].end_s <= n / SAMPLE_RATE
-        for s in segs:
-            assert any(c.start_s <= s.start_s and s.end_s <= c.end_s for c in chunks)
+
+
+def test_a_chunk_reads_its_speech_joined_without_the_silence_between():
+    x = np.arange(10 * SAMPLE_RATE, dtype=np.float32)
+    segs = [Span(0.5, 1.0), Span(2.0, 4.0), Span(7.0, 9.0)]
+    chunks = collect_chunks(segs, max_segment_s=3.0)
+    assert [c.pieces for c in chunks] == [tuple(segs[:2]), (segs[2],)]
+    first = chunks[0].read(InMemory(x))
+    want = np.concatenate([x[8000:16000], x[32000:64000]])
+    np.testing.assert_array_equal(first, want)
+    assert chunks[0].speech_s == pytest.approx(2.5) and chunks[0].end_s == 4.0
 
 
 def test_over_long_speech_is_split_within_the_limit(recordings):
@@ -203,9 +216,8 @@ def test_chunks_of_a_stream_leave_it_ready_to_serve_them(recordings, vad):
     x = load_audio(rec.audio).samples
     with AudioStream(rec.audio) as s:
         chunks = speech_chunks(s, VadSettings(), vad)
-        for a, b in chunks:
-            start, stop = round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)
-            np.testing.assert_array_equal(s.read(start, stop - start), x[start:stop])
+        for c in chunks:
+            np.testing.assert_array_equal(c.read(s), c.read(InMemory(x)))
     assert chunks == speech_chunks(InMemory(x), VadSettings(), vad)
 
 
@@ -216,6 +228,6 @@ def test_chunker_binds_checked_settings_and_one_model(recordings, vad):
         got = chunks_of(s)
     settings = VadSettings(min_silence_ms=300, speech_pad_ms=100, max_segment_s=12.0)
     assert got == speech_chunks(InMemory(load_audio(rec.audio).samples), settings, vad)
-    assert all(c.duration_s <= 12.0 for c in got)
+    assert all(c.speech_s <= 12.0 for c in got)
     with pytest.raises(SpecError, match="^max_segment_s: "):
         chunker(max_segment_s=45, model=vad)

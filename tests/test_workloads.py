@@ -80,3 +80,41 @@ def test_a_two_hour_recording_streams_through_batched_long_form(tmp_path, cache_
         peaks[hours] = res.metrics["process_peak_rss_mb"]
     decoded_mb = 2 * 3600 * rate * 4 / 2**20  # float32 at 16 kHz: 440 MiB
     assert peaks[2.0] - peaks[2 / 60] < decoded_mb / 4, peaks
+
+
+@pytest.mark.slow
+def test_batched_long_form_gives_faster_whispers_batched_text(cache_dir):
+    """VAD-batched long-form, ct2 fp32 with the features front end, against faster-whisper's
+    own BatchedInferencePipeline (batch 8, its Silero VAD and its chunk collection) reduced to
+    one greedy pass: the same text on every bundled long-form recording, or the assertion
+    names the recording with both texts."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from voxmeter.assets.bundled import resolve_model
+
+    spec = RunSpec(engine="ct2", data="longform", repeats=1, warmup=0, batch_size=8)
+    spec = spec.with_(frontend="features", longform="batched")
+    (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
+    ours = {c["id"]: c["hyp"] for c in res.clips}
+    fw = WhisperModel(
+        str(resolve_model("tiny.en", cache_dir).ct2_dir), compute_type="float32", cpu_threads=2
+    )
+    pipe = BatchedInferencePipeline(fw)
+    differ = []
+    for clip in prepare_data(spec).clips:
+        with clip.stream() as s:
+            audio = s.read(0, s.n_samples)
+        segs, _ = pipe.transcribe(
+            audio,
+            batch_size=8,
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            no_speech_threshold=None,
+            log_prob_threshold=None,
+            compression_ratio_threshold=None,
+        )
+        theirs = " ".join(s.text.strip() for s in segs)
+        if theirs != ours[clip.id]:
+            differ.append(f"{clip.id}:\n  faster-whisper: {theirs}\n  voxmeter: {ours[clip.id]}")
+    assert not differ, "batched long-form texts differ:\n" + "\n".join(differ)

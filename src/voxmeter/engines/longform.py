@@ -16,9 +16,10 @@ starts at the last complete segment's end. Differences from openai-whisper, each
   every window at 3000). xV applies as for short clips.
 
 Batched (`transcribe_batched`) is the VAD pipeline of faster-whisper's BatchedInferencePipeline
-and the transformers pipeline: Silero VAD finds speech, neighbouring speech is merged into
-chunks of at most `max_segment_s`, and the chunks are decoded `batch_size` at a time without
-timestamps; the texts are joined in order. VAD time is a stage of its own and counts in RTFx.
+(Silero VAD finds speech; the speech segments, joined end to end without the silence between
+them, make chunks of at most `max_segment_s`; see audio/vad.py), decoded `batch_size` chunks
+at a time without timestamps; the texts are joined in order. VAD time is a stage of its own and
+counts in RTFx.
 
 The audio comes from any object with `n_samples` and `read(start, n)` (non-decreasing starts):
 `audio.io.AudioStream` for files, `ArrayAudio` for samples already in memory.
@@ -201,7 +202,19 @@ def transcribe_sequential(
     return out
 
 
-def chunk_batches(chunks: list[tuple[float, float]], batch_size: int) -> Iterator[list]:
+class SpeechChunk(Protocol):
+    """What the batched path needs of a VAD chunk (`audio.vad.Chunk`)."""
+
+    @property
+    def start_s(self) -> float: ...
+
+    @property
+    def end_s(self) -> float: ...
+
+    def read(self, audio: Audio) -> np.ndarray: ...
+
+
+def chunk_batches(chunks: list[SpeechChunk], batch_size: int) -> Iterator[list[SpeechChunk]]:
     for i in range(0, len(chunks), batch_size):
         yield chunks[i : i + batch_size]
 
@@ -210,7 +223,7 @@ def transcribe_batched(
     engine: Any,
     audio: Audio,
     stage: StageTimer,
-    speech_chunks: Callable[[Audio], list[tuple[float, float]]],
+    speech_chunks: Callable[[Audio], list[SpeechChunk]],
     batch_size: int,
 ) -> LongformOutput:
     """VAD chunks of at most max_segment_s, decoded batch_size at a time (see module doc)."""
@@ -225,12 +238,12 @@ def transcribe_batched(
     vad_rec.update(n_chunks=len(chunks), kind="vad")
     out.windows.append(vad_rec)
     for batch in chunk_batches(chunks, batch_size):
-        pieces = [audio.read(int(s * SAMPLE_RATE), int((e - s) * SAMPLE_RATE)) for s, e in batch]
+        pieces = [c.read(audio) for c in batch]
         longest = max(len(p) for p in pieces)
         n_frames = fit_frames(longest, axes.fit_step_s, win) if axes.frames == "fit" else win
         rec: dict[str, Any] = {
-            "start_s": batch[0][0],
-            "duration_s": sum(e - s for s, e in batch),
+            "start_s": batch[0].start_s,
+            "duration_s": sum(len(p) for p in pieces) / SAMPLE_RATE,
             "batch": len(batch),
         }
         with stage("feat", rec):
@@ -240,8 +253,8 @@ def transcribe_batched(
         with stage("dec", rec):
             results = engine.decode(enc)
         texts = [r.text for r in results]
-        for (s, e), r in zip(batch, results):
-            out.segments.append(Segment(s, e, r.tokens, r.text))
+        for c, r in zip(batch, results):
+            out.segments.append(Segment(c.start_s, c.end_s, r.tokens, r.text))
         rec.update(
             n_frames=int(feats.shape[-1]),
             n_tokens=sum(len(r.tokens) for r in results),
@@ -255,8 +268,8 @@ def transcribe_batched(
             flags=sorted(
                 {
                     f
-                    for (s, e), r in zip(batch, results)
-                    for f in failure_flags(r.text, e - s, None, r.hit_max_length)
+                    for p, r in zip(pieces, results)
+                    for f in failure_flags(r.text, len(p) / SAMPLE_RATE, None, r.hit_max_length)
                 }
             ),
         )
