@@ -15,6 +15,11 @@ only in *what is padded* to reach `n_frames` (the spec's `workload.frontend`):
   zero-padded. A padded frame is then 0.0, a loud value, not silence (-1.5 or lower); this is
   what moves faster-whisper's hypotheses on short clips. The arithmetic follows its numpy
   path operation for operation, so the features are bit-identical to its own.
+
+Everything here is numpy and returns float32 arrays, so a process that runs the ct2 engine
+never imports torch (about 195 MiB of RSS, which faster-whisper does not pay either); the hf
+engine turns the arrays into tensors itself. Both front ends share one STFT, which equals
+openai-whisper's `torch.stft` (centred, reflect-padded frames) to float32 rounding.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -32,8 +36,9 @@ FRONTENDS = ("audio", "features")
 
 
 @lru_cache(maxsize=4)
-def mel_filters(n_mels: int) -> torch.Tensor:
-    from transformers.audio_utils import mel_filter_bank
+def mel_filters(n_mels: int) -> np.ndarray:
+    """(n_mels, n_freq) float32 Slaney mel filters, read-only (one cached copy is shared)."""
+    from transformers.audio_utils import mel_filter_bank  # numpy only: imports no torch
 
     fb = mel_filter_bank(
         num_frequency_bins=1 + N_FFT // 2,
@@ -44,12 +49,9 @@ def mel_filters(n_mels: int) -> torch.Tensor:
         norm="slaney",
         mel_scale="slaney",
     )
-    return torch.from_numpy(np.ascontiguousarray(fb.T, dtype=np.float32))  # (n_mels, n_freq)
-
-
-@lru_cache(maxsize=2)
-def _window() -> torch.Tensor:
-    return torch.hann_window(N_FFT)
+    out = np.ascontiguousarray(fb.T, dtype=np.float32)
+    out.flags.writeable = False
+    return out
 
 
 def frames_for(n_samples: int, step_s: float = 1.0) -> int:
@@ -60,17 +62,30 @@ def frames_for(n_samples: int, step_s: float = 1.0) -> int:
     return min(3000, max(step, -(-frames // step) * step))
 
 
-def log_mel(audio: np.ndarray, n_frames: int = 3000, n_mels: int = 80) -> torch.Tensor:
+def _power(x: np.ndarray) -> np.ndarray:
+    """(n_freq, len(x) // 160) float32 power spectrum of centred, reflect-padded frames (the
+    framing of torch.stft(center=True) and of faster-whisper), the last frame dropped."""
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
+    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
+    spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=-1).T.astype(np.complex64)
+    return np.abs(spectrum[:, :-1]) ** 2
+
+
+def _normalised(power: np.ndarray, n_mels: int) -> np.ndarray:
+    """Whisper's scaling of a power spectrum: mel, log10 clamped, floored at max - 8, (x+4)/4."""
+    mel = mel_filters(n_mels) @ power
+    logspec = np.log10(np.clip(mel, 1e-10, None))
+    logspec = np.maximum(logspec, logspec.max() - 8.0)
+    return (logspec + 4.0) / 4.0
+
+
+def log_mel(audio: np.ndarray, n_frames: int = 3000, n_mels: int = 80) -> np.ndarray:
     """Front end "audio": (1, n_mels, n_frames) log-mel of the clip zero-padded to n_frames."""
     n = n_frames * HOP
-    x = torch.from_numpy(np.asarray(audio, dtype=np.float32))
-    x = x[:n] if x.numel() >= n else torch.nn.functional.pad(x, (0, n - x.numel()))
-    stft = torch.stft(x, N_FFT, HOP, window=_window(), return_complex=True)
-    power = stft[..., :-1].abs() ** 2
-    mel = mel_filters(n_mels) @ power
-    logspec = torch.clamp(mel, min=1e-10).log10()
-    logspec = torch.maximum(logspec, logspec.max() - 8.0)
-    return ((logspec + 4.0) / 4.0).unsqueeze(0)
+    x = np.asarray(audio, dtype=np.float32)[:n]
+    x = np.pad(x, (0, n - len(x)))
+    return _normalised(_power(x), n_mels)[None]
 
 
 def log_mel_clip(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
@@ -78,29 +93,21 @@ def log_mel_clip(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
     alone, computed as faster-whisper's FeatureExtractor computes it (160 zero samples
     appended, reflect-padded centred frames, numpy float32 FFT, the last frame dropped)."""
     x = np.pad(np.asarray(audio, dtype=np.float32), (0, HOP))
-    x = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP]
-    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann
-    spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=-1).T.astype(np.complex64)
-    power = np.abs(spectrum[:, :-1]) ** 2
-    mel = mel_filters(n_mels).numpy() @ power
-    logspec = np.log10(np.clip(mel, 1e-10, None))
-    logspec = np.maximum(logspec, logspec.max() - 8.0)
-    return (logspec + 4.0) / 4.0
+    return _normalised(_power(x), n_mels)
 
 
-def pad_frames(feats: np.ndarray, n_samples: int, n_frames: int) -> torch.Tensor:
+def pad_frames(feats: np.ndarray, n_samples: int, n_frames: int) -> np.ndarray:
     """Front end "features", second half: the content frames (n_samples // 160, as
     faster-whisper counts them) of `log_mel_clip`, cut or zero-padded to n_frames."""
     content = feats[:, : min(n_samples // HOP, n_frames)]
-    out = np.zeros((feats.shape[0], n_frames), dtype=np.float32)
-    out[:, : content.shape[1]] = content
-    return torch.from_numpy(out).unsqueeze(0)
+    out = np.zeros((1, feats.shape[0], n_frames), dtype=np.float32)
+    out[0, :, : content.shape[1]] = content
+    return out
 
 
 def clip_features(
     audio: np.ndarray, n_frames: int, n_mels: int = 80, frontend: str = "audio"
-) -> torch.Tensor:
+) -> np.ndarray:
     """(1, n_mels, n_frames) features of one clip by the named front end."""
     if frontend == "audio":
         return log_mel(audio, n_frames, n_mels)
@@ -118,15 +125,15 @@ def batch_frames(lengths: Sequence[int], frames: int | str, fit_step_s: float) -
 
 def batch_features(
     audios: Sequence[np.ndarray], n_frames: int, n_mels: int = 80, frontend: str = "audio"
-) -> torch.Tensor:
+) -> np.ndarray:
     """(B, n_mels, n_frames): every clip brought to n_frames by its own front end."""
-    return torch.cat([clip_features(a, n_frames, n_mels, frontend) for a in audios])
+    return np.concatenate([clip_features(a, n_frames, n_mels, frontend) for a in audios])
 
 
-def padding_features(n_frames: int, n_mels: int = 80, frontend: str = "audio") -> torch.Tensor:
+def padding_features(n_frames: int, n_mels: int = 80, frontend: str = "audio") -> np.ndarray:
     """(1, n_mels, n_frames): what the front end pads a clip with, for a clip with no audio
     (the input of the cached 'silence' encoder states): the log-mel of zeros for "audio",
     zeros for "features"."""
     if frontend == "features":
-        return torch.zeros(1, n_mels, n_frames)
+        return np.zeros((1, n_mels, n_frames), dtype=np.float32)
     return log_mel(np.zeros(n_frames * HOP, dtype=np.float32), n_frames, n_mels)

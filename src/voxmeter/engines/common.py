@@ -148,7 +148,7 @@ def features_for(
     dims: ModelDims,
     audios: Sequence[np.ndarray] | np.ndarray,
     n_frames: int | None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """(B, n_mels, T) float32 features of a batch by the spec's front end.
 
     T is `n_frames` if given, else the spec's frames: an int, or with "fit" the longest clip's
@@ -168,7 +168,7 @@ def features_for(
     return batch_features(clips, t, dims.n_mels, frontend_of(spec))
 
 
-def silence_features(spec: RunSpec, dims: ModelDims) -> torch.Tensor:
+def silence_features(spec: RunSpec, dims: ModelDims) -> np.ndarray:
     """(1, n_mels, 3000): what the front end pads with, over a whole window (the input of the
     cached silence states that pad="silence" appends past the computed positions)."""
     from voxmeter.audio.features import padding_features

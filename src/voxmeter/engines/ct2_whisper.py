@@ -121,7 +121,7 @@ class Ct2WhisperEngine:
 
     def features(self, audios: Sequence[np.ndarray], n_frames: int | None = None):
         """(B, n_mels, T) StorageView of B clips by the spec's front end (see Engine)."""
-        feats = features_for(self.spec, self.dims, audios, n_frames).numpy()
+        feats = features_for(self.spec, self.dims, audios, n_frames)
         return self._ct2.StorageView.from_array(np.ascontiguousarray(feats))
 
     def _encode_raw(self, feats):
@@ -130,7 +130,7 @@ class Ct2WhisperEngine:
     def silence_states(self) -> np.ndarray:
         """(1, 1500, D) encoder states of a window of the front end's padding, computed once."""
         if self._silence is None:
-            feats = np.ascontiguousarray(silence_features(self.spec, self.dims).numpy())
+            feats = np.ascontiguousarray(silence_features(self.spec, self.dims))
             out = self._encode_raw(self._ct2.StorageView.from_array(feats))
             self._silence = np.array(out, dtype=np.float32)
         return self._silence

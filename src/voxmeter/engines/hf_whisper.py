@@ -172,7 +172,7 @@ class HFWhisperEngine:
 
     def features(self, audios: Sequence[np.ndarray], n_frames: int | None = None) -> torch.Tensor:
         """(B, n_mels, T) features of B clips by the spec's front end (see Engine)."""
-        feats = features_for(self.spec, self.dims, audios, n_frames)
+        feats = torch.from_numpy(features_for(self.spec, self.dims, audios, n_frames))
         return feats.to(device=self.device, dtype=self.dtype)
 
     def _attention(
@@ -216,7 +216,7 @@ class HFWhisperEngine:
     def silence_states(self) -> torch.Tensor:
         """(1, 1500, D) encoder states of a window of the front end's padding, computed once."""
         if self._silence is None:
-            feats = silence_features(self.spec, self.dims)
+            feats = torch.from_numpy(silence_features(self.spec, self.dims))
             self._silence = self.run_encoder(feats.to(self.device, self.dtype))
         return self._silence
 
