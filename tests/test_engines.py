@@ -95,9 +95,24 @@ def test_subsample_definitions():
     x = torch.arange(10, dtype=torch.float32).view(1, 10, 1)
     assert subsample(x, 3, "stride").flatten().tolist() == [0, 3, 6, 9]
     assert subsample(x, 3, "avg").flatten().tolist() == [1, 4, 7]
+    assert subsample(x.numpy(), 3, "stride").flatten().tolist() == [0, 3, 6, 9]
+    assert subsample(x.numpy(), 3, "avg").flatten().tolist() == [1, 4, 7]
     ax = AxisSettings(frames=1000, pad="none", stride=3, pool="avg")
     assert decoder_positions(500, 1500, ax) == 166
     assert decoder_positions(500, 1500, AxisSettings(frames=1000, stride=3)) == 500
+
+
+@pytest.mark.parametrize("t", [1500, 1501, 500, 2, 1])
+@pytest.mark.parametrize("k", [2, 3, 4, 7])
+@pytest.mark.parametrize("pool", ["stride", "avg"])
+def test_subsample_numpy_equals_torch(t, k, pool):
+    """The ct2 engine's numpy xV gives torch's avg_pool1d / stride numbers (the hf engine's),
+    bit for bit, shorter-than-k inputs and dropped tails included."""
+    x = (np.random.default_rng(t * k).standard_normal((2, t, 16)) * 3).astype(np.float32)
+    ours = subsample(x, k, pool)
+    assert isinstance(ours, np.ndarray) and ours.flags.c_contiguous
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, subsample(torch.from_numpy(x), k, pool).numpy())
 
 
 def test_cost_only_runs_with_forced_length(cache_dir):

@@ -1,20 +1,34 @@
-"""What both Whisper engines share: prompts, token suppression, xV subsampling, detokenising."""
+"""What both Whisper engines share: prompts, token suppression, xV subsampling, detokenising.
+
+No torch here (nor in anything it imports at module level): the ct2 engine imports this
+module, and a process that runs it must not pay torch's ~195 MiB of RSS. Helpers that take
+tensors from the hf engine import torch inside themselves.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
 from voxmeter.assets.dims import ModelDims
 from voxmeter.errors import SpecError
 from voxmeter.spec import AxisSettings, RunSpec
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_INITIAL_TIMESTAMP_S = 1.0  # openai-whisper's and faster-whisper's default
+
+
+def max_initial_index(n_audio_ctx: int, seconds: float = MAX_INITIAL_TIMESTAMP_S) -> int:
+    """Timestamp steps in `seconds`: one step per encoder position of a 30 s window (0.02 s)."""
+    return round(seconds / (30.0 / n_audio_ctx))
 
 
 def sot_sequence(dims: ModelDims) -> list[int]:
@@ -103,10 +117,34 @@ def decoder_positions(computed: int, n_audio_ctx: int, axes: AxisSettings) -> in
     return pooled_positions(n, axes.stride, axes.pool)
 
 
-def subsample(states: torch.Tensor, k: int, pool: str) -> torch.Tensor:
-    """xV: (B, T, D) encoder states reduced by factor k along T before cross-attention."""
+def subsample(states: np.ndarray | torch.Tensor, k: int, pool: str) -> np.ndarray | torch.Tensor:
+    """xV: (B, T, D) encoder states reduced by factor k along T before cross-attention.
+
+    "stride" keeps every k-th state; "avg" averages each full group of k, dropping a shorter
+    tail as torch's avg_pool1d does (fewer than k states average into one). A numpy array (the
+    ct2 engine's) gets numpy, a torch tensor (the hf engine's) torch's own kernels, so the
+    ct2 path never imports torch; the two give the same numbers (tests/test_engines.py).
+    """
     if k == 1:
         return states
+    if isinstance(states, np.ndarray):
+        return _subsample_numpy(states, k, pool)
+    return _subsample_torch(states, k, pool)
+
+
+def _subsample_numpy(states: np.ndarray, k: int, pool: str) -> np.ndarray:
+    if pool == "stride":
+        return np.ascontiguousarray(states[:, ::k])
+    b, t, d = states.shape
+    if t < k:
+        return states.mean(axis=1, keepdims=True, dtype=states.dtype)
+    n = t // k
+    return states[:, : n * k].reshape(b, n, k, d).mean(axis=2, dtype=states.dtype)
+
+
+def _subsample_torch(states: torch.Tensor, k: int, pool: str) -> torch.Tensor:
+    import torch.nn.functional as F
+
     if pool == "stride":
         return states[:, ::k].contiguous()
     if states.shape[1] < k:

@@ -3,7 +3,8 @@
 `encode` and `generate` are called separately so the harness times them like any engine's.
 CTranslate2 accepts encoder inputs shorter than 3000 frames (it slices its position table), so
 xT shortens real work here too; padding with silence states and xV subsampling happen on the
-encoder output, in numpy/torch, before it is handed to `generate`.
+encoder output, in numpy, before it is handed to `generate`. Nothing here imports torch, so a
+ct2 process stays as lean as faster-whisper's (tests/test_ct2_no_torch.py).
 
 A batch goes to `encode` as one (B, n_mels, T) input and to one `generate` call with B prompts;
 CTranslate2 drops finished items from its decoding batch as it goes. With timestamps, the
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
@@ -30,11 +30,11 @@ from voxmeter.engines.common import (
     decoder_positions,
     features_for,
     load_suppress,
+    max_initial_index,
     prompt_ids,
     silence_features,
     subsample,
 )
-from voxmeter.engines.rules import max_initial_index
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.spec import FULL_FRAMES, RunSpec
 
@@ -148,7 +148,7 @@ class Ct2WhisperEngine:
             tail = self.silence_states()[:, computed:]
             tail = np.broadcast_to(tail, (b, *tail.shape[1:]))
             states = np.concatenate([states, tail], axis=1)
-        states = subsample(torch.from_numpy(states), a.stride, a.pool).numpy()
+        states = subsample(states, a.stride, a.pool)
         assert states.shape[1] == n_dec
         sv = self._ct2.StorageView.from_array(np.ascontiguousarray(states))
         return Encoded(sv, computed, n_dec)

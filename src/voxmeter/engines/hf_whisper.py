@@ -41,12 +41,13 @@ from voxmeter.engines.common import (
     decoder_positions,
     features_for,
     load_suppress,
+    max_initial_index,
     prompt_ids,
     silence_features,
     steps_per_item,
     subsample,
 )
-from voxmeter.engines.rules import TimestampRules, max_initial_index
+from voxmeter.engines.rules import TimestampRules
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
 

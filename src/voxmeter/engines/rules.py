@@ -22,12 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_INITIAL_TIMESTAMP_S = 1.0  # openai-whisper's and faster-whisper's default
+# torch-free, for the ct2 engine, which passes the first-timestamp limit to CTranslate2
+from voxmeter.engines.common import MAX_INITIAL_TIMESTAMP_S, max_initial_index
 
-
-def max_initial_index(n_audio_ctx: int, seconds: float = MAX_INITIAL_TIMESTAMP_S) -> int:
-    """Timestamp steps in `seconds`: one step per encoder position of a 30 s window (0.02 s)."""
-    return round(seconds / (30.0 / n_audio_ctx))
+__all__ = ["MAX_INITIAL_TIMESTAMP_S", "TimestampRules", "max_initial_index"]
 
 
 @dataclass(frozen=True)
