@@ -122,12 +122,18 @@ def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
 
 
 def gpu_info() -> dict[str, Any]:
-    """GPU name, driver and CUDA version where torch sees a GPU; all None otherwise."""
+    """GPU name, driver and CUDA version where a GPU is seen; all None otherwise.
+
+    torch answers where the run has loaded it (an hf run: it sees the devices
+    CUDA_VISIBLE_DEVICES leaves and knows the CUDA it was built with). A process without torch
+    (a ct2 run) asks NVML, which sees every GPU of the machine and leaves cuda_version None:
+    importing torch only to describe the machine would add ~195 MiB to the very RSS the run
+    is measured by.
+    """
     out: dict[str, Any] = {"gpu": None, "gpu_count": 0, "gpu_driver": None, "cuda_version": None}
-    try:
-        import torch
-    except ImportError:
-        return out
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return _nvml_gpu_info(out)
     out["cuda_version"] = torch.version.cuda
     if not torch.cuda.is_available():
         return out
@@ -143,8 +149,35 @@ def gpu_info() -> dict[str, Any]:
     except pynvml.NVMLError as e:
         out["gpu_driver_error"] = str(e)
         return out
-    out["gpu_driver"] = drv.decode() if isinstance(drv, bytes) else drv
+    out["gpu_driver"] = _text(drv)
     return out
+
+
+def _nvml_gpu_info(out: dict[str, Any]) -> dict[str, Any]:
+    """`out` filled from NVML (GPU 0's name, the count, the driver); unchanged without it."""
+    try:
+        import pynvml
+    except ImportError:
+        return out  # nvidia-ml-py is optional
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return out  # no NVIDIA driver: no GPU to describe
+    try:
+        out["gpu_count"] = pynvml.nvmlDeviceGetCount()
+        out["gpu_driver"] = _text(pynvml.nvmlSystemGetDriverVersion())
+        if out["gpu_count"]:
+            out["gpu"] = _text(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
+    except pynvml.NVMLError as e:
+        out["gpu_driver_error"] = str(e)
+    finally:
+        pynvml.nvmlShutdown()
+    return out
+
+
+def _text(value: str | bytes) -> str:
+    """NVML strings: bytes from older pynvml releases, str from newer ones."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def collect_env(threads: int, seed: int, device: str) -> dict[str, Any]:
@@ -153,13 +186,8 @@ def collect_env(threads: int, seed: int, device: str) -> dict[str, Any]:
 
     commit, dirty = git_state()
     cpu = cpu_info()
-    torch_threads = None
-    try:
-        import torch
-
-        torch_threads = torch.get_num_threads()
-    except ImportError:
-        pass
+    torch = sys.modules.get("torch")  # None in a run that never used torch (ct2): no threads
+    torch_threads = torch.get_num_threads() if torch is not None else None
     env: dict[str, Any] = {
         "voxmeter_version": voxmeter.__version__,
         "git_commit": commit,

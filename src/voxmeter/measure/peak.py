@@ -17,11 +17,13 @@ import datetime as _dt
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voxmeter.measure.envinfo import package_version
 from voxmeter.measure.timing import cuda_synchronize
 from voxmeter.measure.windows import MeasureError
 from voxmeter.paths import default_cache_dir
@@ -32,6 +34,7 @@ log = logging.getLogger("voxmeter")
 DEFAULT_SIZES = (1024, 1536, 2048)
 OTHER_CPU_WARN_PCT = 10.0
 CACHE_FILE = "matmul_peak.json"
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")  # torch's names
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,18 @@ def _dtype(dtype: Any):
 
 
 def _dtype_name(dtype: Any) -> str:
+    """torch's name of the dtype; the float dtypes by name without importing torch (a ct2 run
+    looks its peak up in the cache and must not load torch for a key)."""
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else None
+    if name in FLOAT_DTYPES:
+        return name
     return str(_dtype(dtype)).removeprefix("torch.")
+
+
+def _torch_version() -> str | None:
+    """torch's version: from the module where loaded, else from its installed metadata."""
+    torch = sys.modules.get("torch")
+    return torch.__version__ if torch is not None else package_version("torch")
 
 
 def _check_device(device: str) -> None:
@@ -178,10 +192,8 @@ def cache_path(cache_dir: str | Path | None = None) -> Path:
 
 
 def cache_key(threads: int, dtype: Any, device: str) -> str:
-    import torch
-
     hw = _hardware_name(device) or "unknown-cpu"
-    return f"{hw}|{device}|threads={threads}|{_dtype_name(dtype)}|torch={torch.__version__}"
+    return f"{hw}|{device}|threads={threads}|{_dtype_name(dtype)}|torch={_torch_version()}"
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
