@@ -104,3 +104,62 @@ def test_bad_workload_fields_are_named(change, field):
 
     with pytest.raises(SpecError, match=field):
         RunSpec().with_(**change).validate()
+
+
+def test_no_compression_keeps_the_old_hash_and_each_method_changes_it():
+    from voxmeter.spec import RunSpec
+
+    base = RunSpec()
+    old = {"quant": "none", "prune_heads": 0.0, "prune_ffn": 0.0, "lowrank_rank": 0, "lora": ""}
+    assert base.hash_dict()["compression"] == old  # stores from before the fields still match
+    changes = [
+        {"quant": "int8-weight"},
+        {"quant_embed": True},
+        {"prune_heads": 0.25},
+        {"prune_ffn": 0.5},
+        {"decoder_layers": 2},
+        {"lowrank_energy": 0.95},
+        {"decoder_layers": 2, "recover": "distill"},
+    ]
+    hashes = {base.spec_hash}
+    for c in changes:
+        s = base.with_(**c).validate()
+        hashes.add(s.spec_hash)
+        assert RunSpec.from_dict(s.to_dict()) == s
+        assert s.compression.tag() and s.compression.tag() in s.label()
+    assert len(hashes) == len(changes) + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prune_heads": 1.0}, "^prune_heads: a pruning ratio must be in"),
+        ({"prune_ffn": -0.1}, "^prune_ffn: a pruning ratio must be in"),
+        ({"decoder_layers": -1}, "^decoder_layers: must be >= 0"),
+        ({"lowrank_energy": 1.5}, "^lowrank_energy: "),
+        ({"quant": "int3"}, "^quant: expected one of"),
+        ({"keep": "enc.0"}, "^keep: .*quant is 'none'"),
+        ({"recover": "lora"}, "^recover: lora retrains"),
+        ({"decoder_layers": 2, "recover": "magic"}, "^recover: expected one of"),
+        ({"engine": "ct2", "decoder_layers": 2}, "^compression: .*use --engine hf"),
+        ({"quant": "int8-weight", "precision": "int8"}, "^quant: .*must be fp32"),
+        ({"precision": "fp16"}, "^precision: fp16 needs --device cuda"),
+    ],
+)
+def test_unsupported_compression_is_one_line_naming_the_field(change, message):
+    from voxmeter.errors import SpecError
+    from voxmeter.spec import RunSpec
+
+    with pytest.raises(SpecError, match=message) as e:
+        RunSpec().with_(**change).validate()
+    assert "\n" not in str(e.value)
+
+
+def test_decoder_depth_beyond_the_model_is_refused_before_work():
+    from voxmeter.errors import SpecError
+    from voxmeter.spec import RunSpec
+
+    c = RunSpec().with_(decoder_layers=5).validate().compression
+    c.check_model(5)
+    with pytest.raises(SpecError, match="^decoder_layers: 5 is more than the model's 4"):
+        c.check_model(4)

@@ -86,33 +86,123 @@ class AxisSettings:
         return self.frames == FULL_FRAMES and self.stride == 1
 
 
+QUANT_SCHEMES = (
+    "none",
+    "int8-dynamic",  # torch.ao dynamic int8, per-channel weights (what precision=int8 runs)
+    "int8-dynamic-tensor",  # the same with one weight scale per tensor
+    "int8-weight",  # int8 weights dequantized at the matmul, fp32 activations
+    "torchao-int8-dynamic",  # torchao Int8DynamicActivationInt8WeightConfig
+    "torchao-int4-weight",  # torchao int4 weight-only, where a CPU kernel exists
+)
+RECOVERY = ("none", "distill", "lora")
+# the hash of an uncompressed spec is the one it had before these fields existed
+_LEGACY_NONE = {
+    "quant": "none",
+    "prune_heads": 0.0,
+    "prune_ffn": 0.0,
+    "lowrank_rank": 0,
+    "lora": "",
+}
+
+
 @dataclass(frozen=True)
 class CompressionSettings:
-    """Compression applied after loading (filled in by the compression issue).
+    """Compression applied between loading the weights and running the engine (compress/).
 
-    quant: "none" or a scheme name ("dynamic-int8" is what precision=int8 uses on CPU).
-    prune_heads / prune_ffn: fraction of attention heads / FFN neurons removed by importance.
-    lowrank_rank: rank of factorised linear layers (0 = off).
-    lora: name of a LoRA adapter directory ("" = none).
+    quant: a scheme of QUANT_SCHEMES for the Linear layers; the rest stays at the precision
+        axis, which must then be fp32 (precision=int8 alone means "int8-dynamic").
+    quant_embed: also quantize the token embedding and the output projection (weight-only
+        int8, as CTranslate2 does), so the fp32 embedding is not kept beside an int8 copy.
+    keep: hybrid precision: comma-separated layer groups left unquantized ("conv", "enc.3",
+        "dec.0", "proj"; see compress/groups.py), typically the most sensitive ones.
+    prune_heads / prune_ffn: fraction in [0, 1) of attention heads / FFN neurons removed from
+        every layer, ranked by importance on calibration audio.
+    decoder_layers: keep this many decoder layers, copied from the teacher (0 = all).
+    lowrank_energy: factorise each Linear by truncated SVD, keeping the smallest rank whose
+        singular values hold this share of the squared energy (0 = off; in (0, 1]).
+    recover: "none", "distill" (from the uncompressed teacher) or "lora" (peft, merged back);
+        `recover_steps` optimizer steps on calibration speech (never the test clips).
     """
 
     quant: str = "none"
+    quant_embed: bool = False
+    keep: str = ""
     prune_heads: float = 0.0
     prune_ffn: float = 0.0
-    lowrank_rank: int = 0
-    lora: str = ""
+    decoder_layers: int = 0
+    lowrank_energy: float = 0.0
+    recover: str = "none"
+    recover_steps: int = 200
 
     def validate(self) -> None:
+        if self.quant not in QUANT_SCHEMES:
+            raise SpecError(f"quant: expected one of {QUANT_SCHEMES}, got {self.quant!r}")
+        if not isinstance(self.quant_embed, bool):
+            raise SpecError(f"quant_embed: expected true or false, got {self.quant_embed!r}")
+        if self.keep and self.quant == "none":
+            raise SpecError("keep: names layers left unquantized, but quant is 'none'")
         for name in ("prune_heads", "prune_ffn"):
             v = getattr(self, name)
-            if not (0.0 <= v < 1.0):
-                raise SpecError(f"{name}: must be in [0, 1), got {v}")
-        if self.lowrank_rank < 0:
-            raise SpecError(f"lowrank_rank: must be >= 0, got {self.lowrank_rank}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+                raise SpecError(f"{name}: a pruning ratio must be in (0, 1) (0 = off), got {v!r}")
+        if isinstance(self.decoder_layers, bool) or not isinstance(self.decoder_layers, int):
+            raise SpecError(f"decoder_layers: expected an integer, got {self.decoder_layers!r}")
+        if self.decoder_layers < 0:
+            raise SpecError(f"decoder_layers: must be >= 0 (0 = all), got {self.decoder_layers}")
+        e = self.lowrank_energy
+        if isinstance(e, bool) or not isinstance(e, int | float) or not 0.0 <= e <= 1.0:
+            raise SpecError(f"lowrank_energy: must be in (0, 1] (0 = off), got {e!r}")
+        if self.recover not in RECOVERY:
+            raise SpecError(f"recover: expected one of {RECOVERY}, got {self.recover!r}")
+        if self.recover != "none" and not self.changes_weights:
+            raise SpecError(
+                f"recover: {self.recover} retrains a pruned, shallower or low-rank model; "
+                "this spec removes nothing"
+            )
+        if isinstance(self.recover_steps, bool) or not isinstance(self.recover_steps, int):
+            raise SpecError(f"recover_steps: expected an integer, got {self.recover_steps!r}")
+        if self.recover_steps < 1:
+            raise SpecError(f"recover_steps: must be >= 1, got {self.recover_steps}")
+
+    def check_model(self, n_decoder_layers: int) -> None:
+        """Checks that need the model's shape (before any work starts)."""
+        if self.decoder_layers > n_decoder_layers:
+            raise SpecError(
+                f"decoder_layers: {self.decoder_layers} is more than the model's "
+                f"{n_decoder_layers} decoder layers"
+            )
+
+    @property
+    def changes_weights(self) -> bool:
+        """Whether the model's structure or weights change (an artifact to build and cache)."""
+        return bool(
+            self.prune_heads or self.prune_ffn or self.decoder_layers or self.lowrank_energy
+        )
 
     @property
     def is_none(self) -> bool:
         return self == CompressionSettings()
+
+    def tag(self) -> str:
+        """A short label: what is not at its default, e.g. `q=int8-weight+emb dec=2`."""
+        parts = []
+        if self.quant != "none":
+            parts.append(f"q={self.quant}" + ("+emb" if self.quant_embed else ""))
+        elif self.quant_embed:
+            parts.append("q=emb")
+        if self.keep:
+            parts.append(f"keep={self.keep}")
+        if self.prune_heads:
+            parts.append(f"heads-{self.prune_heads:g}")
+        if self.prune_ffn:
+            parts.append(f"ffn-{self.prune_ffn:g}")
+        if self.decoder_layers:
+            parts.append(f"dec={self.decoder_layers}")
+        if self.lowrank_energy:
+            parts.append(f"svd={self.lowrank_energy:g}")
+        if self.recover != "none":
+            parts.append(f"+{self.recover}{self.recover_steps}")
+        return " ".join(parts)
 
 
 FRONTENDS = ("audio", "features")
@@ -227,6 +317,17 @@ class RunSpec:
         self.workload.validate()
         if self.axes.precision == "fp16" and self.device == "cpu":
             raise SpecError("precision: fp16 needs --device cuda (CPU fp16 matmuls are emulated)")
+        c = self.compression
+        if not c.is_none and self.engine != "hf":
+            raise SpecError(
+                f"compression: {c.tag()} changes a torch model; use --engine hf "
+                "(CTranslate2 runs its own converted weights)"
+            )
+        if (c.quant != "none" or c.quant_embed) and self.axes.precision != "fp32":
+            raise SpecError(
+                f"quant: {c.quant} sets the Linear layers' precision itself; the precision "
+                f"axis must be fp32 for what it leaves, got {self.axes.precision}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +359,8 @@ class RunSpec:
             # specs that leave the workload at its defaults keep the hash they had before
             # the field existed
             d.pop("workload")
+        if self.compression.is_none:
+            d["compression"] = dict(_LEGACY_NONE)  # likewise for the compression fields
         return d
 
     @property
@@ -300,5 +403,5 @@ class RunSpec:
         if w.condition_on_previous_text:
             s += " +prev"
         if not self.compression.is_none:
-            s += " +compressed"
+            s += " " + self.compression.tag()
         return s

@@ -44,12 +44,93 @@ class StageFlops:
         return self.total / 1e9
 
 
+@dataclass(frozen=True)
+class LayerMacs:
+    """Multiply-adds of one layer's Linears, per position, and its attention widths.
+
+    attn_proj: self-attention q, k, v and out; ffn: fc1 and fc2; cross_proj (decoder): the
+    cross-attention's q and out per fed token; cross_kv (decoder): its k and v per encoder
+    position. width / cross_width: heads x head size of the two attentions (what the score
+    and value matmuls run over). A full layer of width d has attn_proj 4 d^2, ffn 2 d d_ff;
+    a pruned one fewer heads and neurons, a low-rank Linear in x r + r x out.
+    """
+
+    attn_proj: int
+    ffn: int
+    width: int
+    cross_proj: int = 0
+    cross_kv: int = 0
+    cross_width: int = 0
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The per-layer shapes a model really has (after pruning, depth or low-rank changes)."""
+
+    encoder: tuple[LayerMacs, ...]
+    decoder: tuple[LayerMacs, ...]
+
+    @classmethod
+    def of_dims(cls, dims: ModelDims) -> ModelShape:
+        """The shapes of an unchanged model of these dimensions."""
+        d, t = dims.n_audio_state, dims.n_text_state
+        enc = LayerMacs(4 * d * d, 2 * d * dims.d_ff_audio, d)
+        dec = LayerMacs(4 * t * t, 2 * t * dims.d_ff_text, t, 2 * t * t, 2 * t * t, t)
+        return cls((enc,) * dims.n_audio_layer, (dec,) * dims.n_text_layer)
+
+    @classmethod
+    def of_model(cls, model: Any) -> ModelShape:
+        """Read from a transformers Whisper model's modules (Linear or Sequential of Linears,
+        quantized or not: only in/out features are read)."""
+        m = model.model
+        enc = tuple(
+            LayerMacs(
+                sum(_macs(getattr(layer.self_attn, p)) for p in _ATTN),
+                _macs(layer.fc1) + _macs(layer.fc2),
+                _out(layer.self_attn.q_proj),
+            )
+            for layer in m.encoder.layers
+        )
+        dec = tuple(
+            LayerMacs(
+                sum(_macs(getattr(layer.self_attn, p)) for p in _ATTN),
+                _macs(layer.fc1) + _macs(layer.fc2),
+                _out(layer.self_attn.q_proj),
+                _macs(layer.encoder_attn.q_proj) + _macs(layer.encoder_attn.out_proj),
+                _macs(layer.encoder_attn.k_proj) + _macs(layer.encoder_attn.v_proj),
+                _out(layer.encoder_attn.q_proj),
+            )
+            for layer in m.decoder.layers
+        )
+        return cls(enc, dec)
+
+
+_ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _linears(mod: Any) -> list[Any]:
+    """The Linear-like leaves of a module: itself, or the parts of a Sequential (low-rank)."""
+    if hasattr(mod, "in_features"):
+        return [mod]
+    return [c for c in mod.children() if hasattr(c, "in_features")]
+
+
+def _macs(mod: Any) -> int:
+    return sum(int(x.in_features) * int(x.out_features) for x in _linears(mod))
+
+
+def _out(mod: Any) -> int:
+    return int(_linears(mod)[-1].out_features)
+
+
 def encoder_positions(n_frames: int) -> int:
     """Encoder positions for n_frames mel frames: conv2 has stride 2, padding 1, kernel 3."""
     return (n_frames + 1) // 2
 
 
-def analytic_encoder_flops(dims: ModelDims, n_frames: int) -> StageFlops:
+def analytic_encoder_flops(
+    dims: ModelDims, n_frames: int, shape: ModelShape | None = None
+) -> StageFlops:
     """Encoder FLOPs for an input of n_frames mel frames (the encoder runs on exactly these).
 
     With d = n_audio_state, T = n_frames / 2, L = n_audio_layer, in multiply-adds:
@@ -58,16 +139,19 @@ def analytic_encoder_flops(dims: ModelDims, n_frames: int) -> StageFlops:
       linear per layer per position:           4 d^2 (q, k, v, out) + 2 d d_ff (FFN, d_ff = 4d)
       attention per layer:                     2 T^2 d (Q K^T and A V)
     tiny.en at 3000 frames: 1.88 conv + 21.23 linear + 13.82 attention = 36.94 GFLOPs.
+    With `shape` (a pruned, shallower or low-rank model), each layer's own Linear
+    multiply-adds and attention width replace 4 d^2, 2 d d_ff and d.
     """
     if n_frames < 1:
         raise MeasureError(f"analytic_encoder_flops: n_frames must be >= 1, got {n_frames}")
-    d, n_layer = dims.n_audio_state, dims.n_audio_layer
+    d = dims.n_audio_state
+    layers = (shape or ModelShape.of_dims(dims)).encoder
     t = encoder_positions(n_frames)
     conv1 = dims.n_mels * d * CONV_KERNEL * n_frames
     conv2 = d * d * CONV_KERNEL * t
-    proj = n_layer * 4 * d * d * t
-    ffn = n_layer * 2 * d * dims.d_ff_audio * t
-    attn = n_layer * 2 * t * t * d
+    proj = sum(x.attn_proj for x in layers) * t
+    ffn = sum(x.ffn for x in layers) * t
+    attn = sum(2 * t * t * x.width for x in layers)
     f = FLOPS_PER_MAC
     return StageFlops(
         conv=f * (conv1 + conv2),
@@ -89,6 +173,7 @@ def analytic_decoder_flops(
     prompt_len: int,
     n_generated: int,
     kv_positions: int | None = None,
+    shape: ModelShape | None = None,
 ) -> StageFlops:
     """Decoder FLOPs of our greedy loop with a KV cache, for n_generated forward steps.
 
@@ -111,13 +196,16 @@ def analytic_decoder_flops(
     matmul (the causal mask hides entries, it does not skip them), so it is charged
     prompt_len^2 rather than a triangle: that is what executes and what FlopCounterMode sees;
     the difference is prompt_len (prompt_len - 1) d per layer, a few MFLOPs.
+    With `shape`, each layer's own Linear multiply-adds and attention widths replace the
+    d^2 terms and d (pruned heads and neurons, fewer layers, low-rank Linears).
     """
     if n_positions < 1 or prompt_len < 1 or n_generated < 1:
         raise MeasureError(
             "analytic_decoder_flops: n_positions, prompt_len and n_generated must be >= 1, got "
             f"{n_positions}, {prompt_len}, {n_generated}"
         )
-    d, n_layer, f = dims.n_text_state, dims.n_text_layer, FLOPS_PER_MAC
+    d, f = dims.n_text_state, FLOPS_PER_MAC
+    layers = (shape or ModelShape.of_dims(dims)).decoder
     fed = prompt_len + n_generated - 1
     if kv_positions is None:
         kv_positions = n_positions
@@ -126,14 +214,14 @@ def analytic_decoder_flops(
             "analytic_decoder_flops: kv_positions must be in "
             f"[0, {n_positions}], got {kv_positions}"
         )
-    cross_kv = n_layer * 2 * d * d * kv_positions
-    self_proj = n_layer * 4 * d * d * fed
-    cross_proj = n_layer * 2 * d * d * fed
-    ffn = n_layer * 2 * d * dims.d_ff_text * fed
+    cross_kv = sum(x.cross_kv for x in layers) * kv_positions
+    self_proj = sum(x.attn_proj for x in layers) * fed
+    cross_proj = sum(x.cross_proj for x in layers) * fed
+    ffn = sum(x.ffn for x in layers) * fed
     # sum over queries of the keys each one is multiplied with
     keys = prompt_len * prompt_len + sum(prompt_len + i for i in range(1, n_generated))
-    self_attn = n_layer * 2 * d * keys
-    cross_attn = n_layer * 2 * d * n_positions * fed
+    self_attn = sum(2 * x.width for x in layers) * keys
+    cross_attn = sum(2 * x.cross_width for x in layers) * n_positions * fed
     logits = d * dims.n_vocab * n_generated
     return StageFlops(
         conv=0,

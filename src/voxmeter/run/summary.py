@@ -27,13 +27,15 @@ def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
                 for (e, d), w in zip(parts, [w for w in rec["windows"] if "n_frames" in w])
             ]
         return sum(e for e, _ in parts), sum(d for _, d in parts)
-    enc = analytic_encoder_flops(dims, rec["n_frames"]).total
+    shape = getattr(engine, "shape", None)  # the layers it really has, once compressed
+    enc = analytic_encoder_flops(dims, rec["n_frames"], shape).total
     dec = analytic_decoder_flops(
         dims,
         rec["decoder_positions"],
         len(engine.prompt),
         rec["n_steps"],
         kv_positions=rec.get("kv_projected"),
+        shape=shape,
     ).total
     return enc, dec
 
