@@ -22,11 +22,3 @@ def test_audio_past_the_input_is_counted_and_warned(frames, cache_dir):
         assert res.metrics["n_clips_cut"] == len(cut)
         assert res.metrics["audio_cut_s"] == pytest.approx(sum(d - 2.0 for d in cut))
         assert any("never reached the encoder" in w for w in res.warnings)
-
-
-def test_compression_settings_are_refused_not_ignored():
-    from voxmeter.errors import SpecError
-
-    spec = RunSpec(max_clips=1).with_(prune_heads=0.25)
-    with pytest.raises(SpecError, match="compression: not implemented"):
-        list(run_spec(spec, [0]))

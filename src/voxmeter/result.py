@@ -27,6 +27,7 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "cer": ("%", "corpus CER after Whisper's English normalizer"),
     "load_s": ("s", "model load time (not in RTFx)"),
     "convert_s": ("s", "one-off conversion to transformers format (first run only)"),
+    "compress_s": ("s", "one-off structural compression (and recovery), cached as a model"),
     "digest_s": ("s", "one-off hashing of weights and audio for the identity (first run only)"),
     "feat_ms_p50": ("ms", "feature extraction per clip, median"),
     "feat_ms_p90": ("ms", "feature extraction per clip, 90th percentile"),

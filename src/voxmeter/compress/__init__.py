@@ -1,1 +1,182 @@
+"""Compression: what turns a loaded model into a smaller one, between the weights and the engine.
 
+Two kinds of method, with different lives:
+- Structural methods change the weights: keep k decoder layers (depth.py), remove attention
+  heads and FFN neurons by measured importance (prune.py), factorise Linears by truncated SVD
+  (lowrank.py), then optionally retrain (recover.py: distillation from the uncompressed
+  teacher, or LoRA merged back). They run once per (base weights, settings, calibration data,
+  compression code) and the result is cached as a model directory (artifact.py), which loads
+  like any transformers Whisper directory. The seconds spent building it are a one-off figure
+  of their own (`compress_s`), never inside load time or RTFx.
+- Quantization (quantize.py) runs at every load, like the precision axis: the spec's scheme,
+  the groups it keeps in fp32 (hybrid precision), and the embedding/projection option.
+
+Order of the structural methods: depth, pruning, low-rank, recovery (each sees the previous
+one's model; recovery repairs what all of them removed). Calibration speech is the bundled
+`calib` set (synthesized offline, disjoint from every test set); never a test clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from voxmeter.errors import SpecError
+
+# torchao (imported by torch-pruning, peft and our quantization) warns at import about CUDA
+# kernels a CPU build cannot load, and torch's pytree about its enum registrations: noise
+# that would land in every table's stderr
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+COMPRESS_VERSION = 1  # bump when a structural method's output changes for the same inputs
+CALIB_SET = "calib"
+
+
+def structural_settings(comp: Any) -> dict[str, Any]:
+    """The fields that decide a structural artifact (quantization is applied at load)."""
+    d = asdict(comp)
+    for k in ("quant", "quant_embed", "keep"):
+        d.pop(k)
+    if d["recover"] == "none":
+        d.pop("recover_steps")
+    return d
+
+
+def artifact_key(comp: Any, base_digest: str, calib_digest: str, code: str) -> str:
+    blob = json.dumps(
+        [structural_settings(comp), base_digest, calib_digest, code, COMPRESS_VERSION],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def compressed_source(
+    spec: Any, source: Any, cache: Path, progress: Any = None
+) -> tuple[Any, float]:
+    """The model directory of `spec.compression`'s structural methods applied to `source` (an
+    hf-ready ModelSource), built and cached if need be; and the seconds building took (0.0
+    when it was cached). A spec without structural methods gets `source` back unchanged."""
+    comp = spec.compression
+    if not comp.changes_weights:
+        return source, 0.0
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.identity import FileDigests, code_fingerprint, data_digest, weights_digest
+
+    comp.check_model(source.dims.n_text_layer)
+    files = FileDigests(cache)
+    calib = _calib_dataset()
+    key = artifact_key(
+        comp, weights_digest(source, files), data_digest(calib, files), code_fingerprint()
+    )
+    files.save()
+    out = cache / "compressed" / key
+    took = 0.0
+    if not (out / "model.safetensors").is_file():
+        t0 = time.perf_counter()
+        build(comp, source, out, calib, progress=progress)
+        took = time.perf_counter() - t0
+    built = resolve_model(str(out), cache)
+    return replace(built, name=f"{source.name}+{comp.tag()}"), took
+
+
+def _calib_dataset() -> Any:
+    from voxmeter.data.datasets import load_dataset
+
+    return load_dataset(CALIB_SET)
+
+
+def build(comp: Any, source: Any, out: Path, calib: Any, progress: Any = None) -> Path:
+    """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`."""
+    from transformers import WhisperForConditionalGeneration
+
+    import voxmeter
+    from voxmeter.compress import artifact
+    from voxmeter.engines.common import load_suppress
+
+    model = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).eval()
+    n_before = sum(p.numel() for p in model.parameters())
+    report: dict[str, Any] = {}
+    if comp.decoder_layers:
+        from voxmeter.compress.depth import keep_decoder_layers
+
+        report["decoder_layers_kept"] = keep_decoder_layers(model, comp.decoder_layers)
+    pairs = None
+    if comp.prune_heads or comp.prune_ffn:
+        from voxmeter.compress.prune import prune
+
+        pairs = calibration_pairs(source, calib)
+        report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, pairs)
+    if comp.lowrank_energy:
+        from voxmeter.compress.lowrank import factorize
+
+        report["lowrank"] = factorize(model, comp.lowrank_energy)
+    if comp.recover != "none":
+        from voxmeter.compress.recover import recover
+
+        pairs = pairs or calibration_pairs(source, calib)
+        report["recover"] = recover(
+            model, source, pairs, comp.recover, comp.recover_steps, out, progress=progress
+        )
+    report["params_before"] = n_before
+    report["params_after"] = sum(p.numel() for p in model.parameters())
+    meta = {
+        "base": {"name": source.name, "dir": str(source.hf_dir)},
+        "base_digest": _base_digest(source),
+        "compression": structural_settings(comp),
+        "calibration": {"data": CALIB_SET, "n_clips": len(calib.clips)},
+        "report": report,
+        "voxmeter": voxmeter.__version__,
+    }
+    return artifact.save_model(
+        model, out, meta, tokenizer=source.tokenizer, suppress=load_suppress(source, _ids(source))
+    )
+
+
+def _ids(source: Any) -> dict[str, int]:
+    from voxmeter.assets.convert import special_ids
+
+    return special_ids(source.dims)
+
+
+def _base_digest(source: Any) -> str:
+    from voxmeter.identity import FileDigests, weights_digest
+
+    return weights_digest(source, FileDigests(None))
+
+
+def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> list[tuple[Any, list[int]]]:
+    """(features (1, n_mels, n_frames), prompt + reference tokens + end-of-text) per
+    calibration clip, by the openai-whisper front end; clips that fail to load are skipped."""
+    import torch
+
+    from voxmeter.assets.convert import special_ids
+    from voxmeter.audio.features import clip_features
+    from voxmeter.data.datasets import iter_audio
+    from voxmeter.engines.common import Tokenizer, prompt_ids
+
+    tok = Tokenizer(source.tokenizer)
+    if not tok.available:
+        raise SpecError(f"compression: model {source.name!r} has no tokenizer for calibration")
+    eot = special_ids(source.dims)["eot"]
+    prompt = prompt_ids(source.dims)
+    pairs = []
+    for clip, audio in iter_audio(calib):
+        if isinstance(audio, Exception):
+            continue
+        feats = torch.as_tensor(clip_features(audio.samples, n_frames, source.dims.n_mels))
+        pairs.append((feats, [*prompt, *tok.encode(clip.text), eot]))
+    return pairs
+
+
+def quantize_loaded(model: Any, comp: Any, cpu_flags: Any) -> tuple[Any, str]:
+    """Apply the spec's quantization to a loaded fp32 model; (model, method in words)."""
+    from voxmeter.compress.quantize import quantize
+
+    keep = frozenset(g.strip() for g in comp.keep.split(",") if g.strip())
+    return quantize(model, comp.quant, keep=keep, embed=comp.quant_embed, cpu_flags=cpu_flags)

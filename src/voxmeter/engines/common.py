@@ -96,16 +96,24 @@ def steps_per_item(n_steps: int | Sequence[int] | None, n: int) -> list[int] | N
 def load_suppress(source: ModelSource, ids: dict[str, int]) -> tuple[list[int], list[int]]:
     """Tokens suppressed at every step, and also at the first step (as CTranslate2 does).
 
-    They come from the CTranslate2 config.json beside the weights; without one, only the
-    blank-at-start rule (space and end-of-text) applies.
+    They come from the CTranslate2 config.json beside the weights, or for a transformers
+    directory (a compressed model) from its generation_config.json (`suppress_tokens`,
+    `begin_suppress_tokens`); without either, only the blank-at-start rule (space and
+    end-of-text) applies.
     """
+    every, begin = "suppress_ids", "suppress_ids_begin"
+    path = source.ct2_dir / "config.json" if source.ct2_dir is not None else None
+    if source.ct2_dir is None and source.hf_dir is not None:
+        path = source.hf_dir / "generation_config.json"
+        every, begin = "suppress_tokens", "begin_suppress_tokens"
     cfg: dict = {}
-    if source.ct2_dir is not None and (source.ct2_dir / "config.json").is_file():
+    if path is not None and path.is_file():
         try:
-            cfg = json.loads((source.ct2_dir / "config.json").read_text())
+            cfg = json.loads(path.read_text())
         except ValueError:
             cfg = {}
-    return list(cfg.get("suppress_ids", [])), list(cfg.get("suppress_ids_begin", [220, ids["eot"]]))
+    cfg = cfg if isinstance(cfg, dict) else {}
+    return list(cfg.get(every) or []), list(cfg.get(begin) or [220, ids["eot"]])
 
 
 def decoder_positions(computed: int, n_audio_ctx: int, axes: AxisSettings) -> int:

@@ -49,14 +49,25 @@ from voxmeter.engines.common import (
 )
 from voxmeter.engines.rules import TimestampRules
 from voxmeter.errors import ModelError, SpecError
+from voxmeter.measure.flops import ModelShape
 from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+HEAD_DIM = 64  # Whisper's head width at every size; a pruned layer has fewer heads, not narrower
+
+
+def _heads(x: torch.Tensor, dh: int = HEAD_DIM) -> torch.Tensor:
+    """(B, T, heads * dh) -> (B, heads, T, dh); the head count follows the layer's width."""
     b, t, d = x.shape
-    return x.view(b, t, n_head, d // n_head).transpose(1, 2)
+    return x.view(b, t, d // dh, dh).transpose(1, 2)
+
+
+def _width(proj: torch.nn.Module) -> int:
+    """Output width of a projection: a Linear, quantized or not, or a low-rank pair of them."""
+    last = proj[-1] if isinstance(proj, torch.nn.Sequential) else proj
+    return int(last.out_features)
 
 
 def _merge(x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +83,21 @@ def padded_causal_mask(real: torch.Tensor, length: int, t: int) -> torch.Tensor:
     rows = torch.arange(length, length + t, device=real.device)[:, None]
     own = cols[None, :] == rows
     return ((cols[None, :] <= rows) & (real[:, None, : length + t] | own))[:, None]
+
+
+def _load(hf_dir: Path) -> torch.nn.Module:
+    """Whisper weights from a transformers directory, or a compressed model directory (whose
+    shapes transformers' config cannot express; compress/artifact.py rebuilds them)."""
+    from transformers import WhisperForConditionalGeneration
+
+    from voxmeter.compress.artifact import is_artifact, load_model
+
+    if is_artifact(hf_dir):
+        return load_model(hf_dir)
+    try:
+        return WhisperForConditionalGeneration.from_pretrained(hf_dir)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
 
 
 class HFWhisperEngine:
@@ -101,15 +127,19 @@ class HFWhisperEngine:
             torch.manual_seed(spec.seed)
             model = WhisperForConditionalGeneration(whisper_config(self.dims))
         else:
-            hf_dir = source.hf_dir or convert_cached(source.ct2_dir, cache_dir)
-            try:
-                model = WhisperForConditionalGeneration.from_pretrained(hf_dir)
-            except (OSError, ValueError) as e:
-                raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
+            model = _load(source.hf_dir or convert_cached(source.ct2_dir, cache_dir))
         model.eval()
         self._n_params = sum(p.numel() for p in model.parameters())
+        self.shape = ModelShape.of_model(model)  # the layers it has (compression may shrink them)
         self.precision_method = f"torch {precision} weights and activations"
-        if precision == "int8":
+        comp = spec.compression
+        self._quantized_by_compress = comp.quant != "none" or comp.quant_embed
+        if self._quantized_by_compress:
+            from voxmeter.compress import quantize_loaded
+            from voxmeter.measure.envinfo import cpu_info
+
+            model, self.precision_method = quantize_loaded(model, comp, cpu_info().flags)
+        elif precision == "int8":
             from voxmeter.engines.quant import quantize_int8
             from voxmeter.measure.envinfo import cpu_info
 
@@ -144,6 +174,10 @@ class HFWhisperEngine:
 
     def weight_bytes(self) -> int:
         """Bytes of weights as loaded: parameters, buffers and packed int8 Linear weights."""
+        if self._quantized_by_compress:  # its schemes store weights in their own formats
+            from voxmeter.compress.quantize import weight_bytes
+
+            return weight_bytes(self.model)
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())
         buffers = sum(b.numel() * b.element_size() for b in self.model.buffers())
         return params + buffers + self._packed_bytes()
@@ -204,11 +238,10 @@ class HFWhisperEngine:
         x = F.gelu(enc.conv1(feats))
         x = F.gelu(enc.conv2(x)).transpose(1, 2)
         x = x + enc.embed_positions.weight[: x.shape[1]].to(x.dtype)
-        h = self.dims.n_audio_head
         for layer in enc.layers:
             a = layer.self_attn
             y = layer.self_attn_layer_norm(x)
-            q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
+            q, k, v = (_heads(p(y)) for p in (a.q_proj, a.k_proj, a.v_proj))
             x = x + a.out_proj(_merge(self._attention(q, k, v, causal=False)))
             y = layer.final_layer_norm(x)
             x = x + layer.fc2(F.gelu(layer.fc1(y)))
@@ -247,12 +280,11 @@ class HFWhisperEngine:
         if self._silence_kv is None:
             a = self.spec.axes
             s = subsample(self.silence_states(), a.stride, a.pool)
-            h = self.dims.n_text_head
             with torch.inference_mode():
                 self._silence_kv = [
                     (
-                        _heads(layer.encoder_attn.k_proj(s), h),
-                        _heads(layer.encoder_attn.v_proj(s), h),
+                        _heads(layer.encoder_attn.k_proj(s)),
+                        _heads(layer.encoder_attn.v_proj(s)),
                     )
                     for layer in self.dec.layers
                 ]
@@ -261,14 +293,14 @@ class HFWhisperEngine:
     def _cross_kv(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, (B, heads, positions, dh) K and V: projected for the positions
         that hold audio, the cached silence K/V for the rest."""
-        h, m = self.dims.n_text_head, enc.kv_projected
+        m = enc.kv_projected
         s = enc.states[:, :m]
         b = s.shape[0]
         cached = self.silence_cross_kv() if m < enc.decoder_positions else None
         cross = []
         for i, layer in enumerate(self.dec.layers):
             a = layer.encoder_attn
-            k, v = _heads(a.k_proj(s), h), _heads(a.v_proj(s), h)
+            k, v = _heads(a.k_proj(s)), _heads(a.v_proj(s))
             if cached is not None:
                 k = torch.cat([k, cached[i][0][:, :, m:].expand(b, -1, -1, -1)], dim=2)
                 v = torch.cat([v, cached[i][1][:, :, m:].expand(b, -1, -1, -1)], dim=2)
@@ -300,8 +332,6 @@ class HFWhisperEngine:
         self._sync()
         t0 = time.perf_counter_ns()
         dec, dims, dev = self.dec, self.dims, self.device
-        h = dims.n_text_head
-        dh = dims.n_text_state // h
         cross = self._cross_kv(enc)
         b = enc.states.shape[0]
         prompts = batch_prompts(dims, b, timestamps, prefixes)
@@ -314,11 +344,15 @@ class HFWhisperEngine:
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last
-        cache = [
-            tuple(torch.empty(b, h, columns, dh, dtype=self.dtype, device=dev) for _ in "kv")
-            for _ in dec.layers
-        ]
-        pos_w, tok_w = dec.embed_positions.weight, dec.embed_tokens.weight
+        cache = [  # each layer's own head count (fewer where heads were pruned)
+            tuple(
+                torch.empty(b, _width(layer.self_attn.q_proj) // HEAD_DIM, columns, HEAD_DIM,
+                            dtype=self.dtype, device=dev)
+                for _ in "kv"
+            )
+            for layer in dec.layers
+        ]  # fmt: skip
+        pos_w, embed = dec.embed_positions.weight, dec.embed_tokens
         eot = self.ids["eot"]
         fed = torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev)
         pos = (torch.arange(width, device=dev) - pads[:, None]).clamp(min=0)
@@ -336,7 +370,7 @@ class HFWhisperEngine:
         while True:
             t = fed.shape[1]
             mask = None if real is None else padded_causal_mask(real, length, t)
-            x = self._step(tok_w[fed] + pos_w[pos], cache, cross, length, mask)
+            x = self._step(embed(fed) + pos_w[pos], cache, cross, length, mask)
             length += t
             steps += 1
             logits = self.model.proj_out(dec.layer_norm(x[:, -1])).float()
@@ -401,17 +435,17 @@ class HFWhisperEngine:
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """One decoder pass over t new positions (B, t, D) after `length` cached ones."""
-        h, t = self.dims.n_text_head, x.shape[1]
+        t = x.shape[1]
         for (kc, vc), (ck, cv), layer in zip(cache, cross, self.dec.layers):
             a = layer.self_attn
             y = layer.self_attn_layer_norm(x)
-            q, k, v = (_heads(p(y), h) for p in (a.q_proj, a.k_proj, a.v_proj))
+            q, k, v = (_heads(p(y)) for p in (a.q_proj, a.k_proj, a.v_proj))
             kc[:, :, length : length + t] = k
             vc[:, :, length : length + t] = v
             k_all, v_all = kc[:, :, : length + t], vc[:, :, : length + t]
             x = x + a.out_proj(_merge(self._attention(q, k_all, v_all, t > 1, mask)))
             c = layer.encoder_attn
-            q = _heads(c.q_proj(layer.encoder_attn_layer_norm(x)), h)
+            q = _heads(c.q_proj(layer.encoder_attn_layer_norm(x)))
             x = x + c.out_proj(_merge(self._attention(q, ck, cv, causal=False)))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         return x

@@ -42,9 +42,15 @@ def flops_table(
     enc = enc_c.result
     dec_c = count_flops(engine.decode, enc, tokens)
     prompt = len(engine.prompt)
-    a_enc = analytic_encoder_flops(engine.dims, frames).total
+    shape = getattr(engine, "shape", None)  # the layers it really has (compressed models)
+    a_enc = analytic_encoder_flops(engine.dims, frames, shape).total
     a_dec = analytic_decoder_flops(
-        engine.dims, enc.decoder_positions, prompt, tokens, kv_positions=enc.kv_projected
+        engine.dims,
+        enc.decoder_positions,
+        prompt,
+        tokens,
+        kv_positions=enc.kv_projected,
+        shape=shape,
     ).total
     p = paper_flops(engine.dims, stride_k=stride, n_tokens=tokens)
     return {
