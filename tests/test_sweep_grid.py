@@ -263,3 +263,40 @@ def test_bad_workload_settings_name_the_key(tmp_path, body, needle):
     f.write_text(body)
     with pytest.raises(SpecError, match=needle.replace(".", r"\.")):
         load_sweep(f)
+
+
+def test_a_compression_section_sweeps_like_the_axes(tmp_path):
+    from voxmeter.sweep.grid import expand, load_sweep
+
+    p = tmp_path / "c.toml"
+    p.write_text(
+        '[sweep]\nengines = ["hf", "ct2"]\n[axes]\nprecision = ["fp32", "int8"]\n'
+        '[compression]\ndecoder_layers = [0, 2]\nquant = ["none", "int8-weight"]\n'
+    )
+    ex = expand(load_sweep(p))
+    got = {
+        (s.engine, s.axes.precision, s.compression.decoder_layers, s.compression.quant)
+        for s in ex.specs
+    }
+    assert ("hf", "fp32", 2, "int8-weight") in got and ("ct2", "int8", 0, "none") in got
+    assert not any(e == "ct2" and (d or q != "none") for e, _, d, q in got)
+    assert not any(pr == "int8" and q != "none" for _, pr, _, q in got)
+    assert any("hf engine only" in n for n in ex.notes())
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[compression]\nprune_heads = 1.5\n", "compression.prune_heads"),
+        ("[compression]\nquant = 'int2'\n", "compression.quant"),
+        ("[compression]\nwidth = 3\n", "compression.width"),
+    ],
+)
+def test_bad_compression_options_name_the_key(tmp_path, body, key):
+    from voxmeter.errors import SpecError
+    from voxmeter.sweep.grid import load_sweep
+
+    p = tmp_path / "c.toml"
+    p.write_text("[sweep]\n" + body)
+    with pytest.raises(SpecError, match=f"{key}: "):
+        load_sweep(p)

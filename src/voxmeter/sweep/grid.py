@@ -26,6 +26,7 @@ from voxmeter.spec import (
     ENGINES,
     FULL_FRAMES,
     AxisSettings,
+    CompressionSettings,
     RunSpec,
     WorkloadSettings,
     is_cuda,
@@ -67,8 +68,9 @@ LIMITS: dict[str, tuple[str, str]] = {
 }
 _CONSTRAINT_KEYS = {**dict.fromkeys(LIMITS, float), "minimise": str}
 _BUDGET_KEYS = {"gflops": float, "tol": float, "strides": list, "frames": list}
-_SECTIONS = ("sweep", "axes", "workload", "constraints", "budget")
+_SECTIONS = ("sweep", "axes", "workload", "compression", "constraints", "budget")
 _WORKLOAD_KEYS = tuple(f.name for f in fields(WorkloadSettings))
+_COMPRESSION_KEYS = tuple(f.name for f in fields(CompressionSettings))
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class SweepFile:
     axes: dict[str, tuple[Any, ...]]  # only the axes the file names
     constraints: Constraints
     budget: BudgetSettings
-    # workload settings and batch sizes the file names, crossed like the axes
+    # workload and compression settings and batch sizes the file names, crossed like the axes
     workload: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
@@ -198,6 +200,7 @@ def load_sweep(path: str | Path) -> SweepFile:
     base_fields = ("repeats", "warmup", "threads", "seed", "max_clips", "data")
     base = RunSpec(**{k: sw[k] for k in base_fields if k in sw})
     workload = _workload(p, doc.get("workload", {}), sw.get("batch_size"))
+    workload.update(_compression(p, doc.get("compression", {})))
     try:
         base.validate()
     except SpecError as e:
@@ -312,6 +315,15 @@ def _why_redundant(spec: RunSpec) -> str:
 
 
 def _unrunnable(spec: RunSpec) -> str | None:
+    c = spec.compression
+    if not c.is_none and spec.engine != "hf":
+        return "compression runs in the hf engine only"
+    if (c.quant != "none" or c.quant_embed) and spec.axes.precision != "fp32":
+        return "a quantization scheme needs precision = 'fp32' for the rest"
+    if c.keep and c.quant == "none":
+        return "keep needs a quantization scheme"
+    if c.recover != "none" and not c.changes_weights:
+        return "recovery needs a structural method"
     if spec.axes.precision == "fp16" and not is_cuda(spec.device):
         return "fp16 needs device = 'cuda'"
     if spec.axes.precision == "int8" and spec.engine == "hf" and is_cuda(spec.device):
@@ -348,6 +360,24 @@ def _workload(p: Path, table: Any, batch_size: Any) -> dict[str, tuple[Any, ...]
             if isinstance(b, bool) or not isinstance(b, int) or b < 1:
                 raise _err(p, "sweep.batch_size", f"expected integers >= 1, got {b!r}")
         out["batch_size"] = sizes
+    return out
+
+
+def _compression(p: Path, table: Any) -> dict[str, tuple[Any, ...]]:
+    """[compression] options (each a scalar or a list), each checked alone."""
+    t = _check_keys(p, "compression", table, _COMPRESSION_KEYS)
+    out = {k: _options(p, f"compression.{k}", v) for k, v in t.items()}
+    for k, vals in out.items():
+        for v in vals:
+            one = {k: v}
+            if k == "keep":  # a keep-list only means something under a quantization scheme
+                one["quant"] = "int8-dynamic"
+            if k == "recover" and v != "none":
+                one["decoder_layers"] = 1  # likewise: recovery needs something removed
+            try:
+                CompressionSettings(**one).validate()
+            except (SpecError, TypeError) as e:
+                raise _err(p, f"compression.{k}", str(e).split(": ", 1)[-1]) from None
     return out
 
 
