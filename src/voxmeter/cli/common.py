@@ -56,3 +56,44 @@ def parse_frames(frames: str) -> int | str:
 
 def fmt(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+COMPRESS_HELP = (
+    "compression KEY=VALUE, repeatable: quant, quant_embed, keep, prune_heads, prune_ffn, "
+    "decoder_layers, lowrank_energy, recover, recover_steps (as in a sweep's [compression])"
+)
+
+
+def parse_compress(items: list[str] | None) -> Any:
+    """`--compress KEY=VALUE` options as CompressionSettings (values typed by the field)."""
+    from dataclasses import fields
+
+    from voxmeter.spec import CompressionSettings
+
+    types = {
+        f.name: type(getattr(CompressionSettings(), f.name)) for f in fields(CompressionSettings)
+    }
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            known = ", ".join(types)
+            raise SpecError(f"--compress: expected KEY=VALUE with KEY one of {known}, got {item!r}")
+        out[key] = _typed_value(key, raw.strip(), types[key])
+    return CompressionSettings(**out)
+
+
+def _typed_value(key: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SpecError(f"--compress: {key}: expected true or false, got {raw!r}")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SpecError(f"--compress: {key}: expected a number, got {raw!r}") from None
+    return raw

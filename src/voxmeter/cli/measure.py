@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from voxmeter.cli.common import CACHE_HELP, STORE_HELP, app, parse_frames, setup_logging
+from voxmeter.cli.common import (
+    CACHE_HELP,
+    COMPRESS_HELP,
+    STORE_HELP,
+    app,
+    parse_compress,
+    parse_frames,
+    setup_logging,
+)
 from voxmeter.store import DEFAULT_STORE_PATH
 
 
@@ -42,6 +50,7 @@ def bench(
     ),
     vad_min_silence_ms: int = typer.Option(160, help="batched long-form: silence that ends speech"),
     max_segment_s: float = typer.Option(30.0, help="batched long-form: longest chunk, (0, 30] s"),
+    compress: list[str] | None = typer.Option(None, "--compress", help=COMPRESS_HELP),
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
     store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
@@ -79,6 +88,7 @@ def bench(
             vad_min_silence_ms=vad_min_silence_ms,
             max_segment_s=max_segment_s,
         ),
+        compression=parse_compress(compress),
     ).validate()
     from voxmeter.assets.bundled import resolve_model
     from voxmeter.data.datasets import load_dataset
