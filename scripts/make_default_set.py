@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build voxmeter's bundled sets: src/voxmeter/data/sample/{default,noisy,longform}.jsonl.
+"""Build voxmeter's bundled sets: src/voxmeter/data/sample/{default,noisy,longform,calib}.jsonl.
 
 default: real English speech with reference transcripts from Debian's `pocketsphinx-testdata`
     (five LibriVox clips of "Sense and Sensibility", five card-game commands, "go forward ten
@@ -8,6 +8,10 @@ default: real English speech with reference transcripts from Debian's `pocketsph
 noisy: a subset of those clips with noise mixed in at 20, 10 and 5 dB SNR.
 longform: the real clips joined with pauses into recordings of over a minute each
     (scripts/make_longform_set.py).
+calib: a calibration / training set for the compression work (importance scores, sensitivity,
+    distillation, LoRA recovery), never scored as a test set: other sentences, synthesized the
+    same way in a wider spread of voices, speeds and pitches. No calib clip shares audio or a
+    sentence with default, noisy or longform (tests/test_calib_data.py checks it).
 
 Everything is deterministic: fixed voices, rates and pitches, and noise from numpy generators
 seeded per clip, so a rebuild with the same espeak-ng version gives the same samples. All
@@ -121,6 +125,88 @@ UTTERANCES = [
 ]
 # fmt: on
 
+EMMA = "Jane Austen, Emma (public domain)"
+PERSUASION = "Jane Austen, Persuasion (public domain)"
+GREAT_EXP = "Charles Dickens, Great Expectations (public domain)"
+CAROL = "Charles Dickens, A Christmas Carol (public domain)"
+TWO_CITIES = "Charles Dickens, A Tale of Two Cities (public domain)"
+
+# The calibration / training set: speech the compression work may learn from, so none of it is
+# a test sentence. Wider than the test set on purpose: voices it never uses (en-029,
+# en-gb-x-gbclan, en-gb-x-gbcwmd; variants f1, f5, m1, m5..m7), speeds 140-185 wpm, pitches
+# 35-75. Texts: Austen's Emma and Persuasion, Dickens, and sentences written for voxmeter of
+# the test set's kinds (everyday prose, commands, card calls, numbers, dates, names), mostly
+# short, so that 60 clips make about four minutes. Hard voices appear rarely: in a probe
+# (tiny.en, four sentences each) en-us with the f1, f2 or f5 variant, en-029, en-gb-x-gbclan and
+# en-gb-x-gbcwmd lost a fifth to a third of the words, en-gb with the same variants under a
+# tenth, like the test set's tts clips.
+# fmt: off
+CALIB_UTTERANCES = [
+    Utterance("calib-01", "en-gb+m1", 150, 50, "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition.", EMMA),
+    Utterance("calib-02", "en-gb+f1", 160, 65, "The real evils, indeed, of Emma's situation were the power of having rather too much her own way.", EMMA),
+    Utterance("calib-03", "en-us+m6", 150, 45, "Sorrow came, a gentle sorrow, but not at all in the shape of any disagreeable consciousness.", EMMA),
+    Utterance("calib-04", "en-gb+f5", 165, 70, "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, never took up any book but the Baronetage.", PERSUASION),
+    Utterance("calib-05", "en-us+m1", 150, 45, "Vanity was the beginning and the end of Sir Walter Elliot's character.", PERSUASION),
+    Utterance("calib-06", "en-gb+m7", 160, 45, "She had been forced into prudence in her youth, she learned romance as she grew older.", PERSUASION),
+    Utterance("calib-07", "en-gb-x-rp", 150, 50, "So, I called myself Pip, and came to be called Pip.", GREAT_EXP),
+    Utterance("calib-08", "en-us+m1", 150, 40, "Marley was dead: to begin with. There is no doubt whatever about that.", CAROL),
+    Utterance("calib-09", "en-gb-x-rp", 165, 50, "It was the best of times, it was the worst of times.", TWO_CITIES),
+    Utterance("calib-10", "en-us+m1", 150, 45, "Ours was the marsh country, down by the river.", GREAT_EXP),
+    Utterance("calib-11", "en-us+m5", 170, 50, "The bakery on the corner sells fresh rolls.", OURS),
+    Utterance("calib-12", "en-gb+f5", 150, 75, "Please leave your umbrella by the door.", OURS),
+    Utterance("calib-13", "en-gb-x-rp+m1", 165, 40, "The bus was late again, so we walked.", OURS),
+    Utterance("calib-14", "en-gb-scotland+m5", 160, 50, "My sister teaches chemistry at the high school.", OURS),
+    Utterance("calib-15", "en-us+m1", 155, 45, "We planted tomatoes, beans and sunflowers.", OURS),
+    Utterance("calib-16", "en-gb-x-rp+m6", 185, 50, "The printer on the third floor has run out of paper.", OURS),
+    Utterance("calib-17", "en-us-nyc", 160, 50, "Could you tell me where the nearest post office is?", OURS),
+    Utterance("calib-18", "en-us+m6", 150, 45, "He fixed the broken chain with a bit of oil.", OURS),
+    Utterance("calib-19", "en-us+f4", 165, 50, "The children built a snowman in the garden.", OURS),
+    Utterance("calib-20", "en-gb", 140, 40, "Our flight was cancelled.", OURS),
+    Utterance("calib-21", "en-us+m5", 175, 45, "The soup needs more salt and a handful of fresh parsley.", OURS),
+    Utterance("calib-22", "en-gb-x-rp", 160, 60, "Nobody expected the quiet student to win the chess tournament.", OURS),
+    Utterance("calib-23", "en-029", 145, 50, "The river flooded the lower fields twice this spring.", OURS),
+    Utterance("calib-24", "en-gb+f1", 170, 60, "She keeps her grandmother's letters in a wooden box.", OURS),
+    Utterance("calib-25", "en-us+m6", 155, 40, "The lecture on volcanoes was very popular.", OURS),
+    Utterance("calib-26", "en-gb+m7", 160, 55, "Turn the oven down; the pie is browning too quickly.", OURS),
+    Utterance("calib-27", "en-gb-x-gbclan", 145, 45, "A fox crossed the lane just as the sun came up.", OURS),
+    Utterance("calib-28", "en-gb+m7", 165, 50, "The shop assistant wrapped the present in newspaper.", OURS),
+    Utterance("calib-29", "en-us", 150, 45, "Turn left at the next junction.", OURS),
+    Utterance("calib-30", "en-gb-x-rp+m5", 175, 55, "Set an alarm for half past six tomorrow morning.", OURS),
+    Utterance("calib-31", "en-us+f4", 185, 55, "Stop the music and read me my messages.", OURS),
+    Utterance("calib-32", "en-gb+m1", 150, 40, "Go back five meters and turn right.", OURS),
+    Utterance("calib-33", "en-us+m1", 160, 35, "Open the garage door.", OURS),
+    Utterance("calib-34", "en-gb+f5", 165, 65, "Call Doctor Patel and tell her I will be ten minutes late.", OURS),
+    Utterance("calib-35", "en-us+m6", 155, 45, "Move the red block onto the blue one.", OURS),
+    Utterance("calib-36", "en-us+m5", 150, 50, "Dim the lights in the living room to forty percent.", OURS),
+    Utterance("calib-37", "en-gb-scotland+m5", 175, 45, "Play the next song, and make it a little louder.", OURS),
+    Utterance("calib-38", "en-gb", 150, 50, "Queen of diamonds, jack of spades, three of hearts.", OURS),
+    Utterance("calib-39", "en-gb-x-rp+m1", 150, 50, "Two of spades and the king of clubs.", OURS),
+    Utterance("calib-40", "en-us-nyc", 160, 50, "Cancel my two o'clock appointment.", OURS),
+    Utterance("calib-41", "en-gb-x-gbcwmd+m1", 155, 45, "Close the curtains and switch on the fan.", OURS),
+    Utterance("calib-42", "en-us-nyc+m5", 160, 60, "The meeting is on Tuesday the fourteenth of March.", OURS),
+    Utterance("calib-43", "en-gb+m7", 170, 50, "The train to Edinburgh leaves at seven forty-five.", OURS),
+    Utterance("calib-44", "en-gb-x-rp+m1", 155, 55, "In nineteen sixty-nine, two astronauts walked on the moon.", OURS),
+    Utterance("calib-45", "en-gb+f1", 165, 60, "The total comes to thirty-two pounds and fifty pence.", OURS),
+    Utterance("calib-46", "en-us+m6", 145, 45, "Room four hundred and twelve is at the end of the corridor.", OURS),
+    Utterance("calib-47", "en-gb-x-rp+m1", 160, 50, "Margaret, Oliver and Priya will present the results in June.", OURS),
+    Utterance("calib-48", "en-gb-x-gbcwmd+m5", 150, 40, "The temperature dropped to minus eight degrees overnight.", OURS),
+    Utterance("calib-49", "en-gb-x-rp", 160, 50, "Add three cups of water and two teaspoons of sugar.", OURS),
+    Utterance("calib-50", "en-gb", 155, 60, "The library holds twelve thousand books and forty computers.", OURS),
+    Utterance("calib-51", "en-us-nyc", 165, 40, "Professor Tanaka moved to Toronto in two thousand and eleven.", OURS),
+    Utterance("calib-52", "en-gb+m1", 150, 55, "Please reply before Friday the twenty-first of November.", OURS),
+    Utterance("calib-53", "en-us+m5", 160, 45, "The marathon starts at eight in the morning.", OURS),
+    Utterance("calib-54", "en-gb-x-rp+f4", 155, 55, "Flight two seventy-one is now boarding at gate fourteen.", OURS),
+    Utterance("calib-55", "en-us+m5", 155, 45, "The bill for March was eighty-four dollars and ten cents.", OURS),
+    Utterance("calib-56", "en-us+m6", 150, 40, "The hotel is at twenty-seven Baker Street, near the park.", OURS),
+    Utterance("calib-57", "en-gb+f5", 150, 55, "Thomas Hardy was born in Dorset in eighteen forty.", OURS),
+    Utterance("calib-58", "en-gb-x-gbclan+m1", 175, 40, "Wake me at seven unless it is raining.", OURS),
+    Utterance("calib-59", "en-gb+m5", 160, 50, "Charles Babbage and Ada Lovelace both lived in London.", OURS),
+    Utterance("calib-60", "en-us+m7", 165, 45, "Pause the video for a moment.", OURS),
+]
+# fmt: on
+# Clips of the calibration set may be as short as a spoken command.
+CALIB_MIN_S = 1.0
+
 # Noise variants: the LibriVox and card clips, plus synthesized clips in six
 # different voices, the shortest ones, as noisy audio costs the most bytes per second.
 NOISY_TTS = ("tts-03", "tts-10", "tts-13", "tts-26", "tts-28", "tts-33")
@@ -140,13 +226,16 @@ def main() -> int:
     for old in out.glob("*.flac"):
         old.unlink()  # a clip dropped from the lists must not linger in the package
     real = real_clips(out)
-    clean = real + tts_clips(out, espeak)
+    clean = real + tts_clips(out, espeak, UTTERANCES)
     noisy = noise_variants(out, clean)
     longform = longform_recordings(out, real)
+    calib = tts_clips(out, espeak, CALIB_UTTERANCES, min_s=CALIB_MIN_S)
     write_manifest(Dataset("default", clean, out), out / "default.jsonl")
     write_manifest(Dataset("noisy", noisy, out), out / "noisy.jsonl")
     write_manifest(Dataset("longform", longform, out), out / "longform.jsonl")
-    sources = sources_md(clean, noisy, espeak_version(espeak), longform_md(longform, real))
+    write_manifest(Dataset("calib", calib, out), out / "calib.jsonl")
+    version = espeak_version(espeak)
+    sources = sources_md(clean, noisy, version, longform_md(longform, real), calib_md(calib))
     (out / "SOURCES.md").write_text(sources)
     total = sum(c.duration_s or 0.0 for c in clean)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
@@ -154,6 +243,9 @@ def main() -> int:
     long_s = sum(c.duration_s or 0.0 for c in longform)
     print(f"default: {len(clean)} clips, {total:.1f} s; noisy: {len(noisy)} clips")
     print(f"longform: {len(longform)} recordings, {long_s:.1f} s, {long_size / 1e6:.2f} MB")
+    calib_s = sum(c.duration_s or 0.0 for c in calib)
+    calib_size = sum(f.stat().st_size for f in out.glob("calib-*.flac"))
+    print(f"calib: {len(calib)} clips, {calib_s:.1f} s, {calib_size / 1e6:.2f} MB")
     print(f"{out}: {size / 1e6:.2f} MB")
     return 0
 
@@ -235,10 +327,12 @@ def write_clip(
     )
 
 
-def tts_clips(out: Path, espeak: str) -> list[Clip]:
+def tts_clips(
+    out: Path, espeak: str, utterances: list[Utterance], min_s: float = 3.0, max_s: float = 20.0
+) -> list[Clip]:
     clips = []
     with tempfile.TemporaryDirectory() as tmp:
-        for u in UTTERANCES:
+        for u in utterances:
             wav = Path(tmp) / f"{u.id}.wav"
             argv = [espeak, "-v", u.voice, "-s", str(u.speed), "-p", str(u.pitch)]
             subprocess.run([*argv, "-g", str(WORD_GAP), "-w", str(wav), u.text], check=True)
@@ -246,8 +340,10 @@ def tts_clips(out: Path, espeak: str) -> list[Clip]:
             y = soxr.resample(x, rate, RATE, quality="HQ")
             pcm = to_pcm16(level(y))
             dur = len(pcm) / RATE
-            if not (3.0 <= dur <= 20.0):
-                raise SystemExit(f"{u.id}: {dur:.1f} s is outside 3-20 s; edit the text")
+            if not (min_s <= dur <= max_s):
+                raise SystemExit(
+                    f"{u.id}: {dur:.1f} s is outside {min_s:g}-{max_s:g} s; edit the text"
+                )
             source = (
                 f"espeak-ng {u.voice}, {u.speed} wpm, pitch {u.pitch}, word gap "
                 f"{WORD_GAP * 10} ms; text: {u.origin}"
@@ -351,11 +447,50 @@ def espeak_version(espeak: str) -> str:
     return f"espeak-ng {version}{package}"
 
 
-def sources_md(clean: list[Clip], noisy: list[Clip], espeak_ver: str, longform: str) -> str:
+def calib_md(calib: list[Clip]) -> str:
+    total = sum(c.duration_s or 0.0 for c in calib)
+    size = sum(c.audio.stat().st_size for c in calib)
+    voices = sorted({c.extra["voice"] for c in calib})
+    speeds = [c.extra["speed_wpm"] for c in calib]
+    pitches = [c.extra["pitch"] for c in calib]
+    rows = "\n".join(f"| {c.id} | {c.duration_s:.2f} | {c.source} | {c.licence} |" for c in calib)
+    return f"""
+## Calibration / training set
+
+**Not a test set: never score it or report a result on it.** `calib.jsonl` is the speech the
+compression work may learn from (importance scores for pruning, sensitivity probes,
+distillation, LoRA recovery), so that no test clip is ever trained on. A transcription run
+over it is only a check that the synthesized speech is intelligible.
+
+- `calib.jsonl`: {len(calib)} clips, {total:.1f} s ({total / 60:.2f} min), {size / 1e6:.2f} MB,
+  all synthesized offline with espeak-ng exactly as the `tts-*` clips above (same resampling,
+  level and word gap), in {len(voices)} voice/variant combinations
+  ({", ".join(voices)}), {min(speeds)}-{max(speeds)} wpm, pitch {min(pitches)}-{max(pitches)}.
+  Each line records `voice`, `speed_wpm`, `pitch` and `word_gap_ms`.
+- Texts: lines from Jane Austen's *Emma* and *Persuasion* and Charles Dickens's *Great
+  Expectations*, *A Christmas Carol* and *A Tale of Two Cities* (public domain;
+  quoted from the novels, an edition may differ in punctuation; several lines are the
+  opening words of a longer sentence), and sentences written for voxmeter: everyday prose,
+  commands, card calls, numbers, dates and names. The reference is exactly the text given to
+  espeak-ng.
+- Disjoint from the test sets: no calib clip is a copy of a `default`, `noisy` or `longform`
+  file, and no calib text shares a sentence, or any run of six words (after Whisper's English
+  normalizer), with any of their references (`tests/test_calib_data.py`).
+- The audio is voxmeter's own output, under the project's MIT licence.
+
+| id | seconds | source | licence |
+|---|---|---|---|
+{rows}
+"""
+
+
+def sources_md(
+    clean: list[Clip], noisy: list[Clip], espeak_ver: str, longform: str, calib: str
+) -> str:
     total = sum(c.duration_s or 0.0 for c in clean)
     rows = "\n".join(f"| {c.id} | {c.duration_s:.2f} | {c.source} | {c.licence} |" for c in clean)
     noisy_ids = sorted({c.extra["clean_id"] for c in noisy})
-    return f"""# Bundled evaluation sets
+    return f"""# Bundled evaluation and calibration sets
 
 Made by `scripts/make_default_set.py` (do not edit by hand). All audio is 16 kHz mono 16-bit
 FLAC.
@@ -390,7 +525,7 @@ FLAC.
 | id | seconds | source | licence |
 |---|---|---|---|
 {rows}
-{longform}
+{longform}{calib}
 ## Rebuild
 
     apt-get install pocketsphinx-testdata espeak-ng

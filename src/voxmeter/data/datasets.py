@@ -2,7 +2,8 @@
 
 `load_dataset` accepts the bundled sets by name ("default": clean speech, "noisy": the same
 speech with noise at fixed SNRs, "longform": recordings of just over a minute of real clips
-joined with pauses), a `.jsonl` manifest, or a LibriSpeech-style directory.
+joined with pauses; "calib": synthesized speech for calibration and training, not a test set),
+a `.jsonl` manifest, or a LibriSpeech-style directory.
 `iter_audio` loads clips one by one and hands back a bad clip's error instead of raising, so
 one corrupt file is reported and skipped while the run completes. A clip longer than Whisper's
 30 s window is not loaded: it comes back as a `LongAudio` (header facts and `stream()`), so a
@@ -21,7 +22,14 @@ from voxmeter.errors import AudioError, DataError
 from voxmeter.paths import shorten
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
-BUNDLED = {"default": "default.jsonl", "noisy": "noisy.jsonl", "longform": "longform.jsonl"}
+# "calib" is speech for calibration and training (pruning scores, distillation, LoRA recovery),
+# disjoint from the three test sets in audio and sentences: never score it as a test set.
+BUNDLED = {
+    "default": "default.jsonl",
+    "noisy": "noisy.jsonl",
+    "longform": "longform.jsonl",
+    "calib": "calib.jsonl",
+}
 # Whisper sees 30 s at a time: a longer clip is long-form audio, streamed rather than loaded.
 MAX_CLIP_S = 30.0
 
