@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from voxmeter.audio.io import LoadedAudio, LongAudio, load_audio
-from voxmeter.data.datasets import SAMPLE_DIR, iter_audio, load_dataset
+from voxmeter.data.datasets import BUNDLED, SAMPLE_DIR, iter_audio, load_dataset
 from voxmeter.data.librispeech import load_librispeech
 from voxmeter.data.manifest import Clip, Dataset, load_manifest, write_manifest
 from voxmeter.errors import AudioError, DataError
@@ -318,7 +318,7 @@ def test_bundled_manifests_use_relative_paths_and_full_fields():
 
 def test_bundled_folder_lists_every_flac_once():
     listed = set()
-    for name in ("default", "noisy", "longform"):
+    for name in BUNDLED:
         listed |= {c.audio.name for c in load_dataset(name).clips}
     on_disk = {p.name for p in SAMPLE_DIR.glob("*.flac")}
     assert listed == on_disk

@@ -23,7 +23,9 @@ from voxmeter.store import DEFAULT_STORE_PATH
 def bench(
     model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
     engine: str = typer.Option("hf", help="hf (torch + transformers) or ct2 (CTranslate2)"),
-    data: str = typer.Option("default", help="default, noisy, a JSONL manifest or LibriSpeech dir"),
+    data: str = typer.Option(
+        "default", help="default, noisy, longform, calib, a JSONL manifest or LibriSpeech dir"
+    ),
     repeats: int = typer.Option(3, min=1, help="measured passes over the data set"),
     threads: int = typer.Option(2, min=1, help="intra-op threads"),
     device: str = typer.Option("cpu", help="cpu or cuda"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,14 +27,17 @@ from typing import Any
 
 from voxmeter.errors import SpecError
 
-# torchao (imported by torch-pruning, peft and our quantization) warns at import about CUDA
-# kernels a CPU build cannot load, and torch's pytree about its enum registrations: noise
-# that would land in every table's stderr
-for _name in ("torchao", "torch.utils._pytree"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-
 COMPRESS_VERSION = 1  # bump when a structural method's output changes for the same inputs
 CALIB_SET = "calib"
+
+
+def _quiet_imports() -> None:
+    """transformers (under torch-pruning and peft) must not pull torchao in with its warnings."""
+    from voxmeter.compress.quantize import silence_torchao_noise
+    from voxmeter.engines.hf_whisper import transformers_without_torchao
+
+    silence_torchao_noise()
+    transformers_without_torchao()
 
 
 def structural_settings(comp: Any) -> dict[str, Any]:
@@ -93,6 +95,7 @@ def _calib_dataset() -> Any:
 
 def build(comp: Any, source: Any, out: Path, calib: Any, progress: Any = None) -> Path:
     """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`."""
+    _quiet_imports()
     from transformers import WhisperForConditionalGeneration
 
     import voxmeter

@@ -85,6 +85,26 @@ def padded_causal_mask(real: torch.Tensor, length: int, t: int) -> torch.Tensor:
     return ((cols[None, :] <= rows) & (real[:, None, : length + t] | own))[:, None]
 
 
+def transformers_without_torchao() -> None:
+    """Tell transformers that torchao is absent, before its model code is imported.
+
+    transformers imports torchao at model-loading time whenever it is installed (for its own
+    torchao quantizer): ~11 MiB of RSS and half a second in every hf run, and warnings about
+    CUDA kernels a CPU build cannot load. voxmeter calls torchao itself, only for its torchao
+    quantization schemes, so the plain fp32 and int8 runs keep the footprint they had before
+    torchao was a dependency. Harmless if transformers changes: the check is only answered
+    earlier.
+    """
+    import transformers.utils as tu
+    import transformers.utils.import_utils as iu
+
+    def absent(*args: object, **kwargs: object) -> bool:
+        return False
+
+    iu.is_torchao_available = absent  # type: ignore[assignment]
+    tu.is_torchao_available = absent  # type: ignore[attr-defined]
+
+
 def _load(hf_dir: Path) -> torch.nn.Module:
     """Whisper weights from a transformers directory, or a compressed model directory (whose
     shapes transformers' config cannot express; compress/artifact.py rebuilds them)."""
@@ -105,6 +125,7 @@ class HFWhisperEngine:
     stages = ASR_STAGES
 
     def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
+        transformers_without_torchao()
         from transformers import WhisperForConditionalGeneration
         from transformers.utils import logging as hf_logging
 
