@@ -205,7 +205,10 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         m.get("weight_bytes_method", ""),
     )
     if m.get("precision_method"):
-        t.add_row("precision", spec.axes.precision, "", m["precision_method"])
+        c = spec.compression
+        shown = c.quant + ("+emb" if c.quant_embed else "") if c.quant != "none" else None
+        shown = shown or ("fp32, int8 emb" if c.quant_embed else spec.axes.precision)
+        t.add_row("precision", shown, "", m["precision_method"])
     add("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     add("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
     add("steady RSS", "steady_rss_mb", 1)
