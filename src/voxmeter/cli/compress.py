@@ -1,0 +1,328 @@
+"""The compress commands: compress (build a model directory), sensitivity (which layer groups
+int8 hurts, and a hybrid spec under a budget), card (a compressed model's model card)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from voxmeter.cli.common import (
+    CACHE_HELP,
+    COMPRESS_HELP,
+    STORE_HELP,
+    app,
+    console,
+    parse_compress,
+    setup_logging,
+)
+from voxmeter.errors import SpecError
+from voxmeter.store import DEFAULT_STORE_PATH
+
+PANEL = "Compress"
+MIB = 2**20
+log = logging.getLogger("voxmeter")
+
+
+@app.command(rich_help_panel=PANEL)
+def compress(
+    model: str = typer.Option("tiny.en", help="the source: a model name or directory"),
+    compress: list[str] | None = typer.Option(None, "--compress", help=COMPRESS_HELP),
+    out: Path = typer.Option(..., "-o", "--out", help="the model directory to write"),
+    force: bool = typer.Option(False, help="replace an existing model directory at -o"),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    quiet: bool = typer.Option(False, help="no notes"),
+) -> None:
+    """Build a compressed model directory (depth, pruning, low-rank, recovery) to bench later."""
+    from voxmeter.assets.bundled import default_cache_dir, resolve_model
+    from voxmeter.compress import build
+    from voxmeter.compress.artifact import read_meta
+    from voxmeter.data.datasets import load_dataset
+    from voxmeter.run.harness import _prepare_weights
+    from voxmeter.spec import RunSpec
+
+    setup_logging(quiet)
+    spec = RunSpec(model=model, compression=parse_compress(compress)).validate()
+    comp = spec.compression
+    if not comp.changes_weights:
+        raise SpecError(
+            "--compress: nothing to build: quantization applies at load; pass --compress "
+            "quant=... to bench (build needs decoder_layers, prune_heads, prune_ffn or "
+            "lowrank_energy)"
+        )
+    _check_out(out, force)
+    cache = default_cache_dir(cache_dir)
+    source = _prepare_weights(spec, resolve_model(model, cache), cache)[0]
+    comp.check_model(source.dims.n_text_layer)
+    _quiet_transformers()
+    built = build(comp, source, out, load_dataset("calib"))
+    report = read_meta(built)["report"]
+    c = console()
+    c.print(
+        f"{source.name} -> {built}: {report['params_before']:,} -> "
+        f"{report['params_after']:,} parameters "
+        f"({report['params_after'] / report['params_before']:.1%})"
+    )
+    quant = [f"--compress {k}={v}" for k, v in _load_time(comp).items()]
+    c.print("measure it with:")
+    c.print(
+        f"  voxmeter bench --model {built.resolve()} {' '.join(quant)}".rstrip(), soft_wrap=True
+    )
+
+
+def _quiet_transformers() -> None:
+    """transformers' weight-loading bar would be noise on our stderr (the engine does this)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """-o may be new or empty; an existing model directory only with --force; never a
+    folder of other files (replacing it would delete them)."""
+    from voxmeter.compress.artifact import is_artifact
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SpecError(f"-o {out}: exists and is not a directory")
+    if not any(out.iterdir()):
+        return
+    if not is_artifact(out):
+        raise SpecError(f"-o {out}: holds files that are not a voxmeter model; not replacing it")
+    if not force:
+        raise SpecError(f"-o {out}: a model directory is already there; pass --force to replace it")
+
+
+def _load_time(comp: Any) -> dict[str, Any]:
+    """The settings of `comp` that apply at load (bench needs them again)."""
+    out: dict[str, Any] = {}
+    if comp.quant != "none":
+        out["quant"] = comp.quant
+    if comp.quant_embed:
+        out["quant_embed"] = "true"
+    if comp.keep:
+        out["keep"] = comp.keep
+    return out
+
+
+@app.command(rich_help_panel=PANEL)
+def sensitivity(
+    model: str = typer.Option("tiny.en", help="a model name or directory (fp32)"),
+    data: str = typer.Option("calib", help="clips to measure on (calib: never a test set)"),
+    max_clips: int = typer.Option(0, min=0, help="use only the first N clips (0 = all)"),
+    bits: int = typer.Option(8, help="weight bits of the fake quantization"),
+    threads: int = typer.Option(2, min=1, help="intra-op threads"),
+    out: Path | None = typer.Option(
+        None,
+        "-o",
+        "--out",
+        help="the map as JSON; not inside a model dir (its .json files are hashed as weights)",
+    ),
+    html: Path | None = typer.Option(None, help="heat map HTML (default: beside the JSON)"),
+    max_wer_increase: float | None = typer.Option(
+        None, help="budget: estimated WER increase, points; prints the hybrid spec"
+    ),
+    max_weight_mb: float | None = typer.Option(
+        None, help="budget: weight MiB; prints the hybrid spec"
+    ),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    quiet: bool = typer.Option(False, help="no progress bar or notes"),
+) -> None:
+    """Quantize one layer group at a time; map WER and KL changes; keep the worst in fp32."""
+    from voxmeter.compress.card import write_atomic
+    from voxmeter.compress.sensitivity import choose_keep
+
+    setup_logging(quiet)
+    if max_wer_increase is not None and max_weight_mb is not None:
+        raise SpecError("--max-wer-increase and --max-weight-mb: give one budget, not both")
+    json_path = out or Path("sensitivity.json")
+    html_path = html or json_path.with_suffix(".html")
+    for p in (json_path, html_path):
+        if not p.parent.is_dir():
+            raise SpecError(f"{p}: folder {p.parent} does not exist")
+    smap = _measure(model, data, max_clips, bits, threads, cache_dir, quiet)
+    write_atomic(json.dumps(smap, indent=1) + "\n", json_path)
+    write_atomic(heatmap_html(smap), html_path)
+    _print_map(smap)
+    c = console()
+    c.print(f"wrote {json_path} and {html_path}")
+    if max_wer_increase is None and max_weight_mb is None:
+        return
+    budget = max_weight_mb * MIB if max_weight_mb is not None else None
+    keep = choose_keep(smap, max_wer_increase=max_wer_increase, max_weight_bytes=budget)
+    _print_keep(smap, keep, model)
+
+
+def _measure(
+    model: str, data: str, max_clips: int, bits: int, threads: int, cache: Path | None, quiet: bool
+) -> dict[str, Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from voxmeter.compress.sensitivity import sensitivity_map
+    from voxmeter.data.datasets import load_dataset
+    from voxmeter.engines import load_engine
+    from voxmeter.spec import RunSpec
+
+    if isinstance(bits, bool) or not 2 <= bits <= 16:
+        raise SpecError(f"--bits: expected an integer from 2 to 16, got {bits}")
+    spec = RunSpec(model=model, data=data, threads=threads, max_clips=max_clips).validate()
+    dataset = load_dataset(data)
+    if data != "calib":
+        log.warning("choosing layers to keep on a test set, then scoring it, flatters the hybrid")
+    if max_clips:
+        dataset.clips = dataset.clips[:max_clips]
+    engine = load_engine(spec, cache)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console_err(), transient=True, disable=quiet,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("sensitivity", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        return sensitivity_map(engine, dataset, bits=bits, progress=progress)
+
+
+def console_err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_map(smap: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from voxmeter.compress.sensitivity import ALL, per_channel_gain
+
+    grans, w = smap["granularities"], smap["weights"]
+    data = smap["data"]
+    t = Table(
+        title=f"{smap['model']}: {smap['bits']}-bit weights, one group at a time; "
+        f"{data['name']} ({data['n_clips']} clips), fp32 WER {_f(smap['baseline']['wer'])}",
+        title_justify="left",
+    )
+    t.add_column("group")
+    for g in grans:
+        t.add_column(f"{g} ΔWER", justify="right")
+        t.add_column(f"{g} KL", justify="right")
+    t.add_column("fp32 bytes", justify="right")
+    t.add_column(f"int{smap['bits']} bytes", justify="right")
+    for group in [*smap["groups"], ALL]:
+        cells = [smap["cells"][g][group] for g in grans]
+        row = [group]
+        for c in cells:
+            row += [_f(c["delta_wer"], signed=True), f"{c['kl']:.2e}"]
+        if group == ALL:
+            fp32 = sum(x["fp32_bytes"] for x in w.values())
+            q = sum(x["quant_bytes"][grans[0]] for x in w.values())
+        else:
+            fp32, q = w[group]["fp32_bytes"], w[group]["quant_bytes"][grans[0]]
+        t.add_row(*row, f"{fp32:,}", f"{q:,}", end_section=group == smap["groups"][-1])
+    sums = ["sum of groups"]
+    for g in grans:
+        a = smap["additivity"][g]
+        sums += [_f(a["sum_delta_wer"], signed=True), f"{a['sum_kl']:.2e}"]
+    t.add_row(*sums, "", "", style="dim")
+    c = console()
+    c.print(t)
+    gain = per_channel_gain(smap)
+    if gain is not None:
+        g = gain["gain"]
+        c.print(
+            f"per-tensor -> per-channel: all groups gain {_f(g[ALL]['wer'])} WER points "
+            f"(KL {g[ALL]['kl']:.2e}); conv front end alone {_f(g['conv']['wer'])} points "
+            f"(KL {g['conv']['kl']:.2e}, {_pct(gain['conv_share_kl'])} of the joint KL gain)"
+        )
+
+
+def _print_keep(smap: dict[str, Any], keep: list[str], model: str) -> None:
+    from voxmeter.compress.sensitivity import estimate, keep_spec
+
+    est = estimate(smap, keep)
+    c = console()
+    c.print(
+        f"keep fp32 (most sensitive first): {', '.join(keep) or 'nothing'}; conv stays fp32 "
+        f"(no int8 path quantizes it). Estimated: WER +{est['delta_wer']:.2f} points (sum of "
+        f"the quantized groups' changes, assumed additive), weights "
+        f"{est['weight_bytes'] / MIB:.2f} MiB"
+    )
+    c.print(f"voxmeter bench --model {model} {keep_spec(keep)}", soft_wrap=True)
+
+
+def heatmap_html(smap: dict[str, Any]) -> str:
+    """One self-contained page: groups x {per-channel, per-tensor}, colour = WER change,
+    hover = KL; the figures' method under it."""
+    import html as _html
+
+    import plotly.graph_objects as go
+
+    from voxmeter.compress.sensitivity import ALL
+
+    grans = smap["granularities"]
+    groups = [*smap["groups"], ALL]
+    cells = smap["cells"]
+    z = [[cells[g][grp]["delta_wer"] for g in grans] for grp in groups]
+    kl = [[cells[g][grp]["kl"] for g in grans] for grp in groups]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=grans, y=groups, customdata=kl, colorscale="Reds",
+            colorbar={"title": "ΔWER (points)"},
+            hovertemplate="%{y}, %{x}<br>ΔWER %{z:+.2f} points<br>KL %{customdata:.3e}"
+            "<extra></extra>",
+        )
+    )  # fmt: skip
+    data = smap["data"]
+    fig.update_layout(
+        title=f"{smap['model']}: WER change with one layer group's weights at "
+        f"{smap['bits']} bits ({data['name']}, {data['n_clips']} clips; fp32 WER "
+        f"{_f(smap['baseline']['wer'])})",
+        yaxis={"autorange": "reversed"},
+        height=120 + 28 * len(groups),
+    )
+    body = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>voxmeter sensitivity</title>"
+        f"</head><body>{body}<p>{_html.escape(smap['method'])}</p></body></html>\n"
+    )
+
+
+def _f(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+@app.command(rich_help_panel=PANEL)
+def card(
+    directory: Path = typer.Argument(..., help="a compressed model directory"),
+    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
+    sensitivity: Path | None = typer.Option(
+        None, help="a sensitivity map (default: DIR/sensitivity.json when there)"
+    ),
+    out: Path | None = typer.Option(None, "-o", "--out", help="default: DIR/README.md"),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+) -> None:
+    """Write a compressed model's card: methods, measured figures, known failure modes."""
+    from voxmeter.compress.card import README, model_card, write_atomic
+
+    setup_logging(True)
+    text = model_card(directory, store, sensitivity=sensitivity, cache_dir=cache_dir)
+    path = write_atomic(text, out or Path(directory) / README)
+    console().print(f"wrote {path}")
