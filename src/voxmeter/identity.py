@@ -32,6 +32,8 @@ import voxmeter
 # package-relative paths (prefixes) whose code cannot change a measured number
 _NOT_MEASUREMENT = ("cli/", "report/", "analysis/", "sweep/", "display.py", "store.py")
 _WEIGHT_FILES = (".bin", ".safetensors", ".json", ".txt", ".model")
+# files a user or voxmeter may put beside a model that do not change what it computes
+_NOT_WEIGHTS = ("sensitivity.json",)
 _CACHE_FILE = "digests.json"
 
 
@@ -121,7 +123,7 @@ def weights_digest(source: Any, files: FileDigests) -> str:
         if d is None:
             continue
         for p in sorted(Path(d).iterdir()):
-            if p.is_file() and p.suffix in _WEIGHT_FILES:
+            if p.is_file() and p.suffix in _WEIGHT_FILES and p.name not in _NOT_WEIGHTS:
                 h.update(p.name.encode() + b"\0" + files.digest(p).encode() + b"\0")
     if source.tokenizer is not None:
         h.update(b"tokenizer\0" + files.digest(Path(source.tokenizer)).encode())
