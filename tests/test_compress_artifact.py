@@ -113,3 +113,25 @@ def test_a_directory_whose_weights_do_not_fit_is_a_model_error(compressed_dir, t
     save_file(state, str(bad / "model.safetensors"))
     with pytest.raises(ModelError, match=str(Path(bad))):
         load_model(bad)
+
+
+def test_a_factorised_model_is_charged_its_factors_in_memory_and_after_loading(
+    tmp_path, hf_source
+):
+    from transformers import WhisperForConditionalGeneration
+
+    from voxmeter.compress.artifact import load_model, save_model
+    from voxmeter.compress.lowrank import LowRankLinear, factorize
+    from voxmeter.measure.flops import ModelShape
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_source.hf_dir).eval()
+    dense = ModelShape.of_model(model)
+    factorize(model, 0.9, include=["model.encoder.layers.0.fc1"])
+    fc1 = model.model.encoder.layers[0].fc1
+    assert isinstance(fc1, LowRankLinear)
+    low = ModelShape.of_model(model)
+    r = fc1.rank
+    assert low.encoder[0].ffn == dense.encoder[0].ffn - 384 * 1536 + r * (384 + 1536)
+    back = load_model(save_model(model, tmp_path / "m", {}, tokenizer=None, suppress=([], [])))
+    assert isinstance(back.model.encoder.layers[0].fc1, LowRankLinear)
+    assert ModelShape.of_model(back) == low

@@ -123,8 +123,11 @@ def load_model(path: Path) -> Any:
 
 def reshape_to(model: Any, state: dict[str, Any]) -> None:
     """Give `model` the module shapes its saved `state` has: resized Linears, Linears split in
-    two (low-rank `name.0` / `name.1`), and each attention's head count from its q_proj."""
+    two (low-rank `name.0` / `name.1`, rebuilt as the LowRankLinear that made them), and each
+    attention's head count from its q_proj."""
     from torch import nn
+
+    from voxmeter.compress.lowrank import LowRankLinear
 
     modules = dict(model.named_modules())
     for name, mod in list(modules.items()):
@@ -135,7 +138,7 @@ def reshape_to(model: Any, state: dict[str, Any]) -> None:
         if w is not None and tuple(w.shape) != tuple(mod.weight.shape):
             new: nn.Module = _linear(w.shape[1], w.shape[0], f"{name}.bias" in state)
         elif w is None and first is not None and second is not None:
-            new = nn.Sequential(
+            new = LowRankLinear(
                 _linear(first.shape[1], first.shape[0], f"{name}.0.bias" in state),
                 _linear(second.shape[1], second.shape[0], f"{name}.1.bias" in state),
             )
@@ -145,7 +148,7 @@ def reshape_to(model: Any, state: dict[str, Any]) -> None:
         setattr(modules[parent], attr, new)
     for name, mod in model.named_modules():
         if hasattr(mod, "q_proj") and hasattr(mod, "num_heads"):
-            mod.num_heads = _out_features(mod.q_proj) // HEAD_DIM  # what prune.py sets
+            mod.num_heads = mod.q_proj.out_features // HEAD_DIM  # what prune.py sets
 
 
 def _linear(n_in: int, n_out: int, bias: bool) -> Any:
@@ -154,7 +157,3 @@ def _linear(n_in: int, n_out: int, bias: bool) -> Any:
 
     with torch.device("meta"):
         return nn.Linear(int(n_in), int(n_out), bias=bias)
-
-
-def _out_features(m: Any) -> int:
-    return m[-1].out_features if hasattr(m, "__getitem__") else m.out_features

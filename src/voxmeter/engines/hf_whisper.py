@@ -64,12 +64,6 @@ def _heads(x: torch.Tensor, dh: int = HEAD_DIM) -> torch.Tensor:
     return x.view(b, t, d // dh, dh).transpose(1, 2)
 
 
-def _width(proj: torch.nn.Module) -> int:
-    """Output width of a projection: a Linear, quantized or not, or a low-rank pair of them."""
-    last = proj[-1] if isinstance(proj, torch.nn.Sequential) else proj
-    return int(last.out_features)
-
-
 def _merge(x: torch.Tensor) -> torch.Tensor:
     b, h, t, dh = x.shape
     return x.transpose(1, 2).reshape(b, t, h * dh)
@@ -365,14 +359,12 @@ class HFWhisperEngine:
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last
-        cache = [  # each layer's own head count (fewer where heads were pruned)
-            tuple(
-                torch.empty(b, _width(layer.self_attn.q_proj) // HEAD_DIM, columns, HEAD_DIM,
-                            dtype=self.dtype, device=dev)
-                for _ in "kv"
-            )
-            for layer in dec.layers
-        ]  # fmt: skip
+        # each layer's own head count (fewer where heads were pruned)
+        heads = [layer.self_attn.q_proj.out_features // HEAD_DIM for layer in dec.layers]
+        cache = [
+            tuple(torch.empty(b, h, columns, HEAD_DIM, dtype=self.dtype, device=dev) for _ in "kv")
+            for h in heads
+        ]
         pos_w, embed = dec.embed_positions.weight, dec.embed_tokens
         eot = self.ids["eot"]
         fed = torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev)

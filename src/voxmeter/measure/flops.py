@@ -109,10 +109,11 @@ _ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def _linears(mod: Any) -> list[Any]:
-    """The Linear-like leaves of a module: itself, or the parts of a Sequential (low-rank)."""
-    if hasattr(mod, "in_features"):
-        return [mod]
-    return [c for c in mod.children() if hasattr(c, "in_features")]
+    """The Linear-like leaves of a module: the parts of a low-rank pair (which itself answers
+    in/out_features as the dense layer it replaced, so its children are asked first), or
+    itself."""
+    parts = [c for c in mod.children() if hasattr(c, "in_features")]
+    return parts or [mod]
 
 
 def _macs(mod: Any) -> int:
@@ -120,7 +121,7 @@ def _macs(mod: Any) -> int:
 
 
 def _out(mod: Any) -> int:
-    return int(_linears(mod)[-1].out_features)
+    return int(mod.out_features)
 
 
 def encoder_positions(n_frames: int) -> int:
