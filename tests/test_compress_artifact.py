@@ -115,9 +115,7 @@ def test_a_directory_whose_weights_do_not_fit_is_a_model_error(compressed_dir, t
         load_model(bad)
 
 
-def test_a_factorised_model_is_charged_its_factors_in_memory_and_after_loading(
-    tmp_path, hf_source
-):
+def test_a_factorised_model_is_charged_its_factors_in_memory_and_after_loading(tmp_path, hf_source):
     from transformers import WhisperForConditionalGeneration
 
     from voxmeter.compress.artifact import load_model, save_model
