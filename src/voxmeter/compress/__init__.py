@@ -63,25 +63,24 @@ def compressed_source(
 ) -> tuple[Any, float]:
     """The model directory of `spec.compression`'s structural methods applied to `source` (an
     hf-ready ModelSource), built and cached if need be; and the seconds building took (0.0
-    when it was cached). A spec without structural methods gets `source` back unchanged."""
+    when it was cached). A spec without structural methods gets `source` back unchanged.
+    The caller has checked the settings against the model (`check_model`) before any work."""
     comp = spec.compression
     if not comp.changes_weights:
         return source, 0.0
     from voxmeter.assets.bundled import resolve_model
     from voxmeter.identity import FileDigests, code_fingerprint, data_digest, weights_digest
 
-    comp.check_model(source.dims.n_text_layer)
     files = FileDigests(cache)
     calib = _calib_dataset()
-    key = artifact_key(
-        comp, weights_digest(source, files), data_digest(calib, files), code_fingerprint()
-    )
+    base = weights_digest(source, files)
+    key = artifact_key(comp, base, data_digest(calib, files), code_fingerprint())
     files.save()
     out = cache / "compressed" / key
     took = 0.0
     if not (out / "model.safetensors").is_file():
         t0 = time.perf_counter()
-        build(comp, source, out, calib, progress=progress)
+        build(comp, source, out, calib, progress=progress, base_digest=base)
         took = time.perf_counter() - t0
     built = resolve_model(str(out), cache)
     return replace(built, name=f"{source.name}+{comp.tag()}"), took
@@ -93,8 +92,19 @@ def _calib_dataset() -> Any:
     return load_dataset(CALIB_SET)
 
 
-def build(comp: Any, source: Any, out: Path, calib: Any, progress: Any = None) -> Path:
-    """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`."""
+def build(
+    comp: Any,
+    source: Any,
+    out: Path,
+    calib: Any,
+    progress: Any = None,
+    base_digest: str | None = None,
+) -> Path:
+    """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`.
+
+    `base_digest` is `source`'s weights digest when the caller has it (hashing the base
+    weights again costs a read of every file); recovery's checkpoints and the directory's
+    `voxmeter.json` are stamped with it."""
     _quiet_imports()
     from transformers import WhisperForConditionalGeneration
 
@@ -102,6 +112,7 @@ def build(comp: Any, source: Any, out: Path, calib: Any, progress: Any = None) -
     from voxmeter.compress import artifact
     from voxmeter.engines.common import load_suppress
 
+    base_digest = base_digest or _base_digest(source)
     model = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).eval()
     n_before = sum(p.numel() for p in model.parameters())
     report: dict[str, Any] = {}
@@ -124,13 +135,20 @@ def build(comp: Any, source: Any, out: Path, calib: Any, progress: Any = None) -
 
         pairs = pairs or calibration_pairs(source, calib)
         report["recover"] = recover(
-            model, source, pairs, comp.recover, comp.recover_steps, out, progress=progress
+            model,
+            source,
+            pairs,
+            comp.recover,
+            comp.recover_steps,
+            out,
+            progress=progress,
+            base_digest=base_digest,
         )
     report["params_before"] = n_before
     report["params_after"] = sum(p.numel() for p in model.parameters())
     meta = {
         "base": {"name": source.name, "dir": str(source.hf_dir)},
-        "base_digest": _base_digest(source),
+        "base_digest": base_digest,
         "compression": structural_settings(comp),
         "calibration": {"data": CALIB_SET, "n_clips": len(calib.clips)},
         "report": report,

@@ -137,12 +137,14 @@ def recover(
     batch: int | None = None,
     seed: int = 0,
     ckpt_every: int = 25,
+    base_digest: str | None = None,
 ) -> dict[str, Any]:
     """Train `model` (the compressed student, fp32) in place for `steps` optimizer steps on
     `pairs` by `method` ("distill" or "lora", module doc); it is left in eval mode with the
     same structure. `batch` None: 4 clips, 2 when the encoder trains. Returns a report:
     settings, seconds, losses at start and end, teacher-student KL (T = 1, mean per scored token
-    over all pairs) before and after, checkpoint and resume events."""
+    over all pairs) before and after, checkpoint and resume events. `base_digest`: the base
+    weights' digest when the caller has it (else hashed here), which a checkpoint must match."""
     from transformers import WhisperForConditionalGeneration
 
     from voxmeter.identity import FileDigests, weights_digest
@@ -160,7 +162,8 @@ def recover(
     batch = max(1, min(batch or (4 if frozen else 2), len(pairs)))
     cfg = _Settings(method, steps, LR[method] if lr is None else float(lr), batch, seed, frozen)
     ckpt_path = checkpoint_dir(out) / CKPT_FILE
-    digest, base = _digest(cfg, model, pairs), weights_digest(source, FileDigests(None))
+    digest = _digest(cfg, model, pairs)
+    base = base_digest or weights_digest(source, FileDigests(None))
     ckpt = _load_checkpoint(ckpt_path, digest, base)
     cache = _teacher_outputs(teacher, pairs, sot)
     del teacher

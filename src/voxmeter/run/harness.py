@@ -134,18 +134,6 @@ def _prepare_weights(spec: RunSpec, source: ModelSource, cache: Path) -> tuple[M
     return replace(source, hf_dir=hf_dir), took if fresh else 0.0
 
 
-def _compressed(
-    spec: RunSpec, source: ModelSource, cache: Path, progress: Any
-) -> tuple[ModelSource, float]:
-    """The model of the spec's structural compression (built once, cached) in place of
-    `source`; quantization is the engine's, at load."""
-    if not spec.compression.changes_weights:
-        return source, 0.0
-    from voxmeter.compress import compressed_source
-
-    return compressed_source(spec, source, cache, progress)
-
-
 def run_spec(
     spec: RunSpec,
     repeats: list[int],
@@ -163,6 +151,7 @@ def run_spec(
     spec.validate()
     if not repeats:
         return
+    from voxmeter.compress import compressed_source
     from voxmeter.identity import FileDigests, identity_of
 
     data = data or prepare_data(spec)
@@ -172,7 +161,7 @@ def run_spec(
     files = FileDigests(cache)
     ident = identity_of(spec, cache, source, data.dataset, files)
     source, convert_s = _prepare_weights(spec, source, cache)
-    source, compress_s = _compressed(spec, source, cache, progress)
+    source, compress_s = compressed_source(spec, source, cache, progress)
     one_off = {"convert_s": convert_s, "digest_s": files.hashed_s, "compress_s": compress_s}
     t0 = time.perf_counter()
     engine = load_engine(spec, cache, source)
