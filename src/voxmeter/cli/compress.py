@@ -57,7 +57,6 @@ def compress(
     cache = default_cache_dir(cache_dir)
     source = _prepare_weights(spec, resolve_model(model, cache), cache)[0]
     comp.check_model(source.dims.n_text_layer)
-    _quiet_transformers()
     built = build(comp, source, out, load_dataset("calib"))
     report = read_meta(built)["report"]
     c = console()
@@ -71,14 +70,6 @@ def compress(
     c.print(
         f"  voxmeter bench --model {built.resolve()} {' '.join(quant)}".rstrip(), soft_wrap=True
     )
-
-
-def _quiet_transformers() -> None:
-    """transformers' weight-loading bar would be noise on our stderr (the engine does this)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def _check_out(out: Path, force: bool) -> None:

@@ -32,12 +32,13 @@ CALIB_SET = "calib"
 
 
 def _quiet_imports() -> None:
-    """transformers (under torch-pruning and peft) must not pull torchao in with its warnings."""
+    """transformers (under torch-pruning and peft) must not pull torchao in with its warnings,
+    nor print its loading bars."""
     from voxmeter.compress.quantize import silence_torchao_noise
-    from voxmeter.engines.hf_whisper import transformers_without_torchao
+    from voxmeter.engines.hf_whisper import quiet_transformers
 
     silence_torchao_noise()
-    transformers_without_torchao()
+    quiet_transformers()
 
 
 def structural_settings(comp: Any) -> dict[str, Any]:

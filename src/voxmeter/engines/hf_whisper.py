@@ -79,24 +79,28 @@ def padded_causal_mask(real: torch.Tensor, length: int, t: int) -> torch.Tensor:
     return ((cols[None, :] <= rows) & (real[:, None, : length + t] | own))[:, None]
 
 
-def transformers_without_torchao() -> None:
-    """Tell transformers that torchao is absent, before its model code is imported.
+def quiet_transformers() -> None:
+    """Ready transformers for a voxmeter run, before its model code is imported.
 
-    transformers imports torchao at model-loading time whenever it is installed (for its own
-    torchao quantizer): ~11 MiB of RSS and half a second in every hf run, and warnings about
-    CUDA kernels a CPU build cannot load. voxmeter calls torchao itself, only for its torchao
-    quantization schemes, so the plain fp32 and int8 runs keep the footprint they had before
-    torchao was a dependency. Harmless if transformers changes: the check is only answered
-    earlier.
+    - Its weight-loading bar and notices would be noise on our stderr.
+    - It imports torchao at model-loading time whenever torchao is installed (for its own
+      torchao quantizer): ~11 MiB of RSS and half a second in every hf run, and warnings
+      about CUDA kernels a CPU build cannot load. voxmeter calls torchao itself, only for its
+      torchao quantization schemes, so transformers is told torchao is absent and the plain
+      fp32 and int8 runs keep the footprint they had before torchao was a dependency.
+      Harmless if transformers changes: the check is only answered earlier.
     """
     import transformers.utils as tu
     import transformers.utils.import_utils as iu
+    from transformers.utils import logging as hf_logging
 
     def absent(*args: object, **kwargs: object) -> bool:
         return False
 
     iu.is_torchao_available = absent  # type: ignore[assignment]
     tu.is_torchao_available = absent  # type: ignore[attr-defined]
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _load(hf_dir: Path) -> torch.nn.Module:
@@ -119,12 +123,8 @@ class HFWhisperEngine:
     stages = ASR_STAGES
 
     def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
-        transformers_without_torchao()
+        quiet_transformers()
         from transformers import WhisperForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
 
         self.spec = spec
         self.source = source
