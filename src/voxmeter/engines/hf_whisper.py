@@ -148,8 +148,7 @@ class HFWhisperEngine:
         self.shape = ModelShape.of_model(model)  # the layers it has (compression may shrink them)
         self.precision_method = f"torch {precision} weights and activations"
         comp = spec.compression
-        self._quantized_by_compress = comp.quant != "none" or comp.quant_embed
-        if self._quantized_by_compress:
+        if comp.quant != "none" or comp.quant_embed:
             from voxmeter.compress import quantize_loaded
             from voxmeter.measure.envinfo import cpu_info
 
@@ -188,31 +187,11 @@ class HFWhisperEngine:
         return self._n_params
 
     def weight_bytes(self) -> int:
-        """Bytes of weights as loaded: parameters, buffers and packed int8 Linear weights."""
-        if self._quantized_by_compress:  # its schemes store weights in their own formats
-            from voxmeter.compress.quantize import weight_bytes
+        """Bytes of weights as loaded: parameters, buffers, packed int8 Linear weights and any
+        compression scheme's own storage (one count for every scheme: compress/quantize.py)."""
+        from voxmeter.compress.quantize import weight_bytes
 
-            return weight_bytes(self.model)
-        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        buffers = sum(b.numel() * b.element_size() for b in self.model.buffers())
-        return params + buffers + self._packed_bytes()
-
-    def _packed_bytes(self) -> int:
-        """Dynamic-int8 Linear weights live in packed params, invisible to .parameters()."""
-        nbytes = 0
-        for mod in self.model.modules():
-            w_fn = getattr(mod, "weight", None)
-            if getattr(mod, "_packed_params", None) is None or not callable(w_fn):
-                continue
-            w, b = mod.weight(), mod.bias()
-            nbytes += w.numel()  # one byte per int8 weight
-            if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                n_ch = w.q_per_channel_scales().numel()
-                nbytes += n_ch * 16  # fp64 scale + int64 zero point per channel
-            else:
-                nbytes += 16
-            nbytes += b.numel() * b.element_size() if b is not None else 0
-        return nbytes
+        return weight_bytes(self.model)
 
     # -- stages ---------------------------------------------------------------------------
     def n_frames(self, n_samples: int) -> int:
