@@ -11,6 +11,7 @@ int4 flipped 5, the largest lead 1.58. The bounds below leave about 1.6x of that
 import copy
 import gc
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,18 +162,24 @@ def test_scheme_keeps_fp32_decisions(fp32, forced, scheme, embed):
     assert same.float().mean() >= 0.9, (scheme, same.float().mean())
 
 
-def test_int8_dynamic_is_what_precision_int8_runs(fp32):
-    from voxmeter.engines.quant import quantize_int8
+def test_precision_int8_is_int8_dynamic_with_the_embedding(cache_dir):
+    """--precision int8 in the hf engine runs quant=int8-dynamic with quant_embed, as
+    CTranslate2's int8 does: no fp32 embedding beside an int8 copy of the projection."""
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.compress.quantize import Int8Projection
+    from voxmeter.engines.hf_whisper import HFWhisperEngine
+    from voxmeter.spec import RunSpec
 
-    flags = cpu_info().flags
-    ours, _ = quantize(copy.deepcopy(fp32), "int8-dynamic", cpu_flags=flags)
-    theirs, _ = quantize_int8(copy.deepcopy(fp32.model.encoder.layers[2]), flags)
-    for name in ("self_attn.k_proj", "fc2"):
-        a = ours.model.encoder.layers[2].get_submodule(name)
-        b = theirs.get_submodule(name)
-        assert type(a) is type(b)
-        assert torch.equal(a.weight().int_repr(), b.weight().int_repr())
-        assert torch.equal(a.weight().q_per_channel_scales(), b.weight().q_per_channel_scales())
+    spec = RunSpec(engine="hf").with_(precision="int8")
+    engine = HFWhisperEngine(spec, resolve_model("tiny.en", cache_dir), cache_dir)
+    model = engine.model
+    assert isinstance(model.proj_out, Int8Projection)
+    assert model.proj_out.qweight is model.model.decoder.embed_tokens.qweight
+    fc2 = model.model.encoder.layers[2].fc2
+    assert isinstance(fc2, torch.ao.nn.quantized.dynamic.Linear)
+    assert fc2.weight().qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+    assert engine.precision_method.startswith("int8-dynamic: torch.ao dynamic int8")
+    assert "fp32 matrix freed" in engine.precision_method
 
 
 def _hand_count(model: nn.Module, scheme: str) -> int:
@@ -309,3 +316,45 @@ def test_int4_without_a_cpu_kernel_is_a_spec_error(fp32, monkeypatch):
         quantize(copy.deepcopy(fp32), "torchao-int4-weight")
     assert _one_line(e).startswith("quant: torchao-int4-weight: ")
     assert e.value.args[0].endswith("on this CPU")
+
+
+def _file_ranges(path) -> list[tuple[int, int]]:
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.rstrip().endswith(str(path)):
+            a, b = (int(x, 16) for x in line.split()[0].split("-"))
+            spans.append((a, b))
+    return spans
+
+
+def _storages(model: nn.Module) -> list[torch.Tensor]:
+    out = [*model.parameters(), *model.buffers()]
+    for m in model.modules():  # torch.ao dynamic Linears hold weight and bias in packed params
+        if getattr(m, "_packed_params", None) is not None and callable(getattr(m, "bias", None)):
+            out += [t for t in (m.weight(), m.bias()) if t is not None]
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("route", ["int8-dynamic", "int8-weight"])
+def test_quantized_model_keeps_no_view_into_the_weights_file(cache_dir, route):
+    """transformers memory-maps the safetensors file and its tensors are views into the map:
+    one surviving view (a bias inside torch.ao's packed params, a layer norm) keeps the whole
+    fp32 file resident beside the int8 copy. After quantization, no tensor may point there."""
+    from transformers import WhisperForConditionalGeneration
+
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.assets.convert import convert_cached
+
+    hf_dir = convert_cached(resolve_model("tiny.en", cache_dir).ct2_dir, cache_dir)
+    path = (hf_dir / "model.safetensors").resolve()
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    spans = _file_ranges(path)
+    assert spans, "transformers no longer memory-maps the file: this test checks nothing"
+    inside = [t for t in _storages(model) if any(a <= t.data_ptr() < b for a, b in spans)]
+    assert inside, "the freshly loaded model should view the mapped file"
+    model, _ = quantize(model, route, embed=True, cpu_flags=cpu_info().flags)
+    left = [
+        tuple(t.shape) for t in _storages(model) if any(a <= t.data_ptr() < b for a, b in spans)
+    ]
+    assert left == [], f"{route}: tensors still viewing the weights file: {left[:5]}"

@@ -4,13 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from voxmeter.engines.quant import full_range_is_safe, quantize_int8
+from voxmeter.compress.quantize import _torch_dynamic
+from voxmeter.engines.quant import full_range_is_safe
 from voxmeter.measure.envinfo import cpu_info
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(384, 1536), nn.GELU(), nn.Linear(1536, 384))
+
+
+def quantize_int8(model: nn.Module, flags: list[str]) -> tuple[nn.Module, str]:
+    """int8-dynamic (what --precision int8 runs in the hf engine) on the toy model's Linears."""
+    return model, _torch_dynamic(model, ["0", "2"], tuple(flags), per_channel=True)
 
 
 def test_full_range_needs_vnni():
@@ -29,9 +35,9 @@ def test_quantize_int8_picks_the_kernel_and_says_which(flags):
     assert all(m.weight().qscheme() in per_channel for m in linears)
     names = {type(m).__name__ for m in linears}
     if flags:
-        assert names == {"FullRangeDynamicLinear"} and "8-bit (the CPU has VNNI" in method
+        assert names == {"FullRangeDynamicLinear"} and "8 bits (VNNI)" in method
     else:
-        assert names == {"Linear"} and "7-bit reduced range" in method  # torch's own class
+        assert names == {"Linear"} and "7 bits, reduced range" in method  # torch's own class
 
 
 @pytest.mark.skipif(not full_range_is_safe(cpu_info().flags), reason="this CPU has no VNNI")

@@ -82,12 +82,21 @@ def _torchao():
 # -- our modules -----------------------------------------------------------------------------
 
 
-def _per_row_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 rows of `w` and their fp32 scales (an all-zero row gets scale 1)."""
-    w = w.detach().float()
-    amax = w.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
+def _per_row_int8(w: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 rows of `w` and their fp32 scales (an all-zero row gets scale 1).
+
+    Done `rows` rows at a time, so the fp32 temporaries stay small: on a whole 51864x384
+    embedding they would add 160 MB to the peak of the very load that int8 should shrink."""
+    w = w.detach()
+    q = torch.empty(w.shape, dtype=torch.int8)
+    scale = torch.empty(w.shape[0], dtype=torch.float32)
+    for i in range(0, w.shape[0], rows):
+        part = w[i : i + rows].float()
+        amax = part.abs().amax(dim=1)
+        s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        q[i : i + rows] = torch.round(part / s[:, None]).clamp_(-127, 127)
+        scale[i : i + rows] = s
+    return q, scale
 
 
 class Int8WeightLinear(nn.Module):
@@ -166,6 +175,7 @@ def _torch_dynamic(model: nn.Module, names: list[str], flags: tuple, per_channel
         for name in names:
             linear = model.get_submodule(name)
             linear.qconfig = qconfig
+            own_bias(linear)  # the packed params keep the bias tensor the Linear had
             _replace(model, name, cls.from_float(linear))
     acts = "8 bits (VNNI)" if full else "7 bits, reduced range (no VNNI)"
     gran = "per-channel" if per_channel else "per-tensor"
@@ -334,7 +344,34 @@ def quantize(
         parts.append(quantize_embedding(model))
     else:
         parts.append("token embedding and output projection fp32 (one tied matrix)")
+    own_float_tensors(model)
     return model, "; ".join(parts)
+
+
+def own_bias(linear: nn.Module) -> None:
+    """Give a Linear's bias memory of its own before a quantizer keeps a reference to it."""
+    if getattr(linear, "bias", None) is not None:
+        linear.bias.data = linear.bias.data.clone()
+
+
+def own_float_tensors(model: nn.Module) -> None:
+    """Copy every plain float parameter and buffer left in `model` into memory of its own.
+
+    transformers loads safetensors weights as views into a memory map of the file. The map
+    stays open (and every page that was read stays in the resident set) while any one view
+    survives: after quantization, the fp32 layer norms, conv, position embeddings and biases
+    would keep all 151 MB of tiny.en's fp32 file resident beside its int8 copy. Copying the few
+    survivors (about 25 MB in tiny.en) lets the map close. Call it after quantizing: before, it
+    would copy the fp32 matrices that quantization is about to drop."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype.is_floating_point and type(p.data) is torch.Tensor:
+                p.data = p.data.clone()
+        copies: dict[int, torch.Tensor] = {}  # a buffer two modules share stays shared
+        for m in model.modules():
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.is_floating_point and type(b) is torch.Tensor:
+                    m._buffers[name] = copies.setdefault(id(b), b.clone())
 
 
 def quantize_embedding(model: nn.Module) -> str:

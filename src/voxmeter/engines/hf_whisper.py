@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,16 +149,15 @@ class HFWhisperEngine:
         self.shape = ModelShape.of_model(model)  # the layers it has (compression may shrink them)
         self.precision_method = f"torch {precision} weights and activations"
         comp = spec.compression
+        if precision == "int8" and comp.quant == "none":
+            # the engine's int8 is what CTranslate2's is: every Linear and the tied embedding/
+            # output projection (one int8 matrix, the fp32 one freed) in int8
+            comp = replace(comp, quant="int8-dynamic", quant_embed=True)
         if comp.quant != "none" or comp.quant_embed:
             from voxmeter.compress import quantize_loaded
             from voxmeter.measure.envinfo import cpu_info
 
             model, self.precision_method = quantize_loaded(model, comp, cpu_info().flags)
-        elif precision == "int8":
-            from voxmeter.engines.quant import quantize_int8
-            from voxmeter.measure.envinfo import cpu_info
-
-            model, self.precision_method = quantize_int8(model, cpu_info().flags)
         else:
             model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
         self.model = model

@@ -1,4 +1,5 @@
-"""Dynamic int8 for the hf engine: torch's `quantize_dynamic`, with two choices made for accuracy.
+"""torch.ao dynamic int8 for the hf engine (compress/quantize.py's int8 schemes), with two choices
+made for accuracy.
 
 - Weights get one scale per output channel (as CTranslate2 does), not one per tensor.
 - Activations are quantized per tensor at run time. torch's dynamic Linear always asks for a
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Iterable
 
 import torch
@@ -47,25 +47,3 @@ class _FullRangeMixin:
 def full_range_linear() -> type[nn.Module]:
     """torch's dynamic int8 Linear, asking for all 8 bits of activation range (one class)."""
     return type("FullRangeDynamicLinear", (_FullRangeMixin, _dynamic_linear()), {})
-
-
-def quantize_int8(model: nn.Module, cpu_flags: Iterable[str]) -> tuple[nn.Module, str]:
-    """Quantize every nn.Linear of `model` in place; returns (model, method in words)."""
-    full = full_range_is_safe(cpu_flags)
-    target = full_range_linear() if full else _dynamic_linear()
-    with warnings.catch_warnings():
-        # torch.ao's deprecation notices: still the CPU's dynamic int8 path in torch 2.13
-        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        model = torch.ao.quantization.quantize_dynamic(
-            model,
-            {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
-            dtype=torch.qint8,
-            mapping={nn.Linear: target},
-            inplace=True,  # no second copy of the fp32 model while quantizing
-        )
-    acts = (
-        "8-bit (the CPU has VNNI: no int16 saturation)"
-        if full
-        else "7-bit reduced range (no VNNI: full range could saturate)"
-    )
-    return model, f"torch dynamic int8: per-channel weights, per-tensor {acts} activations"
