@@ -254,35 +254,13 @@ def _print_keep(smap: dict[str, Any], keep: list[str], model: str) -> None:
 
 
 def heatmap_html(smap: dict[str, Any]) -> str:
-    """One self-contained page: groups x {per-channel, per-tensor}, colour = WER change,
-    hover = KL; the figures' method under it."""
+    """One self-contained page: the map's heat map (report/figures.py's `sensitivity_figure`,
+    the one the main report shows too) with the figures' method under it."""
     import html as _html
 
-    import plotly.graph_objects as go
+    from voxmeter.report.figures import sensitivity_figure
 
-    from voxmeter.compress.sensitivity import ALL
-
-    grans = smap["granularities"]
-    groups = [*smap["groups"], ALL]
-    cells = smap["cells"]
-    z = [[cells[g][grp]["delta_wer"] for g in grans] for grp in groups]
-    kl = [[cells[g][grp]["kl"] for g in grans] for grp in groups]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z, x=grans, y=groups, customdata=kl, colorscale="Reds",
-            colorbar={"title": "ΔWER (points)"},
-            hovertemplate="%{y}, %{x}<br>ΔWER %{z:+.2f} points<br>KL %{customdata:.3e}"
-            "<extra></extra>",
-        )
-    )  # fmt: skip
-    data = smap["data"]
-    fig.update_layout(
-        title=f"{smap['model']}: WER change with one layer group's weights at "
-        f"{smap['bits']} bits ({data['name']}, {data['n_clips']} clips; fp32 WER "
-        f"{_f(smap['baseline']['wer'])})",
-        yaxis={"autorange": "reversed"},
-        height=120 + 28 * len(groups),
-    )
+    fig = sensitivity_figure(smap)
     body = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>voxmeter sensitivity</title>"

@@ -185,12 +185,21 @@ def report(
     minimise: str | None = typer.Option(None, help="latency, energy, memory or flops"),
     sweep_file: Path | None = typer.Option(None, "--sweep", help=SWEEP_HELP),
     title: str = typer.Option("voxmeter report"),
+    sensitivity: list[Path] | None = typer.Option(
+        None,
+        "--sensitivity",
+        metavar="MAP.json",
+        help="a map written by `voxmeter sensitivity`, shown as a heat map; repeatable",
+    ),
 ) -> None:
-    """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments;
-    one file per data set when the rows come from several."""
-    from voxmeter.report.html import write_report
+    """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments,
+    and a heat map per --sensitivity map; one file per data set when the rows come from
+    several."""
+    from voxmeter.report.html import read_sensitivity_map, write_report
 
     store = results or store
+    # every map is checked first: a bad one is one line, before the store is read
+    maps = [(str(p), read_sensitivity_map(p)) for p in sensitivity or []]
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
     limited = bool(c.limits())
     _writable(output, "report")
@@ -199,7 +208,12 @@ def report(
         out = output if len(sel.groups) == 1 else _numbered(output, i + 1)
         heading = title if len(sel.groups) == 1 else f"{title}: {group_title}"
         write_report(
-            rows, out, constraints=c if limited else None, title=heading, source=str(store)
+            rows,
+            out,
+            constraints=c if limited else None,
+            title=heading,
+            source=str(store),
+            sensitivity=maps,
         )
         typer.echo(f"wrote {out}" + (f" ({group_title})" if len(sel.groups) > 1 else ""))
 

@@ -321,3 +321,36 @@ def frontend_pairs(rows: Sequence[Any]) -> list[tuple[Any, Any]]:
         fe = (r.spec.get("workload") or {}).get("frontend", "audio")
         groups.setdefault(_without(r.spec, "workload", "frontend"), {})[fe] = r
     return [(g["audio"], g["features"]) for g in groups.values() if {"audio", "features"} <= set(g)]
+
+
+def sensitivity_figure(smap: dict[str, Any]) -> go.Figure:
+    """A sensitivity map (compress/sensitivity.py's format) as a heat map: one row per layer
+    group, then "all" (every group at once), one column per granularity; colour is the WER
+    change in points, hover adds the KL, which ranks the groups WER cannot tell apart. Rows
+    keep the map's group order, so the model reads top to bottom as it runs."""
+    from voxmeter.compress.sensitivity import ALL
+
+    grans = smap["granularities"]
+    groups = [*smap["groups"], ALL]
+    cells = smap["cells"]
+    z = [[cells[g][grp]["delta_wer"] for g in grans] for grp in groups]
+    kl = [[cells[g][grp]["kl"] for g in grans] for grp in groups]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=grans, y=groups, customdata=kl, colorscale="Reds",
+            colorbar={"title": "ΔWER (points)"},
+            hovertemplate="%{y}, %{x}<br>ΔWER %{z:+.2f} points<br>KL %{customdata:.3e}"
+            "<extra></extra>",
+        )
+    )  # fmt: skip
+    data = smap["data"]
+    wer = smap["baseline"]["wer"]
+    fig.update_layout(
+        title=f"{smap['model']}: WER change with one layer group's weights at "
+        f"{smap['bits']} bits ({data['name']}, {data['n_clips']} clips; fp32 WER "
+        f"{'n/a' if wer is None else f'{wer:.2f}'})",
+        template=TEMPLATE,
+        yaxis={"autorange": "reversed"},
+        height=120 + 28 * len(groups),
+    )
+    return fig

@@ -10,6 +10,11 @@ cell carries "≈ est." (and its method on hover), a CPU-only energy figure of a
 "CPU only", and the paper's FLOPs are named as our reconstruction with its misfit. Rows are
 shown by their `label` and told apart by identity, never by spec hash alone: one spec may be
 measured under several identities (code, weights, data).
+
+Sensitivity maps (`voxmeter sensitivity`'s JSON) given to the report each get a section: the
+heat map, the map's own method text, and the groups that rounding hurts most. A map is read and
+checked by `read_sensitivity_map` before any report work, so a bad file costs one line, not a
+half-built report.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from voxmeter.analysis.pareto import STANDARD_FRONTS
-from voxmeter.errors import StoreError
+from voxmeter.errors import SpecError, StoreError
 from voxmeter.measure.energy import gpu_unmeasured, is_estimated, method_family
 from voxmeter.measure.flops import paper_label
 from voxmeter.result import Result
@@ -48,6 +53,18 @@ TABLE_COLUMNS = (
 ENERGY_KEYS = frozenset({"energy_j", "j_per_audio_s", "j_per_word"})
 EST_MARK = "≈ est."
 CPU_ONLY_MARK = "CPU only"
+TOP_GROUPS = 3  # layer groups named under a sensitivity heat map, most sensitive first
+# the keys of a sensitivity map that the heat map and its section read
+SENSITIVITY_KEYS = (
+    "model",
+    "bits",
+    "data",
+    "baseline",
+    "granularities",
+    "groups",
+    "cells",
+    "method",
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;
@@ -317,6 +334,105 @@ def _frontend_html(rows: list[AggRow]) -> str:
     )
 
 
+def read_sensitivity_map(path: str | Path) -> dict[str, Any]:
+    """The sensitivity map at `path`, checked for everything its report section reads; a
+    SpecError naming the file and the problem (missing, unreadable, not JSON, not a map)
+    otherwise, so the report command can refuse it in one line before doing any work."""
+    p = Path(path)
+    where = f"--sensitivity {p}"
+    if not p.exists():
+        raise SpecError(f"{where}: no such file")
+    if not p.is_file():
+        raise SpecError(f"{where}: not a file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: cannot read it ({e})") from None
+    try:
+        smap = json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"{where}: not JSON ({e})") from None
+    why = _map_problem(smap)
+    if why:
+        raise SpecError(f"{where}: not a sensitivity map from `voxmeter sensitivity` ({why})")
+    return smap
+
+
+def _json_kind(v: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if v is None:
+        return "null"
+    return kinds.get(type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _map_problem(smap: Any) -> str | None:
+    """What keeps `smap` from being drawn and ranked, in a few words; None when nothing."""
+    from voxmeter.compress.sensitivity import ALL, FORMAT
+
+    if not isinstance(smap, dict):
+        return f"{_json_kind(smap)}, not an object"
+    missing = [k for k in SENSITIVITY_KEYS if k not in smap]
+    if missing:
+        return "no " + ", ".join(repr(k) for k in missing)
+    if "format" in smap and smap["format"] != FORMAT:
+        return f"format {smap['format']!r}; this voxmeter reads format {FORMAT}"
+    for key in ("groups", "granularities"):
+        v = smap[key]
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            return f"{key!r} is not a non-empty list of names"
+    data, base = smap["data"], smap["baseline"]
+    if not isinstance(data, dict) or not {"name", "n_clips"} <= set(data):
+        return "'data' lacks its name or n_clips"
+    if not isinstance(base, dict) or not (base.get("wer") is None or _number(base.get("wer"))):
+        return "'baseline' has no WER"
+    if not isinstance(smap["method"], str):
+        return "'method' is not text"
+    cells = smap["cells"]
+    if not isinstance(cells, dict):
+        return "'cells' is not an object"
+    for gran in smap["granularities"]:
+        by_group = cells.get(gran)
+        if not isinstance(by_group, dict):
+            return f"no cells for {gran!r}"
+        for group in [*smap["groups"], ALL]:
+            cell = by_group.get(group)
+            if (
+                not isinstance(cell, dict)
+                or not (cell.get("delta_wer") is None or _number(cell.get("delta_wer")))
+                or not _number(cell.get("kl"))
+            ):
+                return f"no WER change and KL for {group!r}, {gran}"
+    return None
+
+
+def _sensitivity_html(smap: dict[str, Any], source: str, fw: _FigureWriter) -> str:
+    """One map's section: where it came from, the heat map, its method, and the groups that
+    rounding hurts most (per channel when measured: the scheme int8 paths use)."""
+    from voxmeter.compress.sensitivity import PER_CHANNEL, ranked
+    from voxmeter.report import figures
+
+    grans = smap["granularities"]
+    gran = PER_CHANNEL if PER_CHANNEL in grans else grans[0]
+    cells = smap["cells"][gran]
+
+    def cell(g: str) -> str:
+        d = cells[g]["delta_wer"]
+        return f"{g} ({'n/a' if d is None else f'{d:+.2f}'} points, KL {cells[g]['kl']:.2e})"
+
+    top = ranked(smap, gran)[:TOP_GROUPS]
+    return (
+        f'<p class="muted">From {_e(source)}.</p>'
+        + fw.html(figures.sensitivity_figure(smap))
+        + f'<p class="muted">{_e(smap["method"])}</p>'
+        + f"<p>Most sensitive groups ({_e(gran)} {_e(smap['bits'])}-bit weights; by WER change, "
+        f"then KL): <b>{_e(', '.join(cell(g) for g in top))}</b></p>"
+    )
+
+
 def write_report(
     rows: Sequence[AggRow] | Sequence[Result],
     path: str | Path,
@@ -324,11 +440,13 @@ def write_report(
     constraints: Any = None,
     title: str = "voxmeter report",
     source: str = "",
+    sensitivity: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> Path:
     """Write the report to `path`; StoreError (and no file) when there are no results.
 
     `constraints` (a sweep.grid.Constraints) is used to compute a recommendation when none is
-    given.
+    given. `sensitivity` holds (where from, map) pairs, maps as `read_sensitivity_map` returns
+    them; each becomes a section after the figures.
     """
     from voxmeter.report import figures
 
@@ -372,6 +490,9 @@ def write_report(
         )
 
     sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
+    for where_from, smap in sensitivity:
+        name = f"Layer sensitivity: {smap['model']}, {smap['bits']}-bit weights"
+        sections.append((name, _sensitivity_html(smap, where_from, fw)))
     notes = "".join(f'<div class="note">{_e(n)}</div>' for n in _estimate_notes(agg))
     n_rep = sum(r.n_repeats for r in agg)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
