@@ -15,10 +15,10 @@ from voxmeter.spec import RunSpec
 @pytest.fixture(scope="module")
 def hf_source(cache_dir):
     from voxmeter.assets.bundled import resolve_model
-    from voxmeter.run.harness import _prepare_weights
+    from voxmeter.run.harness import prepare_weights
 
     src = resolve_model("tiny.en", cache_dir)
-    return _prepare_weights(RunSpec(), src, cache_dir)[0]
+    return prepare_weights(RunSpec(), src, cache_dir)[0]
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from voxmeter.spec import RunSpec
 @pytest.fixture(scope="module")
 def hf_source(cache_dir):
     from voxmeter.assets.bundled import resolve_model
-    from voxmeter.run.harness import _prepare_weights
+    from voxmeter.run.harness import prepare_weights
 
-    return _prepare_weights(RunSpec(), resolve_model("tiny.en", cache_dir), cache_dir)[0]
+    return prepare_weights(RunSpec(), resolve_model("tiny.en", cache_dir), cache_dir)[0]
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def compress(
     from voxmeter.compress import build
     from voxmeter.compress.artifact import read_meta
     from voxmeter.data.datasets import load_dataset
-    from voxmeter.run.harness import _prepare_weights
+    from voxmeter.run.harness import prepare_weights
     from voxmeter.spec import RunSpec
 
     setup_logging(quiet)
@@ -55,7 +55,7 @@ def compress(
         )
     _check_out(out, force)
     cache = default_cache_dir(cache_dir)
-    source = _prepare_weights(spec, resolve_model(model, cache), cache)[0]
+    source = prepare_weights(spec, resolve_model(model, cache), cache)[0]
     comp.check_model(source.dims.n_text_layer)
     built = build(comp, source, out, load_dataset("calib"))
     report = read_meta(built)["report"]

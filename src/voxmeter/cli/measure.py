@@ -59,6 +59,13 @@ def bench(
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     force: bool = typer.Option(False, help="re-measure a spec already in the store"),
     isolated: bool = typer.Option(False, help="run in a fresh child process (own peak RSS)"),
+    memory_budget: float | None = typer.Option(
+        None,
+        "--memory-budget",
+        help="MiB of process peak RSS: run the largest configuration that fits (this spec, "
+        "its int8, smaller models), isolated, stopping any that passes it",
+        show_default=False,
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     quiet: bool = typer.Option(False, help="no progress bar or notes"),
 ) -> None:
@@ -97,14 +104,23 @@ def bench(
 
     resolve_model(spec.model, cache_dir)  # fail fast on a bad model or data set, before any work
     load_dataset(spec.data)
-    results, note = measure_spec(
-        spec,
-        store,
-        cache_dir=cache_dir,
-        force=force,
-        isolated=isolated,
-        show=not (quiet or as_json),
-    )
+    if memory_budget is not None:
+        from voxmeter.run.budget import measure_within_budget
+
+        choice = measure_within_budget(
+            spec, memory_budget, store, cache_dir=cache_dir, force=force, show=False
+        )
+        spec, results = choice.spec, choice.results
+        note = " ".join(x for x in (choice.explain(memory_budget), choice.note) if x)
+    else:
+        results, note = measure_spec(
+            spec,
+            store,
+            cache_dir=cache_dir,
+            force=force,
+            isolated=isolated,
+            show=not (quiet or as_json),
+        )
     if as_json:
         typer.echo(json.dumps(results_json(spec, results, note), indent=2, default=str))
     else:

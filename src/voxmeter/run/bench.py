@@ -19,8 +19,10 @@ def measure_spec(
     force: bool = False,
     isolated: bool = False,
     show: bool = True,
+    rss_limit_mb: float | None = None,
 ) -> tuple[list[Result], str]:
-    """Run the repeats of `spec` that the store lacks; return all its results and a note."""
+    """Run the repeats of `spec` that the store lacks; return all its results and a note.
+    `rss_limit_mb` (isolated runs only): stop the child past this resident set (OverBudget)."""
     from voxmeter.assets.bundled import default_cache_dir
     from voxmeter.identity import identity_of
     from voxmeter.store import ResultStore
@@ -51,22 +53,41 @@ def measure_spec(
     for n in notes:
         log.info(n)
     if todo:
-        for res in _run(spec, todo, cache_dir, isolated, show):
+        for res in _run(spec, todo, cache_dir, isolated, show, rss_limit_mb):
             store.add(res)  # each repeat lands as soon as it is finished
-    results = [
-        r
-        for r in store.get(key)
-        if r.identity == ident and r.mode == mode and r.repeat < spec.repeats
-    ]
+    results = _matching(store, spec, ident, mode)
     store.close()
-    return sorted(results, key=lambda r: r.repeat), " ".join(notes)
+    return results, " ".join(notes)
 
 
-def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool):
+def _matching(store, spec: RunSpec, ident, mode: str) -> list[Result]:
+    if not store.identities(spec.spec_hash):
+        return []  # never measured (get() would call that an error)
+    found = store.get(spec.spec_hash)
+    mine = [r for r in found if r.identity == ident and r.mode == mode and r.repeat < spec.repeats]
+    return sorted(mine, key=lambda r: r.repeat)
+
+
+def stored_results(
+    spec: RunSpec, store_path: Path, cache_dir: Path | None = None, *, mode: str = "isolated"
+) -> list[Result]:
+    """The results of `spec` already in the store for this code, weights and data, in `mode`;
+    none when there is no store yet."""
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.identity import identity_of
+    from voxmeter.store import ResultStore
+
+    if not Path(store_path).exists():
+        return []
+    with ResultStore(store_path) as store:
+        return _matching(store, spec, identity_of(spec, default_cache_dir(cache_dir)), mode)
+
+
+def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool, rss_limit_mb):
     if isolated:
         from voxmeter.run.isolate import run_spec_isolated
 
-        yield from run_spec_isolated(spec, todo, cache_dir=cache_dir)
+        yield from run_spec_isolated(spec, todo, cache_dir=cache_dir, rss_limit_mb=rss_limit_mb)
         return
     from voxmeter.run.harness import prepare_data, run_spec
 

@@ -116,7 +116,7 @@ def prefill_pass(engine: Engine, data: PreparedData) -> dict[str, float] | None:
     return out
 
 
-def _prepare_weights(spec: RunSpec, source: ModelSource, cache: Path) -> tuple[ModelSource, float]:
+def prepare_weights(spec: RunSpec, source: ModelSource, cache: Path) -> tuple[ModelSource, float]:
     """Convert CTranslate2 weights for the hf engine before load is timed; the seconds spent
     converting are returned only when a conversion really ran (0.0 when it was cached)."""
     from dataclasses import replace
@@ -160,7 +160,7 @@ def run_spec(
     spec.compression.check_model(source.dims.n_text_layer)  # before any work starts
     files = FileDigests(cache)
     ident = identity_of(spec, cache, source, data.dataset, files)
-    source, convert_s = _prepare_weights(spec, source, cache)
+    source, convert_s = prepare_weights(spec, source, cache)
     source, compress_s = compressed_source(spec, source, cache, progress)
     one_off = {"convert_s": convert_s, "digest_s": files.hashed_s, "compress_s": compress_s}
     t0 = time.perf_counter()

@@ -6,6 +6,15 @@ that is killed loses at most the repeat in flight. A user error in the child com
 `ERROR <message>` and is raised in the parent as the same one-line VoxmeterError. Anything
 else that ends the child (a bug, a crash, a kill) is not a user error: it is raised as
 ChildCrashed carrying the child's whole stderr, traceback included.
+
+A compressed spec whose model must be built (pruning, depth, low-rank, recovery training) is
+built first in a child of its own, which writes `BUILT <seconds>`: training's memory is not
+the model's, and must not be the measured child's peak RSS. The measured child then finds the
+model cached; the build seconds go on its first result as `compress_s`, as in-process runs
+report them.
+
+`rss_limit_mb` (the memory budget): the parent samples the child's resident set every 20 ms
+and kills it past the limit; the run then raises OverBudget with the figure it reached.
 """
 
 from __future__ import annotations
@@ -32,14 +41,43 @@ class ChildCrashed(RuntimeError):
         self.stderr = stderr
 
 
+class OverBudget(VoxmeterError):
+    """The isolated child's resident set passed the memory budget and was stopped."""
+
+    def __init__(self, message: str, rss_mb: float) -> None:
+        super().__init__(message)
+        self.rss_mb = rss_mb
+
+
 def run_spec_isolated(
-    spec: RunSpec, repeats: list[int], *, cache_dir: str | Path | None = None
+    spec: RunSpec,
+    repeats: list[int],
+    *,
+    cache_dir: str | Path | None = None,
+    rss_limit_mb: float | None = None,
 ) -> Iterator[Result]:
     if not repeats:
         return
-    payload = json.dumps(
-        {"spec": spec.to_dict(), "repeats": repeats, "cache_dir": str(cache_dir or "")}
-    )
+    built_s = 0.0
+    if spec.compression.changes_weights:
+        for line in _child_lines(spec, {"build": True}, cache_dir, None):
+            if line.startswith("BUILT "):
+                built_s = float(line[6:])
+    first = True
+    for line in _child_lines(spec, {"repeats": repeats}, cache_dir, rss_limit_mb):
+        if line.startswith("RESULT "):
+            res = Result.from_dict(json.loads(line[7:]))
+            if first and built_s > 0:
+                res.metrics["compress_s"] = built_s
+            first = False
+            yield res
+
+
+def _child_lines(
+    spec: RunSpec, request: dict, cache_dir: str | Path | None, rss_limit_mb: float | None
+) -> Iterator[str]:
+    """The protocol lines of one child run on `request`; errors and crashes raised."""
+    payload = json.dumps({"spec": spec.to_dict(), "cache_dir": str(cache_dir or ""), **request})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voxmeter.run.isolate"],
@@ -53,17 +91,26 @@ def run_spec_isolated(
     proc.stdin.write(payload)
     proc.stdin.close()
     error = None
+    guard = _RssGuard(proc.pid, rss_limit_mb) if rss_limit_mb else None
     try:
         for line in proc.stdout:
-            if line.startswith("RESULT "):
-                yield Result.from_dict(json.loads(line[7:]))
-            elif line.startswith("ERROR "):
+            if line.startswith("ERROR "):
                 error = line[6:].strip()
+            else:
+                yield line
     finally:
         if proc.poll() is None:
             proc.kill()
         stderr = proc.stderr.read() if proc.stderr else ""
         proc.wait()
+        if guard:
+            guard.stop()
+    if guard and guard.tripped:
+        raise OverBudget(
+            f"spec {spec.spec_hash} ({spec.label()}): resident set reached "
+            f"{guard.peak_mb:.0f} MiB, over the {rss_limit_mb:g} MiB budget; stopped",
+            guard.peak_mb,
+        )
     if error:
         raise VoxmeterError(error)
     if proc.returncode != 0:
@@ -75,12 +122,67 @@ def run_spec_isolated(
         )
 
 
+class _RssGuard:
+    """Samples a process's resident set on a thread; kills it once it passes `limit_mb`."""
+
+    def __init__(self, pid: int, limit_mb: float, every_s: float = 0.02) -> None:
+        import threading
+
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.limit_mb, self.every_s = limit_mb, every_s
+        self.peak_mb, self.tripped = 0.0, False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        import psutil
+
+        while not self._done.is_set():
+            try:
+                rss = self.proc.memory_info().rss / 2**20
+            except psutil.Error:
+                return
+            self.peak_mb = max(self.peak_mb, rss)
+            if rss > self.limit_mb:
+                self.tripped = True
+                try:
+                    self.proc.kill()
+                except psutil.Error:
+                    pass
+                return
+            self._done.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _build(spec: RunSpec, cache_dir: str | None) -> float:
+    """Build (or find cached) the compressed model of `spec`; the seconds building took."""
+    from voxmeter.assets.bundled import default_cache_dir, resolve_model
+    from voxmeter.compress import compressed_source
+    from voxmeter.run.harness import prepare_weights
+
+    spec.validate()
+    cache = default_cache_dir(cache_dir)
+    source = resolve_model(spec.model, cache)
+    spec.compression.check_model(source.dims.n_text_layer)
+    source, _ = prepare_weights(spec, source, cache)
+    return compressed_source(spec, source, cache)[1]
+
+
 def _child() -> int:
     from voxmeter.run.harness import run_spec
 
     req = json.loads(sys.stdin.read())
     spec = RunSpec.from_dict(req["spec"])
     try:
+        if req.get("build"):
+            sys.stdout.write(f"BUILT {_build(spec, req['cache_dir'] or None)!r}\n")
+            return 0
         for res in run_spec(
             spec, req["repeats"], cache_dir=req["cache_dir"] or None, mode="isolated"
         ):
