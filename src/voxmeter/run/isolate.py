@@ -60,7 +60,8 @@ def run_spec_isolated(
         return
     built_s = 0.0
     if spec.compression.changes_weights:
-        for line in _child_lines(spec, {"build": True}, cache_dir, None):
+        # its stderr is the terminal's: a recovery run's progress bar shows while it trains
+        for line in _child_lines(spec, {"build": True}, cache_dir, None, own_stderr=False):
             if line.startswith("BUILT "):
                 built_s = float(line[6:])
     first = True
@@ -74,16 +75,22 @@ def run_spec_isolated(
 
 
 def _child_lines(
-    spec: RunSpec, request: dict, cache_dir: str | Path | None, rss_limit_mb: float | None
+    spec: RunSpec,
+    request: dict,
+    cache_dir: str | Path | None,
+    rss_limit_mb: float | None,
+    own_stderr: bool = True,
 ) -> Iterator[str]:
-    """The protocol lines of one child run on `request`; errors and crashes raised."""
+    """The protocol lines of one child run on `request`; errors and crashes raised. With
+    `own_stderr` False the child writes to this process's stderr (a crash's traceback is
+    then there, not in ChildCrashed)."""
     payload = json.dumps({"spec": spec.to_dict(), "cache_dir": str(cache_dir or ""), **request})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voxmeter.run.isolate"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if own_stderr else None,
         text=True,
         env=env,
     )
@@ -114,7 +121,9 @@ def _child_lines(
     if error:
         raise VoxmeterError(error)
     if proc.returncode != 0:
-        tail = stderr.strip().splitlines()[-1:] or ["no output"]
+        tail = stderr.strip().splitlines()[-1:] or [
+            "its stderr is above" if not own_stderr else "no output"
+        ]
         raise ChildCrashed(
             f"spec {spec.spec_hash} ({spec.label()}): the isolated child crashed "
             f"(exit {proc.returncode}): {tail[0]}",
