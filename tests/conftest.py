@@ -31,3 +31,32 @@ def default_clips():
     from voxmeter.data.datasets import iter_audio, load_dataset
 
     return [(c, a) for c, a in iter_audio(load_dataset("default")) if not isinstance(a, Exception)]
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    """A results store holding test_store's sample results."""
+    from test_store import sample_results
+
+    from voxmeter.store import ResultStore
+
+    p = tmp_path / "r.sqlite"
+    with ResultStore(p) as s:
+        for r in sample_results():
+            s.add(r)
+    return p
+
+
+@pytest.fixture
+def cli():
+    """The voxmeter command line, in this process (typer's CliRunner)."""
+    from typer.testing import CliRunner
+
+    from voxmeter.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke

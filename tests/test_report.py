@@ -10,34 +10,12 @@ import sys
 
 import pytest
 from test_store import make_result, sample_results
-from typer.testing import CliRunner
 
 from voxmeter.errors import StoreError, VoxmeterError
 from voxmeter.report.html import write_report
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, aggregate_results
 from voxmeter.sweep.grid import Constraints
-
-
-@pytest.fixture
-def store_path(tmp_path):
-    p = tmp_path / "r.sqlite"
-    with ResultStore(p) as s:
-        for r in sample_results():
-            s.add(r)
-    return p
-
-
-@pytest.fixture
-def cli():
-    from voxmeter.cli import app
-
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return invoke
 
 
 def test_report_is_self_contained(tmp_path):

@@ -10,14 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from test_store import sample_results
-from typer.testing import CliRunner
 
 from voxmeter.compress.sensitivity import ALL, PER_CHANNEL, PER_TENSOR, ranked
 from voxmeter.errors import SpecError
 from voxmeter.report.figures import sensitivity_figure
 from voxmeter.report.html import read_sensitivity_map
-from voxmeter.store import ResultStore
 
 GROUPS = ["conv", "enc.0", "dec.0", "proj"]
 # (per-channel delta WER, per-channel KL, per-tensor delta WER, per-tensor KL) per group;
@@ -56,27 +53,6 @@ def map_path(tmp_path):
     p = tmp_path / "map.json"
     p.write_text(json.dumps(make_map()))
     return p
-
-
-@pytest.fixture
-def store_path(tmp_path):
-    p = tmp_path / "r.sqlite"
-    with ResultStore(p) as s:
-        for r in sample_results():
-            s.add(r)
-    return p
-
-
-@pytest.fixture
-def cli():
-    from voxmeter.cli import app
-
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return invoke
 
 
 def test_figure_draws_the_cells_in_group_order():
