@@ -1,7 +1,7 @@
 """Compression: every method on tiny.en (and base) on the default set, each configuration in its
 own process, in one run, beside the ct2 engine at int8 and full settings (the speed yardstick).
 
-Configurations: fp32; every int8 scheme (with and without the embedding/projection quantized);
+Configurations: fp32; bf16 (the precision axis); every int8 scheme (with and without the embedding/projection quantized);
 hybrid (the two most sensitive groups kept fp32, from a sensitivity map measured on the
 calibration set in this run); structured pruning 25% and 50% of heads and FFN neurons, decoder
 depth 2 (tiny.en) or 2 and 3 (base), each with and without recovery by distillation; low-rank
@@ -18,11 +18,13 @@ Targets (checked and written in the JSON):
    full settings, at RTFx at least 8x the ct2 engine int8 at full settings.
 
     python benchmarks/bench_compress.py [--models tiny.en,base] [--quick] [--max-clips 0]
+                                        [--only REGEX]  (fp32 always runs: the yardstick)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from common import pick, write
@@ -37,7 +39,7 @@ KEYS = ("wer", "wer_ci_lo", "wer_ci_hi", "rtfx", "weight_bytes", "peak_rss_mb",
 def configs(model: str, quick: bool) -> dict[str, dict]:
     """name -> RunSpec.with_ changes, for one model."""
     # (--precision int8 in the hf engine is q-int8-dynamic+emb: one row for both)
-    out: dict[str, dict] = {"fp32": {}}
+    out: dict[str, dict] = {"fp32": {}, "bf16": {"precision": "bf16"}}
     schemes = [q for q in QUANT_SCHEMES if q not in ("none", "int8-dynamic")]
     for q in ["int8-dynamic", *schemes]:
         out[f"q-{q}+emb"] = {"quant": q, "quant_embed": True}
@@ -110,6 +112,7 @@ def main() -> None:
     ap.add_argument("--data", default="default")
     ap.add_argument("--max-clips", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="fewer schemes, 100 recovery steps")
+    ap.add_argument("--only", default="", help="regex: run only the configurations it matches")
     args = ap.parse_args()
     rows: dict[str, dict] = {}
     base = RunSpec(data=args.data, max_clips=args.max_clips, repeats=1)
@@ -118,9 +121,11 @@ def main() -> None:
         spec0 = base.with_(model=model)
         cfgs = configs(model, args.quick)
         try:
-            cfgs["hybrid"] = {"quant": "int8-dynamic", "keep": hybrid_keep(model, 20)}
+            if re.search(args.only, "hybrid"):
+                cfgs["hybrid"] = {"quant": "int8-dynamic", "keep": hybrid_keep(model, 20)}
         except Exception as e:  # noqa: BLE001 - the benchmark goes on without the hybrid row
             print(f"{model}: no hybrid row ({e})", file=sys.stderr)
+        cfgs = {k: v for k, v in cfgs.items() if k == "fp32" or re.search(args.only, k)}
         for name, change in cfgs.items():
             key = f"{model}/{name}"
             try:
