@@ -220,3 +220,23 @@ def test_gpu_process_memory_sees_this_process_allocate():
     assert method == NVML_PROCESS_METHOD
     assert mb >= 512  # the tensor, plus the CUDA context and torch's cache
     del x
+
+
+@pytest.mark.skipif(not _has_hwm(), reason="/proc/self/clear_refs not writable here")
+def test_a_childs_lifetime_peak_is_its_own_not_its_parents():
+    """Linux carries a forking parent's high-water mark into the child's ru_maxrss across
+    fork and exec; an isolated child must report its own peak, from VmHWM."""
+    import subprocess
+    import sys
+
+    big = _touched(400)  # the parent's resident set, high when it forks
+    code = (
+        "from voxmeter.measure.memory import RssSampler, ru_maxrss_mb\n"
+        "with RssSampler(mode='hwm') as s:\n"
+        "    p = s.peak_rss()\n"
+        "print(p.lifetime_mb, ru_maxrss_mb())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    big.close()
+    lifetime, ru = (float(x) for x in out.stdout.split())
+    assert lifetime < 300, (lifetime, ru)  # a bare interpreter and numpy: far below 400 MiB

@@ -394,11 +394,17 @@ class RssSampler:
     def peak_rss(self) -> PeakRss:
         """The span's peak and the process's lifetime peak.
 
-        Lifetime is the larger of every kernel mark or sample seen and ru_maxrss: read it
-        here rather than from getrusage, which hwm resets lower.
+        With the kernel mark, lifetime is the highest mark seen (VmHWM belongs to this
+        process image: it starts at exec). ru_maxrss is no measure of it: Linux carries the
+        forking parent's high-water mark across fork and exec into the child's ru_maxrss, so
+        an isolated child forked by a 1.2 GiB parent reported 1.2 GiB whatever it ran.
+        Without the mark (the sampling thread), lifetime is the larger of the samples and
+        ru_maxrss, that caveat included.
         """
         span = self.peak_mb()
         ru = ru_maxrss_mb()
         with self._lock:
-            lifetime = max(self._lifetime / MIB, ru)
+            lifetime = self._lifetime / MIB
+            if self.mode != "hwm":
+                lifetime = max(lifetime, ru)
         return PeakRss(span_mb=span, lifetime_mb=lifetime, ru_maxrss_mb=ru)
