@@ -60,7 +60,7 @@ def fmt(v: float | None, digits: int = 2) -> str:
 
 COMPRESS_HELP = (
     "compression KEY=VALUE, repeatable: quant, quant_embed, keep, prune_heads, prune_ffn, "
-    "decoder_layers, lowrank_energy, recover, recover_steps (as in a sweep's [compression])"
+    "decoder_layers, lowrank_energy, recover, recover_steps (as in a sweep file's compression section)"
 )
 
 
