@@ -52,11 +52,13 @@ def measure_spec(
         )
     for n in notes:
         log.info(n)
-    if todo:
-        for res in _run(spec, todo, cache_dir, isolated, show, rss_limit_mb):
-            store.add(res)  # each repeat lands as soon as it is finished
-    results = _matching(store, spec, ident, mode)
-    store.close()
+    try:
+        if todo:
+            for res in _run(spec, todo, cache_dir, isolated, show, rss_limit_mb):
+                store.add(res)  # each repeat lands as soon as it is finished
+        results = _matching(store, spec, ident, mode)
+    finally:  # a stopped or crashed child (the budget tries the next candidate) leaks nothing
+        store.close()
     return results, " ".join(notes)
 
 

@@ -36,12 +36,17 @@ class BudgetChoice:
     passed_over: list[str] = field(default_factory=list)
 
     def explain(self, budget_mb: float) -> str:
-        peak = max((r.metrics.get(PEAK) or 0.0) for r in self.results) if self.results else None
+        peak = _peak(self.results)
         fits = f" (process peak {peak:.0f} MiB)" if peak else ""
         head = f"memory budget {budget_mb:g} MiB: running {self.spec.label()}{fits}"
         if not self.passed_over:
             return head + ", the configuration asked for"
         return head + "; passed over: " + "; ".join(self.passed_over)
+
+
+def _peak(results: list[Result]) -> float | None:
+    """The highest process peak RSS among `results`; None when none measured one."""
+    return max((r.metrics[PEAK] for r in results if r.metrics.get(PEAK)), default=None)
 
 
 def candidates(spec: RunSpec) -> list[RunSpec]:
@@ -83,9 +88,9 @@ def measure_within_budget(
     for cand in candidates(spec):
         label = cand.label()
         known = [] if force else stored_results(cand, store_path, cache_dir, mode="isolated")
-        peaks = [r.metrics[PEAK] for r in known if r.metrics.get(PEAK)]
-        if peaks and max(peaks) > budget_mb:
-            passed.append(f"{label}: measured process peak {max(peaks):.0f} MiB > {budget_mb:g}")
+        peak = _peak(known)
+        if peak is not None and peak > budget_mb:
+            passed.append(f"{label}: measured process peak {peak:.0f} MiB > {budget_mb:g}")
             continue
         try:
             results, note = measure_spec(
@@ -100,8 +105,8 @@ def measure_within_budget(
         except OverBudget as e:
             passed.append(f"{label}: stopped at {e.rss_mb:.0f} MiB resident, over {budget_mb:g}")
             continue
-        peak = max((r.metrics.get(PEAK) or 0.0) for r in results) if results else 0.0
-        if peak > budget_mb:  # a spike between two samples: measured, stored, but not a fit
+        peak = _peak(results)
+        if peak is not None and peak > budget_mb:  # a spike between two samples: stored, no fit
             passed.append(f"{label}: measured process peak {peak:.0f} MiB > {budget_mb:g}")
             continue
         return BudgetChoice(cand, results, note, passed)
