@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxmeter.engines.longform import TIME_PRECISION, _split_segments, fit_frames, window_frames
+from voxmeter.engines.longform import TIME_PRECISION, split_segments, fit_frames, window_frames
 
 TS = 50363  # tiny.en's first timestamp token (<|0.00|>)
 
@@ -16,7 +16,7 @@ def text(tokens):
 def test_two_complete_segments_then_seek_to_the_last_end():
     # <|0.00|> a b <|2.00|><|2.00|> c <|5.00|><|5.00|> d   (d unfinished: no closing stamp)
     toks = [TS, 1, 2, TS + 100, TS + 100, 3, TS + 250, TS + 250, 4]
-    segs, advance, single = _split_segments(toks, TS, 10.0, text)
+    segs, advance, single = split_segments(toks, TS, 10.0, text)
     assert [(s.start_s, s.end_s, s.text) for s in segs] == [
         (10.0, 10.0 + 100 * TIME_PRECISION, "1 2"),
         (10.0 + 100 * TIME_PRECISION, 10.0 + 250 * TIME_PRECISION, "3"),
@@ -26,16 +26,16 @@ def test_two_complete_segments_then_seek_to_the_last_end():
 
 def test_a_single_timestamp_ending_consumes_the_whole_window():
     toks = [TS, 1, TS + 100, TS + 100, 2, TS + 300]  # ends on one timestamp: all said
-    segs, advance, single = _split_segments(toks, TS, 0.0, text)
+    segs, advance, single = split_segments(toks, TS, 0.0, text)
     assert single and advance is None
     assert [(s.text, s.end_s) for s in segs] == [("1", 2.0), ("2", 6.0)]
 
 
 def test_no_complete_pair_is_one_segment_to_the_last_timestamp():
-    segs, advance, single = _split_segments([TS, 7, 8, TS + 50], TS, 30.0, text)
+    segs, advance, single = split_segments([TS, 7, 8, TS + 50], TS, 30.0, text)
     assert [(s.start_s, s.end_s, s.text) for s in segs] == [(30.0, 31.0, "7 8")]
     assert single and advance is None
-    assert _split_segments([TS], TS, 0.0, text)[0] == []  # nothing said: no segment
+    assert split_segments([TS], TS, 0.0, text)[0] == []  # nothing said: no segment
 
 
 @pytest.mark.parametrize(("frames", "expected"), [("fit", 3000), (3000, 3000), (1500, 1500)])

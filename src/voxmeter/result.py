@@ -87,6 +87,40 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "cpu_mhz_mean": ("MHz", "CPU frequency sampled during the run, mean"),
     "cpu_mhz_min": ("MHz", "CPU frequency sampled during the run, minimum"),
     "other_cpu_pct": ("%", "CPU used by other processes during the run"),
+    # live streams (stream/measures.py); "aware" figures count compute, "unaware" take it as 0
+    "commit_ms_p50": ("ms", "stream: word committed - its audio's end, median (compute-aware)"),
+    "commit_ms_p90": ("ms", "stream: commit latency per word, 90th percentile"),
+    "commit_ms_p99": ("ms", "stream: commit latency per word, 99th percentile"),
+    "commit_unaware_ms_p50": ("ms", "stream: commit latency, compute taken as zero, median"),
+    "commit_unaware_ms_p90": ("ms", "stream: commit latency, compute-unaware, 90th percentile"),
+    "commit_unaware_ms_p99": ("ms", "stream: commit latency, compute-unaware, 99th percentile"),
+    "eou_ms_p50": ("ms", "stream: end of speech to an utterance's final text, median"),
+    "eou_ms_p90": ("ms", "stream: end-of-utterance latency, 90th percentile"),
+    "eou_ms_p99": ("ms", "stream: end-of-utterance latency, 99th percentile"),
+    "eou_unaware_ms_p50": ("ms", "stream: end-of-utterance latency, compute-unaware, median"),
+    "eou_unaware_ms_p90": ("ms", "stream: end-of-utterance latency, compute-unaware, p90"),
+    "eou_unaware_ms_p99": ("ms", "stream: end-of-utterance latency, compute-unaware, p99"),
+    "first_partial_s": ("s", "stream: first text shown - start of speech (compute-aware)"),
+    "first_partial_unaware_s": ("s", "stream: time to first partial, compute-unaware"),
+    "words_committed": ("", "stream: words committed"),
+    "words_matched_share": ("%", "stream: reference words matched by a committed word"),
+    "churn": ("", "stream: partial words revised or withdrawn per committed word"),
+    "stream_wer": ("%", "stream: WER of the committed text against the reference"),
+    "offline_wer": ("%", "stream: WER of the same audio transcribed offline"),
+    "stream_wer_vs_offline": ("%", "stream: WER of the committed text against the offline one"),
+    "compute_ratio": ("", "stream: compute seconds / stream seconds (>1 falls behind)"),
+    "compute_ratio_worst_60s": ("", "stream: compute / elapsed over the worst 60 s"),
+    "lag_end_s": ("s", "stream: last output - end of audio (compute-aware)"),
+    "stream_audio_s": ("s", "stream: audio streamed"),
+    "stream_wall_s": ("s", "stream: wall time the replay took"),
+    "n_steps": ("", "stream: processing steps"),
+    "forced_trims": ("", "stream: buffer cuts that dropped uncommitted audio"),
+    "looped_steps": ("", "stream: hypotheses dropped as repetition loops"),
+    "buffer_s_max": ("s", "stream: longest audio buffer the model saw"),
+    "rss_mb_start": ("MiB", "stream: RSS at the session's start (model loaded)"),
+    "rss_mb_end": ("MiB", "stream: RSS at the session's end"),
+    "rss_slope_mb_h": ("MiB/h", "stream: least-squares RSS slope over the session"),
+    "commit_ms_slope_h": ("ms/h", "stream: least-squares slope of commit latency over time"),
 }
 
 # Keys whose values are strings describing how a figure was obtained.
@@ -100,6 +134,7 @@ METHOD_KEYS = (
     "longform_decoding",
     "vad_model",
     "wer_scope",
+    "stream_reference",
 )
 # percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat
 PERCENTILES = (50, 90, 99)

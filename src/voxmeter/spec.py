@@ -276,6 +276,109 @@ class WorkloadSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """A live stream (stream/): chunk_ms 0 means the spec is not a stream.
+
+    chunk_ms: audio per processing step. agreement: LocalAgreement-n. trim_s: the buffer is cut
+    at a committed segment end once longer; max_buffer_s: a forced cut past this. prompt: the
+    committed text before the buffer prompts the decoder. vad: Silero VAD keeps silence out
+    and ends utterances after vad_silence_ms. realtime: the audio arrives at real-time pace
+    (wall clock) rather than as fast as possible (a simulated clock that still counts compute).
+    gap_s / duration_s: a data set streams as its clips joined with gap_s of silence, repeated
+    up to duration_s (0: once).
+    """
+
+    chunk_ms: int = 0
+    agreement: int = 2
+    trim_s: float = 15.0
+    max_buffer_s: float = 30.0
+    prompt: bool = True
+    vad: bool = False
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 500
+    realtime: bool = False
+    gap_s: float = 2.0
+    duration_s: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.chunk_ms != 0
+
+    def validate(self) -> StreamSettings:
+        def number(v: Any) -> bool:
+            return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+        def integer(v: Any) -> bool:
+            return not isinstance(v, bool) and isinstance(v, int)
+
+        checks = [
+            (
+                "chunk_ms",
+                integer(self.chunk_ms) and (self.chunk_ms == 0 or 20 <= self.chunk_ms <= 10_000),
+                "an integer in [20, 10000] (0 = not a stream)",
+            ),
+            (
+                "agreement",
+                integer(self.agreement) and 1 <= self.agreement <= 5,
+                "an integer in [1, 5]",
+            ),
+            (
+                "max_buffer_s",
+                number(self.max_buffer_s) and 1.0 <= self.max_buffer_s <= 30.0,
+                "in [1, 30] s",
+            ),
+            (
+                "trim_s",
+                number(self.trim_s) and 0.5 <= self.trim_s < self.max_buffer_s,
+                "in [0.5, max_buffer_s) s",
+            ),
+            (
+                "vad_threshold",
+                number(self.vad_threshold) and 0.0 < self.vad_threshold < 1.0,
+                "in (0, 1)",
+            ),
+            (
+                "vad_silence_ms",
+                integer(self.vad_silence_ms) and 32 <= self.vad_silence_ms <= 10_000,
+                "an integer in [32, 10000] ms",
+            ),
+            ("gap_s", number(self.gap_s) and 0.0 <= self.gap_s <= 600.0, "in [0, 600] s"),
+            (
+                "duration_s",
+                number(self.duration_s) and 0.0 <= self.duration_s <= 86_400.0,
+                "in [0, 86400] s (0 = the data set once)",
+            ),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise SpecError(f"{name}: must be {what}, got {getattr(self, name)!r}")
+        for name in ("prompt", "vad", "realtime"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.chunk_ms / 1000 > self.trim_s:
+            raise SpecError(f"chunk_ms: {self.chunk_ms} ms is longer than trim_s {self.trim_s} s")
+        return self
+
+    @property
+    def chunk_s(self) -> float:
+        return self.chunk_ms / 1000
+
+    @property
+    def policy(self) -> str:
+        return f"local-agreement-{self.agreement}"
+
+    def label(self) -> str:
+        s = f"stream {self.chunk_ms}ms LA-{self.agreement}"
+        if self.vad:
+            s += " +vad"
+        if self.realtime:
+            s += " realtime"
+        if not self.prompt:
+            s += " -prompt"
+        return s
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one measured configuration."""
 
@@ -290,6 +393,7 @@ class RunSpec:
     axes: AxisSettings = field(default_factory=AxisSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
     repeats: int = 3  # not part of the hash (see module docstring)
     warmup: int = 1  # not part of the hash
 
@@ -315,6 +419,7 @@ class RunSpec:
         self.axes.validate()
         self.compression.validate()
         self.workload.validate()
+        self.stream.validate()
         if self.axes.precision == "fp16" and self.device == "cpu":
             raise SpecError("precision: fp16 needs --device cuda (CPU fp16 matmuls are emulated)")
         c = self.compression
@@ -343,13 +448,15 @@ class RunSpec:
         axes = d.pop("axes", {}) or {}
         comp = d.pop("compression", {}) or {}
         work = d.pop("workload", {}) or {}
+        strm = d.pop("stream", {}) or {}
         try:
             a = axes if isinstance(axes, AxisSettings) else AxisSettings(**axes)
             c = comp if isinstance(comp, CompressionSettings) else CompressionSettings(**comp)
             w = work if isinstance(work, WorkloadSettings) else WorkloadSettings(**work)
+            st = strm if isinstance(strm, StreamSettings) else StreamSettings(**strm)
         except TypeError as e:
             raise SpecError(f"spec: {e}") from None
-        return cls(axes=a, compression=c, workload=w, **d)
+        return cls(axes=a, compression=c, workload=w, stream=st, **d)
 
     def hash_dict(self) -> dict[str, Any]:
         d = self.to_dict()
@@ -359,6 +466,8 @@ class RunSpec:
             # specs that leave the workload at its defaults keep the hash they had before
             # the field existed
             d.pop("workload")
+        if self.stream == StreamSettings():
+            d.pop("stream")  # likewise: a spec that is not a stream keeps its hash
         if self.compression.is_none:
             d["compression"] = dict(_LEGACY_NONE)  # likewise for the compression fields
         return d
@@ -373,9 +482,11 @@ class RunSpec:
         axis_names = {f.name for f in fields(AxisSettings)}
         comp_names = {f.name for f in fields(CompressionSettings)}
         work_names = {f.name for f in fields(WorkloadSettings)}
+        stream_names = {"stream_" + f.name for f in fields(StreamSettings)}
         ax = {k: changes.pop(k) for k in list(changes) if k in axis_names}
         co = {k: changes.pop(k) for k in list(changes) if k in comp_names}
         wo = {k: changes.pop(k) for k in list(changes) if k in work_names}
+        st = {k[7:]: changes.pop(k) for k in list(changes) if k in stream_names}
         out = replace(self, **changes)
         if ax:
             out = replace(out, axes=replace(out.axes, **ax))
@@ -383,6 +494,8 @@ class RunSpec:
             out = replace(out, compression=replace(out.compression, **co))
         if wo:
             out = replace(out, workload=replace(out.workload, **wo))
+        if st:
+            out = replace(out, stream=replace(out.stream, **st))
         return out
 
     def label(self) -> str:
@@ -404,4 +517,6 @@ class RunSpec:
             s += " +prev"
         if not self.compression.is_none:
             s += " " + self.compression.tag()
+        if self.stream.enabled:
+            s += " " + self.stream.label()
         return s

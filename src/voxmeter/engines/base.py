@@ -100,6 +100,7 @@ class Engine(Protocol):
         *,
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
+        max_new: int | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding, one output per item, each to its own end-of-text or length limit.
 
@@ -108,6 +109,7 @@ class Engine(Protocol):
         tokens then hold timestamp tokens (id >= timestamp_begin) and text leaves them out.
         prefixes: per item, previous-text tokens (condition_on_previous_text); the prompt is
         <|startofprev|> + the last n_text_ctx // 2 - 1 of them + the sot sequence.
+        max_new: a lower limit on generated tokens than the engine's own (n_text_ctx // 2).
         prefill_ms, where the engine times it, is the batch's and is the same in each output.
         """
 

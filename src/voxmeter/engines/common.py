@@ -179,6 +179,12 @@ class Tokenizer:
             return ""
         return self._tok.decode(tokens, skip_special_tokens=True).strip()
 
+    def piece(self, token: int) -> str:
+        """One token's text as it sits in a sentence (a leading space starts a word)."""
+        if self._tok is None:
+            return ""
+        return self._tok.decode([token], skip_special_tokens=True)
+
     def text(self, tokens: list[int], eot: int) -> str:
         """The text of generated tokens, timestamp and other special tokens left out."""
         return self.decode([t for t in tokens if t < eot])

@@ -192,10 +192,11 @@ class Ct2WhisperEngine:
         *,
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
+        max_new: int | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding of the batch in one `generate`, one output per item (see Engine).
 
-        At most `max_new_tokens` tokens per item (as in the hf engine); with timestamps,
+        At most `max_new_tokens` tokens per item (as in the hf engine), or `max_new`; with timestamps,
         CTranslate2's own timestamp rules apply (the prompt has no <|notimestamps|>).
         `prefill_ms` stays None: CTranslate2's generate cannot be timed from inside; the
         harness gets the figure from `prefill_ms(enc)` in a separate, untimed pass.
@@ -204,10 +205,11 @@ class Ct2WhisperEngine:
             raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
         b = int(enc.states.shape[0])
         prompts = batch_prompts(self.dims, b, timestamps, prefixes)
+        limit = min(max_new or self.max_new_tokens, self.max_new_tokens)
         out = []
-        for toks in self._generate(enc, prompts, self.max_new_tokens):
+        for toks in self._generate(enc, prompts, limit):
             # the n-th step was spent on a token, not on end-of-text: the limit stopped it
-            hit_max = len(toks) >= self.max_new_tokens
+            hit_max = len(toks) >= limit
             out.append(DecodeOutput(toks, self.tokenizer.text(toks, self.ids["eot"]), hit_max, {}))
         return out
 

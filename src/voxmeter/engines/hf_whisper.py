@@ -309,6 +309,7 @@ class HFWhisperEngine:
         *,
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
+        max_new: int | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding of the batch as one tensor, one output per item (see Engine).
 
@@ -316,7 +317,8 @@ class HFWhisperEngine:
         (their rows are computed and ignored) until a quarter of the rows left are finished,
         then leave the batch tensors. At most `max_new_tokens`
         tokens are generated (openai-whisper's sample_len, and what the ct2 engine is limited
-        to). With n_steps (cost-only models), item i runs exactly n_steps[i] steps (an int:
+        to), or `max_new` where given (a streaming buffer of a few seconds holds a few words:
+        a shorter limit caps what a repetition loop costs). With n_steps (cost-only models), item i runs exactly n_steps[i] steps (an int:
         every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
         its own positions and the padding is masked out of self-attention. `prefill_ms` is the
         batch's time from entry through the first token's argmax: the cross-attention K/V
@@ -333,7 +335,8 @@ class HFWhisperEngine:
         # a prompt of length p leaves room for n_text_ctx - p + 1 tokens
         caps = [dims.n_text_ctx - len(p) + 1 for p in prompts]
         limits = [
-            min(f if forced else self.max_new_tokens, c) for f, c in zip(forced or caps, caps)
+            min(f if forced else min(max_new or self.max_new_tokens, self.max_new_tokens), c)
+            for f, c in zip(forced or caps, caps)
         ]
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)

@@ -93,7 +93,7 @@ def fit_frames(n_samples: int, fit_step_s: float, limit: int) -> int:
     return min(frames_for(n_samples, fit_step_s), limit)
 
 
-def _split_segments(
+def split_segments(
     tokens: list[int], ts_begin: int, time_offset: float, decode_text: Callable
 ) -> tuple[list[Segment], int | None, bool]:
     """Segments of one window's tokens (openai-whisper's rules), the seek advance in encoder
@@ -168,7 +168,7 @@ def transcribe_sequential(
         with stage("dec", rec):
             (res,) = engine.decode(enc, timestamps=True, prefixes=prefixes)
         time_offset = start / SAMPLE_RATE
-        segments, advance, single_ending = _split_segments(
+        segments, advance, single_ending = split_segments(
             res.tokens, ts_begin, time_offset, engine.tokenizer.decode
         )
         # a segment may end past the audio the window held (a timestamp beyond the speech)

@@ -151,6 +151,13 @@ def run_spec(
     spec.validate()
     if not repeats:
         return
+    if spec.stream.enabled:  # a live stream: its own replay and figures (stream/run.py)
+        from voxmeter.stream.run import run_stream_spec
+
+        yield from run_stream_spec(
+            spec, repeats, cache_dir=cache_dir, progress=progress, data=data, mode=mode
+        )
+        return
     from voxmeter.compress import compressed_source
     from voxmeter.identity import FileDigests, identity_of
 

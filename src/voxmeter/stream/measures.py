@@ -1,0 +1,150 @@
+"""A stream's figures, in the field's terms, from its trace and the reference.
+
+- Commit latency per word: when the word was committed (seen by the listener) minus when its
+  audio ended in the reference alignment (stream/align.py). Committed words are matched to
+  reference words in order by normalised text (difflib's longest matching blocks); unmatched
+  words (errors) have no latency, and the share matched is reported beside the percentiles.
+- Time to first partial: the first step showing any text, minus the first reference word's start.
+- End-of-utterance latency: per utterance (a clip of a joined data set, or the whole file),
+  the commit time of its last matched word minus the end of its last reference word.
+- Churn: at every step, each word of the previous partial result that the listener then saw
+  replaced or withdrawn (not at the same place in the new committed + partial words) counts
+  once; churn = those revisions / committed words.
+- Streaming WER against the reference, and against the offline transcription of the same
+  audio (how much streaming itself costs).
+- compute/elapsed: total compute / stream duration (above 1.0 a stream falls behind for good);
+  the worst 60 s window is reported too.
+- RSS and latency drift: least-squares slopes over the session, in MB/hour and ms/hour.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from voxmeter.stream.policy import Word
+from voxmeter.stream.replay import Trace
+
+HOUR = 3600.0
+
+
+def match_words(hyp: Sequence[Word], ref: Sequence[Word]) -> list[tuple[int, int]]:
+    """(hyp index, ref index) of words matched in order by normalised text."""
+    sm = difflib.SequenceMatcher(None, [w.key for w in hyp], [w.key for w in ref], autojunk=False)
+    return [(a + k, b + k) for a, b, n in sm.get_matching_blocks() for k in range(n)]
+
+
+def percentiles(values: Sequence[float], prefix: str) -> dict[str, float | None]:
+    if not len(values):
+        return {f"{prefix}_p50": None, f"{prefix}_p90": None, f"{prefix}_p99": None}
+    p = np.percentile(np.asarray(values, dtype=float), [50, 90, 99])
+    return {
+        f"{prefix}_p50": float(p[0]),
+        f"{prefix}_p90": float(p[1]),
+        f"{prefix}_p99": float(p[2]),
+    }
+
+
+def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per hour; None under 3 points or 60 s."""
+    if len(points) < 3 or points[-1][0] - points[0][0] < 60:
+        return None
+    t, v = np.asarray(points, dtype=float).T
+    return float(np.polyfit(t, v, 1)[0] * HOUR)
+
+
+def churn(trace: Trace) -> tuple[int, int]:
+    """(partial words revised or withdrawn, committed words): see module doc."""
+    revised, committed, prev = 0, 0, []
+    for s in trace.steps:
+        shown = [*s.committed, *s.partial]
+        revised += sum(1 for i, w in enumerate(prev) if i >= len(shown) or shown[i].key != w.key)
+        committed += len(s.committed)
+        prev = s.partial
+    return revised, committed
+
+
+def worst_window(trace: Trace, window_s: float = 60.0) -> float | None:
+    """The largest compute/elapsed over windows of `window_s` of stream time."""
+    if trace.audio_s < window_s:
+        return None
+    t = np.array([s.audio_s for s in trace.steps])
+    c = np.cumsum([s.compute_s for s in trace.steps])
+    worst = 0.0
+    for i, start in enumerate(t):
+        j = int(np.searchsorted(t, start + window_s))
+        if j >= len(t):
+            break
+        worst = max(worst, (c[j] - c[i]) / window_s)
+    return worst
+
+
+def stream_metrics(
+    trace: Trace,
+    ref_words: Sequence[Word],
+    utterances: Sequence[tuple[int, int]],
+    ref_text: str | None,
+    offline_text: str | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, per-utterance records). `utterances` are [first, last) ranges of ref_words;
+    `ref_text` None means the reference is the offline transcription itself."""
+    from voxmeter.metrics import corpus_wer
+
+    seen = trace.committed
+    words = [w for w, _, _ in seen]
+    pairs = match_words(words, ref_words)
+    aware = [seen[h][1] - ref_words[r].end for h, r in pairs]
+    unaware = [seen[h][2] - ref_words[r].end for h, r in pairs]
+    m: dict[str, Any] = {}
+    m.update(percentiles([x * 1e3 for x in aware], "commit_ms"))
+    m.update(percentiles([x * 1e3 for x in unaware], "commit_unaware_ms"))
+    m["words_committed"] = len(words)
+    m["words_matched_share"] = 100 * len(pairs) / len(ref_words) if ref_words else None
+    speech_start = ref_words[0].start if ref_words else 0.0
+    first = next((s for s in trace.steps if s.committed or s.partial), None)
+    m["first_partial_s"] = first.t_aware - speech_start if first else None
+    m["first_partial_unaware_s"] = first.t_unaware - speech_start if first else None
+
+    last_seen = {r: (seen[h][1], seen[h][2]) for h, r in pairs}
+    utts = []
+    for u, (a, b) in enumerate(utterances):
+        done = [r for r in range(a, b) if r in last_seen]
+        rec: dict[str, Any] = {"utterance": u, "ref_words": b - a, "matched": len(done)}
+        if done and b > a:
+            end = ref_words[b - 1].end
+            rec["speech_end_s"] = end
+            rec["eou_ms"] = (max(last_seen[r][0] for r in done) - end) * 1e3
+            rec["eou_unaware_ms"] = (max(last_seen[r][1] for r in done) - end) * 1e3
+        utts.append(rec)
+    m.update(percentiles([u["eou_ms"] for u in utts if "eou_ms" in u], "eou_ms"))
+    m.update(
+        percentiles([u["eou_unaware_ms"] for u in utts if "eou_unaware_ms" in u], "eou_unaware_ms")
+    )
+
+    revised, committed = churn(trace)
+    m["churn"] = revised / committed if committed else None
+    text = trace.text
+    m["stream_wer"] = corpus_wer([ref_text], [text]).wer if ref_text else None
+    m["offline_wer"] = (
+        corpus_wer([ref_text], [offline_text]).wer if ref_text and offline_text else None
+    )
+    m["stream_wer_vs_offline"] = corpus_wer([offline_text], [text]).wer if offline_text else None
+    m["compute_ratio"] = trace.compute_s / trace.audio_s if trace.audio_s else None
+    m["compute_ratio_worst_60s"] = worst_window(trace)
+    m["lag_end_s"] = trace.steps[-1].t_aware - trace.audio_s if trace.steps else None
+    m["stream_audio_s"] = trace.audio_s
+    m["stream_wall_s"] = trace.wall_s
+    m["n_steps"] = len(trace.steps)
+    m["forced_trims"] = trace.forced_trims
+    m["looped_steps"] = trace.looped_steps
+    m["buffer_s_max"] = trace.buffer_s_max
+    m["rss_mb_start"] = trace.rss[0][1] if trace.rss else None
+    m["rss_mb_end"] = trace.rss[-1][1] if trace.rss else None
+    m["rss_slope_mb_h"] = slope_per_hour(trace.rss)
+    m["commit_ms_slope_h"] = slope_per_hour(
+        [(seen[h][0].end, (seen[h][1] - ref_words[r].end) * 1e3) for h, r in pairs]
+    )
+    return m, utts

@@ -1,0 +1,141 @@
+"""LocalAgreement-n: which words of a streaming hypothesis are stable enough to commit.
+
+The policy of ufal/whisper_streaming (Macháček et al., 2023), kept apart from any ASR back end
+as there: the back end transcribes the growing audio buffer after every chunk and hands the
+words here; a word is committed once `n` consecutive hypotheses agree on it (the longest
+common prefix of the last n hypotheses past what is already committed). Committed words never
+change; the rest of the newest hypothesis is the partial result, which may still be revised.
+
+Before two hypotheses are compared, each is cut to what follows the committed text. A
+hypothesis covers the whole buffer, so it normally restates the words already committed from
+that buffer: where its words match those (in order, by text), it is cut after the match of the
+last committed word. Where the text does not match (the model rephrased a committed word), it
+is cut by time as whisper_streaming does: words that start before the last committed word's
+end, less a 0.1 s tolerance, are dropped. Time alone is not enough here: our word times are
+interpolated within timestamp segments (stream/session.py), off by a word's length at times,
+and a word cut by a wrong time is lost for good. Then a leading 1- to 5-word n-gram equal to
+the committed tail is removed (the back end is prompted with the committed text before the
+buffer and may repeat it). Words compare by their normalised text (case and punctuation
+ignored), so "Hello," and "hello" agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+TIME_TOLERANCE_S = 0.1  # whisper_streaming's tolerance for a word straddling the commit point
+MAX_NGRAM = 5  # longest committed tail a new hypothesis may repeat and still be deduplicated
+
+_NOT_WORD = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a hypothesis, with its time in the stream (seconds from the stream start)."""
+
+    start: float
+    end: float
+    text: str
+
+    @property
+    def key(self) -> str:
+        return norm_word(self.text)
+
+
+def norm_word(text: str) -> str:
+    """How words are compared: lower case, punctuation other than apostrophes dropped."""
+    return _NOT_WORD.sub("", text.lower())
+
+
+def common_prefix(hyps: list[list[Word]]) -> int:
+    """Length of the longest prefix all hypotheses share (by normalised text)."""
+    if not hyps:
+        return 0
+    n = min(len(h) for h in hyps)
+    for i in range(n):
+        k = hyps[0][i].key
+        if any(h[i].key != k for h in hyps[1:]):
+            return i
+    return n
+
+
+@dataclass
+class LocalAgreement:
+    """LocalAgreement-n over successive hypotheses (see module doc). n >= 1; n = 1 commits
+    every hypothesis as it comes (no stability check), the lower bound on latency."""
+
+    n: int = 2
+    committed: list[Word] = field(default_factory=list)
+    _recent: list[list[Word]] = field(default_factory=list)  # last n-1 uncommitted tails
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"LocalAgreement: n must be an integer >= 1, got {self.n!r}")
+
+    @property
+    def committed_end(self) -> float:
+        return self.committed[-1].end if self.committed else 0.0
+
+    def _tail(self, words: list[Word], buffer_start: float | None) -> list[Word]:
+        """The part of a hypothesis that follows the committed text (see module doc)."""
+        words = [w for w in words if w.key]
+        at = self._text_cut(words, buffer_start)
+        if at is not None:
+            out = words[at:]
+        else:
+            cut = self.committed_end - TIME_TOLERANCE_S
+            out = [w for w in words if w.start > cut] if self.committed else list(words)
+        if out and self.committed and abs(out[0].start - self.committed_end) < 1.0:
+            for k in range(min(MAX_NGRAM, len(self.committed), len(out)), 0, -1):
+                tail = [w.key for w in self.committed[-k:]]
+                if [w.key for w in out[:k]] == tail:
+                    out = out[k:]
+                    break
+        return out
+
+    def _text_cut(self, words: list[Word], buffer_start: float | None) -> int | None:
+        """Index in `words` just past the last committed word of the buffer, matched by text
+        (None: nothing committed in the buffer, or its last words not found)."""
+        if buffer_start is None or not self.committed:
+            return None
+        inside = [w.key for w in self.committed if w.end > buffer_start + TIME_TOLERANCE_S]
+        if not inside:
+            return None
+        sm = difflib.SequenceMatcher(None, inside, [w.key for w in words], autojunk=False)
+        last = len(inside) - 1
+        for a, b, n in reversed(sm.get_matching_blocks()):
+            if n and a + n - 1 >= last - 1:  # the last committed word, or the one before it
+                return b + n + (last - (a + n - 1))
+        return None
+
+    def insert(self, words: list[Word], buffer_start: float | None = None) -> list[Word]:
+        """Take a new hypothesis of the buffer starting at `buffer_start` (stream seconds);
+        commit and return what the last n agree on."""
+        tail = self._tail(words, buffer_start)
+        hyps = [*self._recent, tail]
+        if len(hyps) < self.n:
+            self._recent = hyps
+            return []
+        k = common_prefix(hyps[-self.n :])
+        new = tail[:k]  # the newest hypothesis's copy: its times are the latest estimate
+        self.committed += new
+        self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []
+        return new
+
+    @property
+    def pending(self) -> list[Word]:
+        """The newest hypothesis past the committed text: the partial result."""
+        return list(self._recent[-1]) if self._recent else []
+
+    def finish(self) -> list[Word]:
+        """End of stream: commit what the newest hypothesis still holds."""
+        new = self.pending
+        self.committed += new
+        self._recent = []
+        return new
+
+    def rebase(self) -> None:
+        """Forget uncommitted hypotheses (after the buffer they described was cut)."""
+        self._recent = []

@@ -1,0 +1,205 @@
+"""Feeding recorded audio through a session as a live stream, and what a listener would have
+seen when: the trace every streaming figure is computed from.
+
+Two clocks, as whisper_streaming reports them:
+- computation-aware: audio arrives at real-time pace; a step starts when its chunk has arrived
+  and the previous step has finished, and whatever arrived meanwhile goes in with it (a stream
+  that falls behind gets longer chunks, never a queue). A step's output is seen when it ends.
+  With `realtime` this is the wall clock (the run takes as long as the audio); without it, a
+  simulated clock advanced by each step's measured compute time, so the run goes as fast as
+  the machine can and the latencies are still those a live user would have seen.
+- computation-unaware: the same steps, their output seen the moment their audio arrived
+  (compute taken as zero): the lower bound the policy alone imposes.
+
+Resident memory is sampled every `rss_every_s` of stream time, for the long-session drift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+
+from voxmeter.stream.policy import Word
+from voxmeter.stream.session import SAMPLE_RATE, StreamSession
+
+MB = 1024 * 1024
+
+
+@dataclass
+class StepRecord:
+    audio_s: float  # stream time of the audio received when the step ran
+    t_aware: float  # when its output was seen, computation-aware (stream seconds)
+    t_unaware: float  # the same, computation-unaware
+    compute_s: float
+    buffer_s: float
+    n_frames: int
+    committed: list[Word]
+    partial: list[Word]
+    final: bool
+
+
+@dataclass
+class Trace:
+    steps: list[StepRecord]
+    audio_s: float
+    wall_s: float
+    realtime: bool
+    forced_trims: int
+    looped_steps: int = 0
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (stream s, MiB)
+    buffer_s_max: float = 0.0
+
+    @property
+    def committed(self) -> list[tuple[Word, float, float]]:
+        """Every committed word with when it was seen (aware, unaware)."""
+        return [(w, s.t_aware, s.t_unaware) for s in self.steps for w in s.committed]
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w, _, _ in self.committed)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(s.compute_s for s in self.steps)
+
+
+class Clock:
+    """The computation-aware clock: simulated, or the wall clock with real-time pacing."""
+
+    def __init__(self, realtime: bool) -> None:
+        self.realtime = realtime
+        self.t0 = time.perf_counter()
+        self.sim = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0 if self.realtime else self.sim
+
+    def wait_until(self, t: float) -> None:
+        if self.realtime:
+            delay = t - self.now()
+            if delay > 0:
+                time.sleep(delay)
+        else:
+            self.sim = max(self.sim, t)
+
+    def spent(self, seconds: float) -> None:
+        if not self.realtime:
+            self.sim += seconds
+
+
+def replay(
+    session: StreamSession,
+    audio: Any,
+    *,
+    realtime: bool = False,
+    rss_every_s: float = 10.0,
+    progress: Callable[[float, float], None] | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
+) -> Trace:
+    """Stream `audio` (anything with `n_samples` and `read(start, n)`) through `session`."""
+    chunk = max(1, round(session.config.chunk_s * SAMPLE_RATE))
+    total = int(audio.n_samples)
+    proc = psutil.Process()
+    clock = Clock(realtime)
+    steps: list[StepRecord] = []
+    rss: list[tuple[float, float]] = [(0.0, proc.memory_info().rss / MB)]
+    next_rss = rss_every_s
+    fed, buffer_max = 0, 0.0
+    wall0 = time.perf_counter()
+    while fed < total:
+        arrived = int(clock.now() * SAMPLE_RATE)
+        target = min(total, max(fed + chunk, arrived))
+        clock.wait_until(target / SAMPLE_RATE)
+        ended = session.insert_audio(audio.read(fed, target - fed))
+        fed = target
+        buffer_max = max(buffer_max, session.buffer_s)
+        step = session.finish_utterance() if ended else session.process()
+        clock.spent(step.compute_s)
+        steps.append(_record(step, fed, clock.now()))
+        if on_step is not None:
+            on_step(steps[-1])
+        if fed / SAMPLE_RATE >= next_rss:
+            rss.append((fed / SAMPLE_RATE, proc.memory_info().rss / MB))
+            next_rss += rss_every_s
+        if progress is not None:
+            progress(fed / SAMPLE_RATE, total / SAMPLE_RATE)
+    step = session.finish_utterance()
+    clock.spent(step.compute_s)
+    steps.append(_record(step, fed, clock.now()))
+    if on_step is not None:
+        on_step(steps[-1])
+    return Trace(
+        steps=steps,
+        audio_s=total / SAMPLE_RATE,
+        wall_s=time.perf_counter() - wall0,
+        realtime=realtime,
+        forced_trims=session.forced_trims,
+        looped_steps=session.looped_steps,
+        rss=rss,
+        buffer_s_max=buffer_max,
+    )
+
+
+def _record(step: Any, fed: int, t_aware: float) -> StepRecord:
+    return StepRecord(
+        audio_s=fed / SAMPLE_RATE,
+        t_aware=t_aware,
+        t_unaware=fed / SAMPLE_RATE,
+        compute_s=step.compute_s,
+        buffer_s=step.buffer_s,
+        n_frames=step.n_frames,
+        committed=list(step.committed),
+        partial=list(step.partial),
+        final=step.final,
+    )
+
+
+@dataclass
+class JoinedAudio:
+    """Clips joined end to end with `gap_s` of silence after each, repeated until
+    `duration_s` (0: once), generated on read: an hour-long stream never sits in memory."""
+
+    clips: list[np.ndarray]
+    gap_s: float = 2.0
+    duration_s: float = 0.0
+    offsets: list[tuple[int, int]] = field(init=False)  # (start sample, clip index)
+
+    def __post_init__(self) -> None:
+        gap = round(self.gap_s * SAMPLE_RATE)
+        self._gap = gap
+        limit = round(self.duration_s * SAMPLE_RATE)
+        pos, out = 0, []
+        full = False
+        while not full:
+            for i, c in enumerate(self.clips):
+                if limit and pos + len(c) > limit:
+                    full = True
+                    break
+                out.append((pos, i))
+                pos += len(c) + gap
+            full = full or not limit or not self.clips
+        self.offsets = out
+        self._n = limit if limit else pos
+
+    @property
+    def n_samples(self) -> int:
+        return self._n
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        end = min(start + n, self._n)
+        out = np.zeros(max(0, end - start), dtype=np.float32)
+        for pos, i in self.offsets:
+            c = self.clips[i]
+            a, b = max(start, pos), min(end, pos + len(c))
+            if a < b:
+                out[a - start : b - start] = c[a - pos : b - pos]
+        return out
+
+    def placements(self) -> list[tuple[float, int]]:
+        """(start second, clip index) of every clip in the stream, in order."""
+        return [(pos / SAMPLE_RATE, i) for pos, i in self.offsets]

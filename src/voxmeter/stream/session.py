@@ -1,0 +1,283 @@
+"""One streaming session: an audio buffer that grows chunk by chunk, transcribed by any engine
+after each chunk, with LocalAgreement deciding what to commit (whisper_streaming's
+`OnlineASRProcessor`, over voxmeter's engine stages).
+
+After each chunk the whole buffer is transcribed with timestamp tokens: features at the
+buffer's own length (the spec's frames; "fit" runs the encoder on the buffer rounded up to
+`fit_step_s`, padded with silence), the encoder, then greedy decoding with Whisper's timestamp
+rules, prompted with the committed text that precedes the buffer. Each timestamp segment's
+words get times interpolated over its tokens (Whisper gives times per segment, not per word;
+the word times only decide where the buffer may be cut and which words of a hypothesis repeat
+committed ones, never a latency figure).
+
+The buffer never grows without bound:
+- once it is longer than `trim_s`, it is cut at the end of the last timestamp segment that is
+  wholly committed (whisper_streaming's "segment" trimming), so no uncommitted speech is lost;
+- if it still reaches `max_buffer_s` (no segment ends inside the committed text: silence or
+  noise that the model keeps rewriting, or a very long sentence), it is cut at the committed
+  end, or failing that to its last `trim_s` seconds. Audio cut that way was never committed:
+  each forced cut is counted (`forced_trims`).
+
+With a VAD (Silero), only speech reaches the buffer: silence outside speech is dropped (a short
+pre-roll is kept), and when speech stops for `vad_silence_ms` the utterance is finished, every
+pending word committed at once and the buffer emptied. That is the end-of-utterance path a
+live captioner needs, and what keeps minutes of silence from costing compute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voxmeter.spec import StreamSettings
+from voxmeter.stream.policy import LocalAgreement, Word
+
+SAMPLE_RATE = 16000
+PROMPT_TOKENS = 223  # n_text_ctx // 2 - 1, as Whisper's condition_on_previous_text uses
+VAD_FRAME = 512
+# generated tokens allowed per step: fast English speech is ~4 tokens/s plus two timestamps
+# per segment; a looping hypothesis stops here instead of at 224 tokens (~1 s on 2 cores)
+MIN_TOKENS = 12
+TOKENS_PER_S = 7
+PREROLL_FRAMES = 6  # ~0.2 s of audio kept before detected speech
+
+
+@dataclass
+class Step:
+    """What one processing step produced."""
+
+    committed: list[Word]  # words committed by this step
+    partial: list[Word]  # the uncommitted rest of the newest hypothesis
+    compute_s: float  # wall time of the step (features, encoder, decoder, policy)
+    buffer_s: float  # audio the model saw
+    n_frames: int = 0
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    final: bool = False  # an utterance (or the stream) ended here
+
+
+def words_of(tokens: list[int], start_s: float, end_s: float, pieces: Sequence[str]) -> list[Word]:
+    """Words of one timestamp segment, times interpolated linearly over its text tokens.
+    `pieces[i]` is token i's text; a piece starting with a space starts a word."""
+    n = len(tokens)
+    if n == 0:
+        return []
+    span = max(end_s - start_s, 0.0)
+    out: list[Word] = []
+    text, first = "", 0
+    for i, piece in enumerate(pieces):
+        if piece.startswith(" ") and text.strip():
+            out.append(Word(start_s + span * first / n, start_s + span * i / n, text.strip()))
+            text, first = "", i
+        text += piece
+    if text.strip():
+        out.append(Word(start_s + span * first / n, end_s, text.strip()))
+    return out
+
+
+class StreamSession:
+    """A live transcription over `engine` (any voxmeter engine; see module doc)."""
+
+    def __init__(self, engine: Any, config: StreamSettings, vad: Any = None) -> None:
+        from voxmeter.assets.convert import special_ids
+
+        self.engine = engine
+        self.config = config.validate()
+        if not config.enabled:
+            raise ValueError("StreamSession: stream settings with chunk_ms 0 (not a stream)")
+        self.policy = LocalAgreement(config.agreement)
+        self.ts_begin = special_ids(engine.dims)["no_timestamps"] + 1
+        frames = engine.spec.axes.frames
+        cap = config.max_buffer_s if frames == "fit" else min(config.max_buffer_s, frames / 100)
+        self.max_buffer_s = cap
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start_s = 0.0  # stream time of the buffer's first sample
+        self.received_s = 0.0  # stream time of the end of the audio received
+        self.forced_trims = 0
+        self.looped_steps = 0  # hypotheses dropped as repetition loops
+        self.n_steps = 0
+        self._prompt_tokens: list[int] = []
+        self._prompt_upto = 0  # committed words already in the prompt
+        self._segment_ends: list[float] = []
+        self._vad = vad
+        self._vad_state = vad.initial_state() if vad is not None else None
+        self._vad_rest = np.zeros(0, dtype=np.float32)
+        self._in_speech = False
+        self._silence_s = 0.0
+        self._preroll: list[tuple[float, np.ndarray]] = []
+        self._held: list[tuple[float, np.ndarray]] = []
+
+    # -- audio in ---------------------------------------------------------------------------
+
+    def insert_audio(self, samples: np.ndarray) -> bool:
+        """Append 16 kHz mono float32 samples. Returns whether an utterance just ended (VAD:
+        speech stopped for vad_silence_ms); the caller then calls `finish_utterance`."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        start = self.received_s
+        self.received_s += len(x) / SAMPLE_RATE
+        if self._vad is None:
+            self._append(x, start)
+            return False
+        return self._insert_vad(x, start)
+
+    def _append(self, x: np.ndarray, start_s: float) -> None:
+        if not len(self.buffer):
+            self.buffer_start_s = start_s
+        self.buffer = np.concatenate([self.buffer, x])
+
+    def _insert_vad(self, x: np.ndarray, start_s: float) -> bool:
+        c = self.config
+        x = np.concatenate([self._vad_rest, x])
+        start_s -= len(self._vad_rest) / SAMPLE_RATE
+        n = len(x) // VAD_FRAME * VAD_FRAME
+        self._vad_rest = x[n:]
+        if n == 0:
+            return False
+        frames = x[:n].reshape(-1, VAD_FRAME)
+        probs, self._vad_state = self._vad.frame_probs(frames, self._vad_state)
+        ended = False
+        for i, p in enumerate(probs):
+            t = start_s + i * VAD_FRAME / SAMPLE_RATE
+            if p >= c.vad_threshold:
+                if not self._in_speech:  # speech starts: keep a short pre-roll before it
+                    for pt, pf in self._preroll:
+                        self._append_speech(pf, pt, ended)
+                    self._preroll = []
+                self._in_speech, self._silence_s = True, 0.0
+            elif self._in_speech and p < max(c.vad_threshold - 0.15, 0.01):
+                self._silence_s += VAD_FRAME / SAMPLE_RATE
+                if self._silence_s * 1000 >= c.vad_silence_ms:
+                    self._in_speech = False
+                    ended = True
+            if self._in_speech:
+                self._append_speech(frames[i], t, ended)
+            else:
+                self._preroll = [*self._preroll, (t, frames[i])][-PREROLL_FRAMES:]
+        return ended
+
+    def _append_speech(self, frame: np.ndarray, t: float, after_end: bool) -> None:
+        """Speech after an utterance ended in the same call waits for `finish_utterance`."""
+        if after_end:
+            self._held.append((t, frame))
+        else:
+            self._append(frame, t)
+
+    # -- processing --------------------------------------------------------------------------
+
+    @property
+    def buffer_s(self) -> float:
+        return len(self.buffer) / SAMPLE_RATE
+
+    def process(self) -> Step:
+        """Transcribe the buffer, commit what LocalAgreement-n agrees on, trim the buffer."""
+        t0 = time.perf_counter()
+        if self.buffer_s < 0.1:  # nothing worth a model call yet
+            return Step([], self.policy.pending, time.perf_counter() - t0, self.buffer_s)
+        words, n_frames, stages = self._transcribe()
+        new = self.policy.insert(words, self.buffer_start_s) if words is not None else []
+        self._trim()
+        self.n_steps += 1
+        step = Step(new, self.policy.pending, 0.0, self.buffer_s, n_frames, stages)
+        step.compute_s = time.perf_counter() - t0
+        return step
+
+    def finish_utterance(self) -> Step:
+        """End of an utterance (VAD silence) or of the stream: one last pass over what is
+        buffered, then every pending word is committed and the buffer emptied."""
+        t0 = time.perf_counter()
+        stages: dict[str, float] = {}
+        n_frames = 0
+        new: list[Word] = []
+        if self.buffer_s >= 0.1:
+            words, n_frames, stages = self._transcribe()
+            if words is not None:
+                new = self.policy.insert(words, self.buffer_start_s)
+        new += self.policy.finish()
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start_s = self.received_s
+        self._segment_ends = []
+        for t, frame in self._held:  # speech that began after the end, in the same chunk
+            self._append(frame, t)
+        self._held = []
+        return Step(new, [], time.perf_counter() - t0, 0.0, n_frames, stages, final=True)
+
+    def _transcribe(self) -> tuple[list[Word] | None, int, dict[str, float]]:
+        """The buffer's words with stream times; None for a hypothesis caught in a repetition
+        loop (stopped by the length limit, or an n-gram repeated LOOP_MIN_REPEATS times),
+        which is left out of the agreement rather than compared (two loops can agree)."""
+        from voxmeter.engines.longform import split_segments
+        from voxmeter.metrics import LOOP_MIN_REPEATS, longest_repeat
+
+        e = self.engine
+        audio = self.buffer[: int(self.max_buffer_s * SAMPLE_RATE)]
+        t = time.perf_counter
+        t0 = t()
+        feats = e.features([audio])
+        t1 = t()
+        enc = e.encode(feats)
+        t2 = t()
+        prompt = self._prompt()
+        max_new = int(MIN_TOKENS + TOKENS_PER_S * len(audio) / SAMPLE_RATE)
+        (res,) = e.decode(
+            enc, timestamps=True, prefixes=[prompt] if prompt else None, max_new=max_new
+        )
+        t3 = t()
+        stages = {"feat": (t1 - t0) * 1e3, "enc": (t2 - t1) * 1e3, "dec": (t3 - t2) * 1e3}
+        segments, _, _ = split_segments(
+            res.tokens, self.ts_begin, self.buffer_start_s, e.tokenizer.decode
+        )
+        end_cap = self.buffer_start_s + len(audio) / SAMPLE_RATE
+        words: list[Word] = []
+        ends: list[float] = []
+        for s in segments:
+            end = s.end_s if np.isfinite(s.end_s) and s.end_s <= end_cap else end_cap
+            start = min(s.start_s, end)
+            pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
+            words += words_of(s.tokens, start, end, pieces)
+            ends.append(end)
+        if res.hit_max_length or longest_repeat([w.key for w in words]) >= LOOP_MIN_REPEATS:
+            self.looped_steps += 1
+            return None, int(feats.shape[-1]), stages
+        self._segment_ends = ends
+        return words, int(feats.shape[-1]), stages
+
+    def _prompt(self) -> list[int]:
+        """Tokens of the committed text before the buffer (whisper_streaming's prompt)."""
+        if not self.config.prompt:
+            return []
+        done = [w for w in self.policy.committed if w.end <= self.buffer_start_s + 1e-6]
+        if len(done) != self._prompt_upto:
+            text = " ".join(w.text for w in done[-100:])
+            self._prompt_tokens = (
+                self.engine.tokenizer.encode(text)[-PROMPT_TOKENS:] if text else []
+            )
+            self._prompt_upto = len(done)
+        return self._prompt_tokens
+
+    def _trim(self) -> None:
+        committed_end = self.policy.committed_end
+        if self.buffer_s > self.config.trim_s:
+            cuts = [
+                e for e in self._segment_ends if self.buffer_start_s < e <= committed_end + 1e-6
+            ]
+            if cuts:
+                self._cut(max(cuts))
+        if self.buffer_s + self.config.chunk_s > self.max_buffer_s:
+            if committed_end > self.buffer_start_s:
+                self._cut(committed_end)
+            if self.buffer_s + self.config.chunk_s > self.max_buffer_s:
+                self._cut(self.buffer_start_s + self.buffer_s - self.config.trim_s)
+                self.forced_trims += 1
+
+    def _cut(self, at_s: float) -> None:
+        n = round((at_s - self.buffer_start_s) * SAMPLE_RATE)
+        n = max(0, min(n, len(self.buffer)))
+        self.buffer = self.buffer[n:].copy()
+        self.buffer_start_s += n / SAMPLE_RATE
+
+    def state_bytes(self) -> int:
+        """Bytes this session holds in its buffers (bounded: see module doc)."""
+        return int(self.buffer.nbytes + self._vad_rest.nbytes)

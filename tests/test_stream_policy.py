@@ -1,0 +1,168 @@
+"""LocalAgreement-n, word splitting, the joined stream and the figures, by hand examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxmeter.errors import SpecError
+from voxmeter.spec import RunSpec, StreamSettings
+from voxmeter.stream.align import word_bounds, words_from_path
+from voxmeter.stream.measures import churn, match_words, slope_per_hour, stream_metrics
+from voxmeter.stream.policy import LocalAgreement, Word, common_prefix
+from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace
+from voxmeter.stream.session import words_of
+
+
+def hyp(text: str, start: float = 0.0, step: float = 0.5) -> list[Word]:
+    return [Word(start + i * step, start + (i + 1) * step, w) for i, w in enumerate(text.split())]
+
+
+def texts(words: list[Word]) -> str:
+    return " ".join(w.text for w in words)
+
+
+def test_common_prefix_ignores_case_and_punctuation():
+    assert common_prefix([hyp("Hello, world. again"), hyp("hello world again!")]) == 3
+    assert common_prefix([hyp("a b c"), hyp("a x c")]) == 1
+    assert common_prefix([hyp("a b"), hyp("a b c"), hyp("a b c d")]) == 2
+
+
+def test_local_agreement_2_commits_what_two_hypotheses_share():
+    la = LocalAgreement(2)
+    assert la.insert(hyp("the cat")) == []  # one hypothesis: nothing agrees yet
+    assert texts(la.pending) == "the cat"
+    assert texts(la.insert(hyp("the cat sat on"))) == "the cat"
+    assert texts(la.pending) == "sat on"
+    assert texts(la.insert(hyp("the cat sat on the mat"))) == "sat on"
+    assert texts(la.finish()) == "the mat"
+    assert texts(la.committed) == "the cat sat on the mat"
+
+
+def test_local_agreement_3_waits_for_three():
+    la = LocalAgreement(3)
+    assert la.insert(hyp("one two")) == []
+    assert la.insert(hyp("one two three")) == []
+    assert texts(la.insert(hyp("one too three"))) == "one"  # "two" disputed by the third
+
+
+def test_local_agreement_1_commits_every_hypothesis():
+    la = LocalAgreement(1)
+    assert texts(la.insert(hyp("a b"))) == "a b"
+
+
+def test_restated_committed_words_are_cut_by_text_even_when_times_are_off():
+    la = LocalAgreement(2)
+    la.insert(hyp("platform four every"))
+    la.insert(hyp("platform four every morning"))  # commits "platform four every"
+    # the next hypothesis restates them with times that put "morning" before the commit point
+    skewed = [Word(0.0, 0.3, "platform"), Word(0.3, 0.6, "four"), Word(0.6, 0.9, "every")]
+    skewed += [Word(0.9, 1.2, "morning"), Word(1.2, 1.5, "and")]
+    assert texts(la.insert(skewed, buffer_start=0.0)) == "morning"
+
+
+def test_time_cut_and_prompt_repetition_are_dropped():
+    la = LocalAgreement(2)
+    la.insert(hyp("a b c"))
+    la.insert(hyp("a b c d"))  # commits a b c, ending at 1.5 s
+    # a hypothesis of a later buffer repeating the committed tail ("b c") at its start
+    again = [Word(1.5, 1.8, "b"), Word(1.8, 2.0, "c"), Word(2.0, 2.5, "d"), Word(2.5, 3, "e")]
+    assert texts(la.insert(again)) == "d"
+
+
+def test_bad_agreement_is_refused():
+    with pytest.raises(ValueError):
+        LocalAgreement(0)
+
+
+def test_words_of_interpolates_over_tokens():
+    pieces = [" Hello", ",", " wor", "ld", "."]
+    words = words_of(list(range(5)), 1.0, 2.0, pieces)
+    assert [w.text for w in words] == ["Hello,", "world."]
+    assert words[0].start == 1.0 and words[0].end == pytest.approx(1.4)
+    assert words[1].start == pytest.approx(1.4) and words[1].end == 2.0
+
+
+def test_word_bounds_and_alignment_path():
+    pieces = [" he", " was", " not", "ed"]
+    assert word_bounds(pieces) == [(0, 1), (1, 2), (2, 4)]
+    # token 0 at steps 0-4, token 1 at 5-9, tokens 2-3 at 10-19
+    path = [(0, s) for s in range(5)] + [(1, s) for s in range(5, 10)]
+    path += [(2, s) for s in range(10, 15)] + [(3, s) for s in range(15, 20)]
+    words = words_from_path(path, pieces, offset_s=10.0)
+    assert [(w.text, w.start, w.end) for w in words] == [
+        ("he", 10.0, 10.1),
+        ("was", 10.1, 10.2),
+        ("noted", 10.2, pytest.approx(10.4)),
+    ]
+
+
+def test_joined_audio_reads_across_clips_and_repeats():
+    a = np.ones(10, dtype=np.float32)
+    b = np.full(6, 2.0, dtype=np.float32)
+    j = JoinedAudio([a, b], gap_s=4 / 16000)
+    assert j.n_samples == 10 + 4 + 6 + 4
+    x = np.concatenate([j.read(0, 7), j.read(7, 100)])
+    assert x.tolist() == [1.0] * 10 + [0.0] * 4 + [2.0] * 6 + [0.0] * 4
+    long = JoinedAudio([a, b], gap_s=4 / 16000, duration_s=50 / 16000)
+    assert long.n_samples == 50
+    # a at 0, b at 14, a at 24, b at 38 (ends 44); a fifth clip (48 + 10) would pass 50
+    assert [i for _, i in long.placements()] == [0, 1, 0, 1]
+
+
+def step(t: float, committed: str = "", partial: str = "", start: float = 0.0) -> StepRecord:
+    c = hyp(committed, start) if committed else []
+    p = hyp(partial, start + 0.5 * len(c)) if partial else []
+    return StepRecord(t, t + 0.1, t, 0.1, 1.0, 100, c, p, False)
+
+
+def test_churn_counts_revised_partial_words():
+    trace = Trace(
+        [step(1, "", "the cat"), step(2, "the", "bat sat"), step(3, "bat sat", "")],
+        3.0, 0.3, False, 0,
+    )
+    # "cat" became "bat": one revision; "bat sat" then committed unchanged
+    assert churn(trace) == (1, 3)
+
+
+def test_stream_metrics_latency_against_reference_words():
+    ref = hyp("a b c d")  # ends at 0.5, 1.0, 1.5, 2.0
+    steps = [
+        StepRecord(1.0, 1.2, 1.0, 0.2, 1.0, 100, hyp("a b"), hyp("c", 1.0), False),
+        StepRecord(2.0, 2.3, 2.0, 0.3, 2.0, 100, hyp("c x", 1.0), [], True),
+    ]
+    trace = Trace(steps, 2.0, 0.5, False, 0, rss=[(0, 100.0)])
+    m, utts = stream_metrics(trace, ref, [(0, 4)], "a b c d", "a b c d")
+    # a: 1.2-0.5, b: 1.2-1.0, c: 2.3-1.5 (d unmatched)
+    assert m["commit_ms_p50"] == pytest.approx(700)
+    assert m["words_matched_share"] == 75
+    assert m["first_partial_s"] == pytest.approx(1.2)
+    # the last matched word (c) committed at 2.3; the utterance's speech ended with d at 2.0
+    assert utts[0]["eou_ms"] == pytest.approx((2.3 - 2.0) * 1000)
+    assert m["stream_wer"] == pytest.approx(25.0)  # one substitution in four
+    assert m["compute_ratio"] == pytest.approx(0.25)
+    assert match_words(hyp("x a b"), hyp("a b")) == [(1, 0), (2, 1)]
+
+
+def test_slope_per_hour():
+    assert slope_per_hour([(0, 100), (30, 101)]) is None  # too short to fit
+    pts = [(t, 100 + t / 3600 * 5) for t in range(0, 600, 10)]
+    assert slope_per_hour(pts) == pytest.approx(5.0)
+
+
+def test_stream_settings_validate_and_keep_old_hashes():
+    assert RunSpec().spec_hash == RunSpec(stream=StreamSettings()).spec_hash
+    s = RunSpec(stream=StreamSettings(chunk_ms=500))
+    assert s.spec_hash != RunSpec().spec_hash
+    assert "stream 500ms LA-2" in s.label()
+    assert RunSpec.from_dict(s.to_dict()) == s
+    assert RunSpec().with_(stream_chunk_ms=700).stream.chunk_ms == 700
+    for bad, field in [
+        ({"chunk_ms": 5}, "chunk_ms"),
+        ({"chunk_ms": 500, "agreement": 0}, "agreement"),
+        ({"chunk_ms": 500, "trim_s": 40.0}, "trim_s"),
+        ({"chunk_ms": 500, "vad_threshold": 1.5}, "vad_threshold"),
+        ({"chunk_ms": 500, "vad": "yes"}, "vad"),
+    ]:
+        with pytest.raises(SpecError, match=field):
+            RunSpec(stream=StreamSettings(**bad)).validate()
