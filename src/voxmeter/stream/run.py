@@ -128,6 +128,9 @@ def run_stream_spec(
     cache = default_cache_dir(cache_dir)
     files = FileDigests(cache)
     ident = identity_of(spec, cache, resolve_model(spec.model, cache), data.dataset, files)
+    from voxmeter.measure.memory import HighWaterMark
+
+    hwm, _ = HighWaterMark.open()
     engine, source, load_s = open_engine(spec, cache)
     try:
         audio = JoinedAudio([c.audio for c in clips], spec.stream.gap_s, spec.stream.duration_s)
@@ -140,6 +143,8 @@ def run_stream_spec(
         offline = " ".join(offline_by_clip[i] for _, i in placed)
         warm_up(engine, spec, clips[0].audio)
         for r in repeats:
+            if hwm is not None:
+                hwm.reset()
             report = None
             if progress is not None:
 
@@ -150,6 +155,11 @@ def run_stream_spec(
             metrics = dict(run.metrics, n_clips=len(clips), audio_s=run.trace.audio_s)
             metrics.update(load_s=load_s, offline_pass_s=offline_s)
             load_s = None
+            if hwm is not None:
+                peak, _ = hwm.read()
+                metrics["peak_rss_mb"] = peak / 2**20  # over the replay: the session's own
+                if mode == "isolated":  # a child's lifetime peak is its own (harness docs)
+                    metrics["process_peak_rss_mb"] = max(hwm.initial_peak, peak) / 2**20
             yield Result(
                 spec_hash=spec.spec_hash,
                 spec=spec.to_dict(),
@@ -163,6 +173,8 @@ def run_stream_spec(
             ).with_identity(ident)
     finally:
         engine.close()
+        if hwm is not None:
+            hwm.close()
 
 
 def stream_file(

@@ -1,0 +1,143 @@
+"""Live streaming: tiny.en on 2 cores over the bundled speech, each configuration in its own
+process (one repeat): chunk size x LocalAgreement-n, with and without VAD; one long session
+(the clips joined with silences, repeated to --long-minutes) for RSS and latency drift; and
+the server under load (`voxmeter serve` in its own process, `voxmeter load`'s capacity search).
+
+Targets (issue "Stream"): compute/elapsed <= 0.3 per stream; first partial <= 1.0 s after
+speech starts; median commit latency <= 1.5 s; streaming WER within 1.5 points of offline;
+RSS slope < 5 MB/hour over 60 minutes; >= 4 concurrent streams at p99 commit latency <= 3 s.
+
+    python benchmarks/bench_stream.py [--grid 500:2:vad,500:3:vad,1000:2:vad,500:2]
+        [--long-config 500:3:vad] [--long-minutes 60] [--load-duration 30] [--skip-load]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from common import write
+
+from voxmeter.run.isolate import run_spec_isolated
+from voxmeter.spec import AxisSettings, RunSpec, StreamSettings
+
+KEYS = (
+    "first_partial_s",
+    "commit_ms_p50",
+    "commit_ms_p90",
+    "commit_ms_p99",
+    "commit_unaware_ms_p50",
+    "eou_ms_p50",
+    "eou_ms_p90",
+    "churn",
+    "stream_wer",
+    "offline_wer",
+    "stream_wer_vs_offline",
+    "words_matched_share",
+    "compute_ratio",
+    "compute_ratio_worst_60s",
+    "looped_steps",
+    "forced_trims",
+    "buffer_s_max",
+    "rss_mb_start",
+    "rss_mb_end",
+    "rss_slope_mb_h",
+    "commit_ms_slope_h",
+    "stream_audio_s",
+    "stream_wall_s",
+    "peak_rss_mb",
+    "process_peak_rss_mb",
+)
+TARGETS = {
+    "compute_ratio": ("<=", 0.3),
+    "first_partial_s": ("<=", 1.0),
+    "commit_ms_p50": ("<=", 1500.0),
+    "wer_gap": ("<=", 1.5),
+}
+
+
+def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
+    """'500:3:vad' -> chunk 500 ms, LocalAgreement-3, VAD on (ct2 int8, frames=fit)."""
+    parts = config.split(":")
+    return RunSpec(
+        engine="ct2",
+        data=data,
+        max_clips=max_clips,
+        repeats=1,
+        axes=AxisSettings(frames="fit", precision="int8"),
+        stream=StreamSettings(
+            chunk_ms=int(parts[0]),
+            agreement=int(parts[1]),
+            vad="vad" in parts[2:],
+            prompt="prompt" in parts[2:],
+            duration_s=minutes * 60,
+        ),
+    ).validate()
+
+
+def measure(spec: RunSpec, cache_dir: str | None) -> dict:
+    t0 = time.perf_counter()
+    (res,) = run_spec_isolated(spec, [0], cache_dir=cache_dir)
+    row = {k: res.metrics.get(k) for k in KEYS}
+    if row["stream_wer"] is not None and row["offline_wer"] is not None:
+        row["wer_gap"] = row["stream_wer"] - row["offline_wer"]
+    row["bench_s"] = time.perf_counter() - t0
+    row["label"] = spec.label()
+    return row
+
+
+def verdicts(row: dict) -> dict:
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        v = row.get(key)
+        out[key] = None if v is None else (v <= bound if op == "<=" else v >= bound)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="default")
+    ap.add_argument("--max-clips", type=int, default=0)
+    ap.add_argument("--grid", default="500:2:vad,500:3:vad,1000:2:vad,750:2:vad,500:2,1000:2")
+    ap.add_argument("--long-config", default="500:3:vad")
+    ap.add_argument("--long-minutes", type=float, default=60.0)
+    ap.add_argument("--load-duration", type=float, default=30.0)
+    ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args()
+    payload: dict = {"grid": {}, "targets": {k: f"{o} {b}" for k, (o, b) in TARGETS.items()}}
+    for config in [c for c in args.grid.split(",") if c]:
+        spec = stream_spec(config, args.data, args.max_clips)
+        row = measure(spec, args.cache_dir)
+        row["meets"] = verdicts(row)
+        payload["grid"][config] = row
+        print(
+            config,
+            {k: row.get(k) for k in ("commit_ms_p50", "wer_gap", "compute_ratio")},
+            file=sys.stderr,
+            flush=True,
+        )
+        write("bench_stream", payload)
+    if args.long_minutes > 0:
+        spec = stream_spec(args.long_config, args.data, args.max_clips, args.long_minutes)
+        row = measure(spec, args.cache_dir)
+        slope = row.get("rss_slope_mb_h")
+        row["meets"] = dict(verdicts(row), rss_slope=None if slope is None else slope < 5.0)
+        payload["long_session"] = dict(row, config=args.long_config, minutes=args.long_minutes)
+        print(
+            "long",
+            {k: row.get(k) for k in ("rss_slope_mb_h", "commit_ms_slope_h")},
+            file=sys.stderr,
+            flush=True,
+        )
+        write("bench_stream", payload)
+    if not args.skip_load:
+        from bench_stream_load import capacity
+
+        payload["load"] = capacity(args.load_duration, args.cache_dir)
+        write("bench_stream", payload)
+
+
+if __name__ == "__main__":
+    main()

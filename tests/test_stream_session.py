@@ -1,0 +1,140 @@
+"""Streaming sessions on the real tiny.en model: text, bounded buffers, VAD, both engines,
+a compressed configuration, reference alignment, the store and the command line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from voxmeter.engines.longform import ArrayAudio
+from voxmeter.metrics import corpus_wer
+from voxmeter.spec import AxisSettings, RunSpec
+from voxmeter.stream import open_engine
+from voxmeter.stream.align import Aligner, Span
+from voxmeter.stream.replay import replay
+from voxmeter.stream.run import make_session
+
+CT2 = RunSpec(engine="ct2", axes=AxisSettings(frames="fit", precision="int8"))
+
+
+def speech(default_clips, n: int = 2, gap_s: float = 1.5) -> tuple[np.ndarray, str]:
+    """The first n LibriVox clips joined with silence, and their reference text."""
+    picked = [(c, a) for c, a in default_clips if c.id.startswith("librivox")][:n]
+    gap = np.zeros(round(gap_s * 16000), dtype=np.float32)
+    audio = np.concatenate([x for _, a in picked for x in (a.samples, gap)])
+    return audio, " ".join(c.text for c, _ in picked)
+
+
+@pytest.fixture(scope="module")
+def ct2_engine(cache_dir):
+    engine, source, _ = open_engine(CT2.with_(stream_chunk_ms=500), cache_dir)
+    yield engine, source
+    engine.close()
+
+
+@pytest.mark.parametrize("vad", [False, True])
+def test_stream_transcribes_real_speech(ct2_engine, default_clips, vad):
+    engine, _ = ct2_engine
+    audio, ref = speech(default_clips)
+    spec = CT2.with_(stream_chunk_ms=1000, stream_vad=vad)
+    trace = replay(make_session(engine, spec), ArrayAudio(audio))
+    assert corpus_wer([ref], [trace.text]).wer < 35  # tiny.en streaming; offline is ~10
+    assert trace.steps[-1].final
+    assert max(s.buffer_s for s in trace.steps) <= 30.0
+    # every step's output is seen after its audio arrived, and no earlier than the step before
+    assert all(s.t_aware >= s.t_unaware for s in trace.steps)
+    assert all(a.t_aware <= b.t_aware for a, b in itertools.pairwise(trace.steps))
+
+
+def test_vad_keeps_silence_out_of_the_buffer(ct2_engine):
+    engine, _ = ct2_engine
+    session = make_session(engine, CT2.with_(stream_chunk_ms=500, stream_vad=True))
+    for _ in range(120):  # a minute of silence
+        session.insert_audio(np.zeros(8000, dtype=np.float32))
+        session.process()
+    assert session.buffer_s == 0.0 and session.n_steps == 0  # no model call for silence
+    assert session.state_bytes() < 4096
+
+
+def test_buffer_stays_bounded_without_vad(ct2_engine):
+    """Noise the model cannot commit: the buffer is cut at max_buffer_s, and counted."""
+    engine, _ = ct2_engine
+    spec = CT2.with_(stream_chunk_ms=2000, stream_max_buffer_s=8.0, stream_trim_s=4.0)
+    session = make_session(engine, spec)
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # 20 s of noise
+        session.insert_audio(rng.standard_normal(32000).astype(np.float32) * 0.05)
+        session.process()
+        assert session.buffer_s <= 8.0
+    assert session.forced_trims >= 1
+
+
+def test_reference_alignment_is_monotonic_and_inside_the_clip(tiny_source, default_clips):
+    clip, loaded = next((c, a) for c, a in default_clips if c.id.startswith("librivox"))
+    words = Aligner(tiny_source).words(Span(5.0, loaded.samples, clip.text))
+    assert len(words) == len(clip.text.split())
+    assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(words))
+    assert 5.0 <= words[0].start and words[-1].end <= 5.0 + loaded.duration_s + 0.05
+
+
+def test_hf_and_a_compressed_configuration_stream(cache_dir, default_clips):
+    audio, ref = speech(default_clips, n=1)
+    spec = RunSpec(axes=AxisSettings(frames="fit")).with_(
+        stream_chunk_ms=1000, quant="int8-dynamic", quant_embed=True
+    )
+    engine, _, _ = open_engine(spec, cache_dir)
+    try:
+        trace = replay(make_session(engine, spec), ArrayAudio(audio))
+    finally:
+        engine.close()
+    assert corpus_wer([ref], [trace.text]).wer < 40
+
+
+@pytest.mark.slow
+def test_stream_spec_lands_in_the_store(cache_dir, tmp_path):
+    from voxmeter.run.bench import measure_spec
+
+    spec = CT2.with_(stream_chunk_ms=1000, stream_vad=True, max_clips=3, repeats=1)
+    store = tmp_path / "s.sqlite"
+    results, _ = measure_spec(spec, store, cache_dir=cache_dir, show=False)
+    m = results[0].metrics
+    for key in ("commit_ms_p50", "first_partial_s", "stream_wer", "offline_wer", "compute_ratio"):
+        assert m[key] is not None and np.isfinite(m[key]), key
+    assert m["commit_ms_p50"] >= m["commit_unaware_ms_p50"]  # compute only adds latency
+    again, note = measure_spec(spec, store, cache_dir=cache_dir, show=False)
+    assert "skipped" in note and len(again) == 1
+
+
+def test_cli_streams_a_file(cli, cache_dir, default_clips, monkeypatch):
+    monkeypatch.setenv("VOXMETER_CACHE", str(cache_dir))
+    clip, _ = next((c, a) for c, a in default_clips if c.id.startswith("librivox"))
+    r = cli("stream", clip.audio, "--ref", clip.text, "--json", "--chunk-ms", "1000", "--vad")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["metrics"]["stream_wer"] < 40
+    assert "forced alignment" in doc["metrics"]["stream_reference"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stream", "/nonexistent.wav"], "/nonexistent.wav"),
+        (["stream", "--policy", "wait-k", "--data", "default"], "--policy"),
+        (["stream", "--chunk-ms", "5"], "chunk_ms"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "voxmeter.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
