@@ -191,15 +191,24 @@ def report(
         metavar="MAP.json",
         help="a map written by `voxmeter sensitivity`, shown as a heat map; repeatable",
     ),
+    capacity: list[Path] | None = typer.Option(
+        None,
+        "--capacity",
+        metavar="FILE.json",
+        help="capacity curves (`voxmeter load --find-capacity --json`, bench_stream.py) "
+        "for the live-streaming section; repeatable",
+    ),
 ) -> None:
     """One self-contained HTML file: Pareto fronts, iso-FLOPs, stages, table, environments,
-    and a heat map per --sensitivity map; one file per data set when the rows come from
-    several."""
+    live streams (with any --capacity curves) and a heat map per --sensitivity map; one file
+    per data set when the rows come from several."""
     from voxmeter.report.html import read_sensitivity_map, write_report
+    from voxmeter.report.stream_figures import read_capacity
 
     store = results or store
-    # every map is checked first: a bad one is one line, before the store is read
+    # every file is checked first: a bad one is one line, before the store is read
     maps = [(str(p), read_sensitivity_map(p)) for p in sensitivity or []]
+    curves = [(str(p), read_capacity(p)) for p in capacity or []]
     c = _constraints(sweep_file, max_wer, max_rtf, max_memory_mb, max_gflops, minimise)
     limited = bool(c.limits())
     _writable(output, "report")
@@ -214,6 +223,7 @@ def report(
             title=heading,
             source=str(store),
             sensitivity=maps,
+            capacity=curves,
         )
         typer.echo(f"wrote {out}" + (f" ({group_title})" if len(sel.groups) > 1 else ""))
 

@@ -15,6 +15,10 @@ Sensitivity maps (`voxmeter sensitivity`'s JSON) given to the report each get a 
 heat map, the map's own method text, and the groups that rounding hurts most. A map is read and
 checked by `read_sensitivity_map` before any report work, so a bad file costs one line, not a
 half-built report.
+
+Live streams get a section of their own (report/stream_figures.py): latency and accuracy
+against chunk size, memory over a session, a table of the stream figures, and the capacity
+curves of any --capacity files, read and checked the same way as sensitivity maps.
 """
 
 from __future__ import annotations
@@ -54,6 +58,19 @@ ENERGY_KEYS = frozenset({"energy_j", "j_per_audio_s", "j_per_word"})
 EST_MARK = "≈ est."
 CPU_ONLY_MARK = "CPU only"
 TOP_GROUPS = 3  # layer groups named under a sensitivity heat map, most sensitive first
+# (metric, header, digits) of the live-stream table
+STREAM_COLUMNS = (
+    ("first_partial_s", "first partial s", 2),
+    ("commit_ms_p50", "commit p50 ms", 0),
+    ("commit_ms_p99", "commit p99 ms", 0),
+    ("commit_unaware_ms_p50", "commit p50 ms, compute-unaware", 0),
+    ("eou_ms_p50", "end of utterance p50 ms", 0),
+    ("churn", "churn", 3),
+    ("stream_wer", "stream WER %", 2),
+    ("offline_wer", "offline WER %", 2),
+    ("compute_ratio", "compute / stream s", 3),
+    ("rss_slope_mb_h", "RSS slope MiB/h", 1),
+)
 # the keys of a sensitivity map that the heat map and its section read
 SENSITIVITY_KEYS = (
     "model",
@@ -433,6 +450,44 @@ def _sensitivity_html(smap: dict[str, Any], source: str, fw: _FigureWriter) -> s
     )
 
 
+def _stream_html(
+    rows: list[AggRow], capacity: Sequence[tuple[str, Sequence[Any]]], fw: _FigureWriter
+) -> str:
+    """Live streams: what the clocks mean, the figures, a table; one muted line when there
+    are neither stream rows nor capacity curves."""
+    from voxmeter.report import stream_figures as sf
+
+    streams = sf.stream_rows(rows)
+    curves = [c for _, cs in capacity for c in cs]
+    if not streams and not curves:
+        return f'<p class="muted">{_e(sf.NO_STREAMS)}</p>'
+    parts = [f"<p>{_e(sf.STREAM_TEXT)}</p>"]
+    if streams:
+        head = "".join(
+            f"<th>{_e(h)}</th>" for h in ("configuration", *(c[1] for c in STREAM_COLUMNS))
+        )
+        body = "".join(
+            f"<tr><td>{_e(r.label)}</td>"
+            + "".join(_fmt_cell(r, k, d) for k, _, d in STREAM_COLUMNS)
+            + "</tr>"
+            for r in sorted(streams, key=lambda r: r.label)
+        )
+        parts.append(
+            '<div class="scroll"><table class="sortable"><thead><tr>'
+            f"{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+        for fig, empty in (
+            (sf.latency_figure(streams), "No stream has commit latencies or a streaming WER."),
+            (sf.rss_figure(streams), "No stream recorded its memory over time."),
+        ):
+            parts.append(fw.html(fig) if fig is not None else f'<p class="muted">{empty}</p>')
+    fig = sf.capacity_figure(curves)
+    if fig is not None:
+        where = ", ".join(src for src, _ in capacity)
+        parts.append(f'<p class="muted">Capacity from {_e(where)}.</p>' + fw.html(fig))
+    return "".join(parts)
+
+
 def write_report(
     rows: Sequence[AggRow] | Sequence[Result],
     path: str | Path,
@@ -441,12 +496,15 @@ def write_report(
     title: str = "voxmeter report",
     source: str = "",
     sensitivity: Sequence[tuple[str, dict[str, Any]]] = (),
+    capacity: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Path:
     """Write the report to `path`; StoreError (and no file) when there are no results.
 
     `constraints` (a sweep.grid.Constraints) is used to compute a recommendation when none is
     given. `sensitivity` holds (where from, map) pairs, maps as `read_sensitivity_map` returns
-    them; each becomes a section after the figures.
+    them; each becomes a section after the figures. `capacity` holds (where from, curves)
+    pairs, curves as `stream_figures.read_capacity` returns them, drawn in the live-stream
+    section.
     """
     from voxmeter.report import figures
 
@@ -489,6 +547,7 @@ def write_report(
             (name, fw.html(fig) if fig is not None else f'<p class="muted">{empty}</p>')
         )
 
+    sections.append(("Live streaming", _stream_html(agg, capacity, fw)))
     sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
     for where_from, smap in sensitivity:
         name = f"Layer sensitivity: {smap['model']}, {smap['bits']}-bit weights"
