@@ -1,0 +1,174 @@
+"""The live commands: `serve` (a WebSocket transcription server) and `load` (live clients
+against it, with commit latency percentiles and a capacity search).
+
+Both bind or reach loopback by default; `load` refuses anything else (stream/load.py says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from voxmeter.cli.common import CACHE_HELP, app, console, fmt, parse_frames, setup_logging
+from voxmeter.errors import SpecError
+
+PANEL = "Stream"
+log = logging.getLogger("voxmeter.cli.serve")
+
+
+def parse_agreement(policy: str) -> int:
+    """`--policy`: local-agreement-N as `voxmeter stream` spells it, or N alone."""
+    m = re.fullmatch(r"(?:local-agreement-)?(\d+)", policy.strip())
+    if not m:
+        raise SpecError(f"--policy: expected local-agreement-N or N (N = 1..5), got {policy!r}")
+    return int(m.group(1))
+
+
+@app.command(rich_help_panel=PANEL)
+def serve(
+    model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
+    engine: str = typer.Option("ct2", help="ct2 (CTranslate2) or hf (torch + transformers)"),
+    precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
+    frames: str = typer.Option("fit", help="xT: encoder input frames (even, <=3000) or 'fit'"),
+    threads: int = typer.Option(2, min=1, help="intra-op threads of the shared engine"),
+    chunk_ms: int = typer.Option(1000, help="audio per processing step, [20, 10000] ms"),
+    policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N or N"),
+    vad: bool = typer.Option(False, help="Silero VAD: drop silence, end utterances"),
+    prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
+    port: int = typer.Option(8765, help="TCP port (0: any free one)"),
+    max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
+    max_ahead_s: float = typer.Option(
+        2.0, help="audio a client may send ahead of real time (0: no guard, for replays)"
+    ),
+    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    quiet: bool = typer.Option(False, help="no log lines"),
+) -> None:
+    """Transcribe live audio over WebSocket (protocol: docs/stream-protocol.md) until Ctrl-C."""
+    from dataclasses import replace
+
+    from voxmeter.spec import AxisSettings, RunSpec, StreamSettings
+    from voxmeter.stream.server import ServerConfig
+    from voxmeter.stream.server import serve as run_server
+
+    setup_logging(quiet)
+    spec = RunSpec(
+        model=model,
+        engine=engine,
+        threads=threads,
+        axes=AxisSettings(frames=parse_frames(frames), precision=precision),
+        stream=StreamSettings(
+            chunk_ms=chunk_ms,
+            agreement=parse_agreement(policy),
+            vad=vad,
+            prompt=prompt,
+            realtime=True,
+        ),
+    ).validate()
+    base = ServerConfig(host=host, port=port, max_sessions=max_sessions)
+    config = replace(base, limits=replace(base.limits, max_ahead_s=max_ahead_s)).validate()
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("binding %s: any machine that reaches it can use this server", host)
+    try:
+        asyncio.run(run_server(spec, config=config, cache_dir=cache_dir))
+    except KeyboardInterrupt:
+        log.info("stopped")  # Ctrl-C is how a server is meant to end
+
+
+@app.command(rich_help_panel=PANEL)
+def load(
+    url: str = typer.Option("ws://127.0.0.1:8765", help="a loopback voxmeter serve"),
+    streams: int = typer.Option(1, help="concurrent streams (fixed arrival)"),
+    duration: float = typer.Option(30.0, help="seconds of audio per stream (poisson: of arrivals)"),
+    arrival: str = typer.Option("fixed", help="fixed (all at once) or poisson"),
+    rate: float = typer.Option(0.5, help="poisson: sessions started per second"),
+    session: float = typer.Option(20.0, help="poisson: seconds of audio per session"),
+    slo_ms: float = typer.Option(2000.0, help="p99 commit latency the server must keep"),
+    frame_ms: int = typer.Option(100, help="audio per frame sent"),
+    find_capacity: bool = typer.Option(
+        False, help="run 1, 2, 4, 6, ... streams until p99 misses the SLO"
+    ),
+    max_streams: int = typer.Option(32, help="--find-capacity: the largest level tried"),
+    seed: int = typer.Option(0, help="poisson arrivals' seed"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    quiet: bool = typer.Option(False, help="no log lines"),
+) -> None:
+    """Live clients against a running `voxmeter serve`: commit latency p50/p90/p99."""
+    from voxmeter.stream.load import LoadConfig, run_load
+    from voxmeter.stream.load import find_capacity as search
+
+    setup_logging(quiet or as_json)
+    cfg = LoadConfig(
+        url=url,
+        streams=streams,
+        duration_s=duration,
+        arrival=arrival,
+        rate=rate,
+        session_s=session,
+        slo_ms=slo_ms,
+        frame_ms=frame_ms,
+        seed=seed,
+    ).validate()
+    if find_capacity:
+        show = None if as_json else _print_level
+        found = asyncio.run(search(cfg, max_streams=max_streams, on_level=show))
+        if as_json:
+            typer.echo(json.dumps(found.to_dict(), indent=2))
+        else:
+            console().print(f"capacity: {found.capacity} streams held p99 <= {slo_ms:g} ms")
+        return
+    report = asyncio.run(run_load(cfg))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+
+
+def _print_level(report: Any) -> None:
+    lat = report.latency
+    verdict = "held" if report.held else "missed"
+    console().print(
+        f"{report.config.streams:>3} streams: p50 {fmt(lat['p50'], 0)} ms, "
+        f"p99 {fmt(lat['p99'], 0)} ms, {len(report.errors)} errors: {verdict}"
+    )
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"load on {report.config.url}: commit latency per stream (ms)")
+    for col in ("stream", "start s", "audio s", "words", "p50", "p99", "server RTF", "error"):
+        t.add_column(col, justify="left" if col == "error" else "right")
+    for s in report.streams:
+        lat = _pcts(s.latencies_ms)
+        t.add_row(
+            str(s.index),
+            fmt(s.start_s, 1),
+            fmt(s.audio_s, 1),
+            str(s.words),
+            fmt(lat["p50"], 0),
+            fmt(lat["p99"], 0),
+            fmt(s.rtf, 3),
+            s.error or ("" if s.final else "no final"),
+        )
+    con = console()
+    con.print(t)
+    lat = report.latency
+    verdict = "held" if report.held else "missed"
+    con.print(
+        f"all {len(report.latencies_ms)} words: p50 {fmt(lat['p50'], 0)} ms, "
+        f"p90 {fmt(lat['p90'], 0)} ms, p99 {fmt(lat['p99'], 0)} ms; "
+        f"SLO p99 <= {report.config.slo_ms:g} ms {verdict}"
+    )
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    from voxmeter.stream.load import percentiles
+
+    return percentiles(values)
