@@ -58,8 +58,10 @@ TARGETS = {
 
 
 def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
-    """'500:3:vad' -> chunk 500 ms, LocalAgreement-3, VAD on (ct2 int8, frames=fit)."""
+    """'500:3:vad:hb0.3' -> chunk 500 ms, LocalAgreement-3, VAD on, 0.3 s held back from
+    commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text."""
     parts = config.split(":")
+    holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
     return RunSpec(
         engine="ct2",
         data=data,
@@ -69,6 +71,7 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
         stream=StreamSettings(
             chunk_ms=int(parts[0]),
             agreement=int(parts[1]),
+            holdback_s=holdback,
             vad="vad" in parts[2:],
             prompt="prompt" in parts[2:],
             duration_s=minutes * 60,
@@ -99,7 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="default")
     ap.add_argument("--max-clips", type=int, default=0)
-    ap.add_argument("--grid", default="500:2:vad,500:3:vad,1000:2:vad,750:2:vad,500:2,1000:2")
+    ap.add_argument("--grid", default="500:2:vad,500:3:vad,500:3:vad:hb0.3,1000:2:vad,500:2,1000:2")
     ap.add_argument("--long-config", default="500:3:vad")
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--load-duration", type=float, default=30.0)

@@ -119,7 +119,10 @@ def step(t: float, committed: str = "", partial: str = "", start: float = 0.0) -
 def test_churn_counts_revised_partial_words():
     trace = Trace(
         [step(1, "", "the cat"), step(2, "the", "bat sat"), step(3, "bat sat", "")],
-        3.0, 0.3, False, 0,
+        3.0,
+        0.3,
+        False,
+        0,
     )
     # "cat" became "bat": one revision; "bat sat" then committed unchanged
     assert churn(trace) == (1, 3)

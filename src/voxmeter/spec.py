@@ -290,6 +290,7 @@ class StreamSettings:
 
     chunk_ms: int = 0
     agreement: int = 2
+    holdback_s: float = 0.0
     trim_s: float = 15.0
     max_buffer_s: float = 30.0
     prompt: bool = True

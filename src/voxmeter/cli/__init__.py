@@ -19,6 +19,7 @@ from voxmeter.cli import (
     explore,  # noqa: F401
     measure,  # noqa: F401
     results,  # noqa: F401
+    serve,  # noqa: F401
     stream,  # noqa: F401
 )
 from voxmeter.cli.common import app

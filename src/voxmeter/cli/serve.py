@@ -37,7 +37,7 @@ def serve(
     precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
     frames: str = typer.Option("fit", help="xT: encoder input frames (even, <=3000) or 'fit'"),
     threads: int = typer.Option(2, min=1, help="intra-op threads of the shared engine"),
-    chunk_ms: int = typer.Option(1000, help="audio per processing step, [20, 10000] ms"),
+    chunk_ms: int = typer.Option(500, help="audio per processing step, [20, 10000] ms"),
     policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N or N"),
     vad: bool = typer.Option(False, help="Silero VAD: drop silence, end utterances"),
     prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),

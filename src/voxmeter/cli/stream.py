@@ -64,6 +64,9 @@ def stream(
     chunk_ms: int = typer.Option(500, help="audio per processing step (ms)"),
     policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N"),
     vad: bool = typer.Option(False, help="Silero VAD: skip silence, end utterances"),
+    holdback_s: float = typer.Option(
+        0.0, help="commit no word ending this close to the buffer end"
+    ),
     prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
@@ -96,6 +99,7 @@ def stream(
         stream=StreamSettings(
             chunk_ms=chunk_ms,
             agreement=parse_policy(policy),
+            holdback_s=holdback_s,
             vad=vad,
             prompt=prompt,
             realtime=realtime,

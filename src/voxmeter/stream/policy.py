@@ -110,15 +110,19 @@ class LocalAgreement:
                 return b + n + (last - (a + n - 1))
         return None
 
-    def insert(self, words: list[Word], buffer_start: float | None = None) -> list[Word]:
+    def insert(
+        self, words: list[Word], buffer_start: float | None = None, until: float | None = None
+    ) -> list[Word]:
         """Take a new hypothesis of the buffer starting at `buffer_start` (stream seconds);
-        commit and return what the last n agree on."""
+        commit and return what the last n agree on, up to words ending by `until` if given."""
         tail = self._tail(words, buffer_start)
         hyps = [*self._recent, tail]
         if len(hyps) < self.n:
             self._recent = hyps
             return []
         k = common_prefix(hyps[-self.n :])
+        if until is not None:
+            k = next((i for i, w in enumerate(tail[:k]) if w.end > until), k)
         new = tail[:k]  # the newest hypothesis's copy: its times are the latest estimate
         self.committed += new
         self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []

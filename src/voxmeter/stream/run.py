@@ -165,7 +165,14 @@ def run_stream_spec(
                 spec=spec.to_dict(),
                 repeat=r,
                 metrics={k: v for k, v in metrics.items() if v is not None},
-                clips=run.utterances,
+                clips=[
+                    *({"kind": "utterance", **u} for u in run.utterances),
+                    {
+                        "kind": "rss_series",
+                        "t_s": [t for t, _ in run.trace.rss],
+                        "rss_mb": [v for _, v in run.trace.rss],
+                    },
+                ],
                 env=collect_env(spec.threads, spec.seed, spec.device),
                 warnings=[],
                 mode=mode,

@@ -44,6 +44,8 @@ VAD_FRAME = 512
 MIN_TOKENS = 12
 TOKENS_PER_S = 7
 PREROLL_FRAMES = 6  # ~0.2 s of audio kept before detected speech
+# a shorter buffer holds no word; on 0.13 s the model hallucinated a whole phrase
+MIN_BUFFER_S = 0.3
 
 
 @dataclass
@@ -174,10 +176,11 @@ class StreamSession:
     def process(self) -> Step:
         """Transcribe the buffer, commit what LocalAgreement-n agrees on, trim the buffer."""
         t0 = time.perf_counter()
-        if self.buffer_s < 0.1:  # nothing worth a model call yet
+        if self.buffer_s < MIN_BUFFER_S:  # nothing worth a model call yet
             return Step([], self.policy.pending, time.perf_counter() - t0, self.buffer_s)
         words, n_frames, stages = self._transcribe()
-        new = self.policy.insert(words, self.buffer_start_s) if words is not None else []
+        until = self.buffer_start_s + self.buffer_s - self.config.holdback_s
+        new = self.policy.insert(words, self.buffer_start_s, until) if words is not None else []
         self._trim()
         self.n_steps += 1
         step = Step(new, self.policy.pending, 0.0, self.buffer_s, n_frames, stages)
@@ -191,7 +194,7 @@ class StreamSession:
         stages: dict[str, float] = {}
         n_frames = 0
         new: list[Word] = []
-        if self.buffer_s >= 0.1:
+        if self.buffer_s >= MIN_BUFFER_S:
             words, n_frames, stages = self._transcribe()
             if words is not None:
                 new = self.policy.insert(words, self.buffer_start_s)
@@ -280,4 +283,5 @@ class StreamSession:
 
     def state_bytes(self) -> int:
         """Bytes this session holds in its buffers (bounded: see module doc)."""
-        return int(self.buffer.nbytes + self._vad_rest.nbytes)
+        held = sum(f.nbytes for _, f in self._held) + sum(f.nbytes for _, f in self._preroll)
+        return int(self.buffer.nbytes + self._vad_rest.nbytes + held)
