@@ -370,6 +370,8 @@ class StreamSettings:
 
     def label(self) -> str:
         s = f"stream {self.chunk_ms}ms LA-{self.agreement}"
+        if self.holdback_s:
+            s += f" hold={self.holdback_s:g}s"
         if self.vad:
             s += " +vad"
         if self.realtime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ from voxmeter.cli.common import (
     parse_frames,
     setup_logging,
 )
+from voxmeter.cli.serve import PANEL, parse_agreement
 from voxmeter.errors import SpecError
 from voxmeter.store import DEFAULT_STORE_PATH
-
-POLICY = re.compile(r"local-agreement-(\d+)")
 
 # (key, label, digits) of the summary, in order
 SUMMARY = (
@@ -47,14 +45,7 @@ SUMMARY = (
 )
 
 
-def parse_policy(policy: str) -> int:
-    m = POLICY.fullmatch(policy.strip())
-    if not m:
-        raise SpecError(f"--policy: expected local-agreement-N (N = 1..5), got {policy!r}")
-    return int(m.group(1))
-
-
-@app.command(rich_help_panel="Measure")
+@app.command(rich_help_panel=PANEL)
 def stream(
     file: Path | None = typer.Argument(None, help="audio file to stream (omit: --data)"),
     model: str = typer.Option("tiny.en", help="tiny.en, base, ... or a model directory"),
@@ -98,7 +89,7 @@ def stream(
         compression=parse_compress(compress),
         stream=StreamSettings(
             chunk_ms=chunk_ms,
-            agreement=parse_policy(policy),
+            agreement=parse_agreement(policy),
             holdback_s=holdback_s,
             vad=vad,
             prompt=prompt,
