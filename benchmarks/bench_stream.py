@@ -43,6 +43,7 @@ KEYS = (
     "rss_mb_start",
     "rss_mb_end",
     "rss_slope_mb_h",
+    "trace_mb",
     "commit_ms_slope_h",
     "stream_audio_s",
     "stream_wall_s",
@@ -98,6 +99,18 @@ def verdicts(row: dict) -> dict:
     return out
 
 
+def previous() -> dict:
+    import json
+
+    from common import RESULTS
+
+    path = RESULTS / "bench_stream.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    return {k: old[k] for k in ("grid", "long_session", "load") if k in old}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="default")
@@ -109,7 +122,9 @@ def main() -> None:
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
-    payload: dict = {"grid": {}, "targets": {k: f"{o} {b}" for k, (o, b) in TARGETS.items()}}
+    payload = previous()  # a run of one part keeps the others' last figures
+    payload["targets"] = {k: f"{o} {b}" for k, (o, b) in TARGETS.items()}
+    payload.setdefault("grid", {})
     for config in [c for c in args.grid.split(",") if c]:
         spec = stream_spec(config, args.data, args.max_clips)
         row = measure(spec, args.cache_dir)

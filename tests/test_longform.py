@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxmeter.engines.longform import TIME_PRECISION, split_segments, fit_frames, window_frames
+from voxmeter.engines.longform import TIME_PRECISION, fit_frames, split_segments, window_frames
 
 TS = 50363  # tiny.en's first timestamp token (<|0.00|>)
 

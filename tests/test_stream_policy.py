@@ -10,7 +10,7 @@ from voxmeter.spec import RunSpec, StreamSettings
 from voxmeter.stream.align import word_bounds, words_from_path
 from voxmeter.stream.measures import churn, match_words, slope_per_hour, stream_metrics
 from voxmeter.stream.policy import LocalAgreement, Word, common_prefix
-from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace
+from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace, _append
 from voxmeter.stream.session import words_of
 
 
@@ -116,24 +116,29 @@ def step(t: float, committed: str = "", partial: str = "", start: float = 0.0) -
     return StepRecord(t, t + 0.1, t, 0.1, 1.0, 100, c, p, False)
 
 
+def recorded(steps: list[StepRecord]) -> list[StepRecord]:
+    """Steps as the replay records them (revisions counted, old partials dropped)."""
+    out: list[StepRecord] = []
+    for s in steps:
+        _append(out, s, None)
+    return out
+
+
 def test_churn_counts_revised_partial_words():
-    trace = Trace(
-        [step(1, "", "the cat"), step(2, "the", "bat sat"), step(3, "bat sat", "")],
-        3.0,
-        0.3,
-        False,
-        0,
-    )
+    steps = recorded([step(1, "", "the cat"), step(2, "the", "bat sat"), step(3, "bat sat", "")])
+    trace = Trace(steps, 3.0, 0.3, False, 0)
     # "cat" became "bat": one revision; "bat sat" then committed unchanged
     assert churn(trace) == (1, 3)
 
 
 def test_stream_metrics_latency_against_reference_words():
     ref = hyp("a b c d")  # ends at 0.5, 1.0, 1.5, 2.0
-    steps = [
-        StepRecord(1.0, 1.2, 1.0, 0.2, 1.0, 100, hyp("a b"), hyp("c", 1.0), False),
-        StepRecord(2.0, 2.3, 2.0, 0.3, 2.0, 100, hyp("c x", 1.0), [], True),
-    ]
+    steps = recorded(
+        [
+            StepRecord(1.0, 1.2, 1.0, 0.2, 1.0, 100, hyp("a b"), hyp("c", 1.0), False),
+            StepRecord(2.0, 2.3, 2.0, 0.3, 2.0, 100, hyp("c x", 1.0), [], True),
+        ]
+    )
     trace = Trace(steps, 2.0, 0.5, False, 0, rss=[(0, 100.0)])
     m, utts = stream_metrics(trace, ref, [(0, 4)], "a b c d", "a b c d")
     # a: 1.2-0.5, b: 1.2-1.0, c: 2.3-1.5 (d unmatched)

@@ -120,6 +120,7 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "rss_mb_start": ("MiB", "stream: RSS at the session's start (model loaded)"),
     "rss_mb_end": ("MiB", "stream: RSS at the session's end"),
     "rss_slope_mb_h": ("MiB/h", "stream: least-squares RSS slope over the session"),
+    "trace_mb": ("MiB", "stream: the replay's own record of the session (in its RSS)"),
     "commit_ms_slope_h": ("ms/h", "stream: least-squares slope of commit latency over time"),
 }
 

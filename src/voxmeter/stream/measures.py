@@ -58,13 +58,7 @@ def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
 
 def churn(trace: Trace) -> tuple[int, int]:
     """(partial words revised or withdrawn, committed words): see module doc."""
-    revised, committed, prev = 0, 0, []
-    for s in trace.steps:
-        shown = [*s.committed, *s.partial]
-        revised += sum(1 for i, w in enumerate(prev) if i >= len(shown) or shown[i].key != w.key)
-        committed += len(s.committed)
-        prev = s.partial
-    return revised, committed
+    return sum(s.revised for s in trace.steps), sum(len(s.committed) for s in trace.steps)
 
 
 def worst_window(trace: Trace, window_s: float = 60.0) -> float | None:
@@ -104,7 +98,7 @@ def stream_metrics(
     m["words_committed"] = len(words)
     m["words_matched_share"] = 100 * len(pairs) / len(ref_words) if ref_words else None
     speech_start = ref_words[0].start if ref_words else 0.0
-    first = next((s for s in trace.steps if s.committed or s.partial), None)
+    first = next((s for s in trace.steps if s.shows_text), None)
     m["first_partial_s"] = first.t_aware - speech_start if first else None
     m["first_partial_unaware_s"] = first.t_unaware - speech_start if first else None
 
@@ -144,6 +138,7 @@ def stream_metrics(
     m["rss_mb_start"] = trace.rss[0][1] if trace.rss else None
     m["rss_mb_end"] = trace.rss[-1][1] if trace.rss else None
     m["rss_slope_mb_h"] = slope_per_hour(trace.rss)
+    m["trace_mb"] = trace.nbytes() / 2**20
     m["commit_ms_slope_h"] = slope_per_hour(
         [(seen[h][0].end, (seen[h][1] - ref_words[r].end) * 1e3) for h, r in pairs]
     )

@@ -31,7 +31,7 @@ MAX_NGRAM = 5  # longest committed tail a new hypothesis may repeat and still be
 _NOT_WORD = re.compile(r"[^\w']+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Word:
     """One word of a hypothesis, with its time in the stream (seconds from the stream start)."""
 

@@ -30,7 +30,7 @@ from voxmeter.stream.session import SAMPLE_RATE, StreamSession
 MB = 1024 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     audio_s: float  # stream time of the audio received when the step ran
     t_aware: float  # when its output was seen, computation-aware (stream seconds)
@@ -39,8 +39,10 @@ class StepRecord:
     buffer_s: float
     n_frames: int
     committed: list[Word]
-    partial: list[Word]
+    partial: list[Word]  # emptied once the next step is recorded (the trace stays small)
     final: bool
+    revised: int = 0  # words of the previous partial this step replaced or withdrew
+    shows_text: bool = False  # any committed or partial text was on screen after this step
 
 
 @dataclass
@@ -66,6 +68,17 @@ class Trace:
     @property
     def compute_s(self) -> float:
         return sum(s.compute_s for s in self.steps)
+
+    def nbytes(self) -> int:
+        """What the trace itself holds (records, words, their texts), in bytes: the part of
+        the replay process's RSS growth that is the measurement's, not the session's."""
+        import sys
+
+        total = sys.getsizeof(self.steps)
+        for s in self.steps:
+            total += sys.getsizeof(s) + sys.getsizeof(s.committed) + sys.getsizeof(s.partial)
+            total += sum(sys.getsizeof(w) + sys.getsizeof(w.text) for w in s.committed)
+        return total
 
 
 class Clock:
@@ -120,9 +133,7 @@ def replay(
         buffer_max = max(buffer_max, session.buffer_s)
         step = session.finish_utterance() if ended else session.process()
         clock.spent(step.compute_s)
-        steps.append(_record(step, fed, clock.now()))
-        if on_step is not None:
-            on_step(steps[-1])
+        _append(steps, _record(step, fed, clock.now()), on_step)
         if fed / SAMPLE_RATE >= next_rss:
             rss.append((fed / SAMPLE_RATE, proc.memory_info().rss / MB))
             next_rss += rss_every_s
@@ -130,9 +141,7 @@ def replay(
             progress(fed / SAMPLE_RATE, total / SAMPLE_RATE)
     step = session.finish_utterance()
     clock.spent(step.compute_s)
-    steps.append(_record(step, fed, clock.now()))
-    if on_step is not None:
-        on_step(steps[-1])
+    _append(steps, _record(step, fed, clock.now()), on_step)
     return Trace(
         steps=steps,
         audio_s=total / SAMPLE_RATE,
@@ -143,6 +152,30 @@ def replay(
         rss=rss,
         buffer_s_max=buffer_max,
     )
+
+
+def revisions(previous_partial: list[Word], rec: StepRecord) -> int:
+    """Words of the previous partial result not shown at the same place after `rec`."""
+    shown = [*rec.committed, *rec.partial]
+    return sum(
+        1 for i, w in enumerate(previous_partial) if i >= len(shown) or shown[i].key != w.key
+    )
+
+
+def _append(
+    steps: list[StepRecord], rec: StepRecord, on_step: Callable[[StepRecord], None] | None
+) -> None:
+    """Record a step; the previous step's partial words are dropped once compared, so an
+    hour's trace holds the committed transcript and a few numbers per step, not every
+    partial (that would be the replay's own memory growth, read as the session's)."""
+    prev = steps[-1] if steps else None
+    rec.revised = revisions(prev.partial if prev else [], rec)
+    rec.shows_text = bool(rec.committed or rec.partial)
+    if prev is not None:
+        prev.partial = []
+    steps.append(rec)
+    if on_step is not None:
+        on_step(rec)
 
 
 def _record(step: Any, fed: int, t_aware: float) -> StepRecord:
