@@ -138,3 +138,14 @@ def test_cli_bad_input_is_one_line(args, message):
     )
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_realtime_replay_runs_at_the_pace_of_the_audio(ct2_engine, default_clips):
+    engine, _ = ct2_engine
+    audio, _ = speech(default_clips, n=1, gap_s=0.5)
+    audio = audio[: 3 * 16000]
+    spec = CT2.with_(stream_chunk_ms=500, stream_realtime=True)
+    trace = replay(make_session(engine, spec), ArrayAudio(audio), realtime=True)
+    assert trace.wall_s >= 3.0 - 0.05  # the audio arrives no faster than it was spoken
+    # on the wall clock, a step's output is seen after its audio arrived and its compute ran
+    assert all(s.t_aware >= s.audio_s for s in trace.steps)
