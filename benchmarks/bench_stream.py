@@ -60,15 +60,17 @@ TARGETS = {
 
 def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
     """'500:3:vad:hb0.3' -> chunk 500 ms, LocalAgreement-3, VAD on, 0.3 s held back from
-    commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text."""
+    commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'hf' runs the
+    torch engine at fp32."""
     parts = config.split(":")
     holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
+    hf = "hf" in parts[2:]  # the torch engine at fp32 instead of ct2 int8
     return RunSpec(
-        engine="ct2",
+        engine="hf" if hf else "ct2",
         data=data,
         max_clips=max_clips,
         repeats=1,
-        axes=AxisSettings(frames="fit", precision="int8"),
+        axes=AxisSettings(frames="fit", precision="fp32" if hf else "int8"),
         stream=StreamSettings(
             chunk_ms=int(parts[0]),
             agreement=int(parts[1]),
