@@ -43,6 +43,7 @@ KEYS = (
     "rss_mb_start",
     "rss_mb_end",
     "rss_slope_mb_h",
+    "rss_slope_all_mb_h",
     "trace_mb",
     "commit_ms_slope_h",
     "stream_audio_s",
@@ -86,11 +87,18 @@ def measure(spec: RunSpec, cache_dir: str | None) -> dict:
     t0 = time.perf_counter()
     (res,) = run_spec_isolated(spec, [0], cache_dir=cache_dir)
     row = {k: res.metrics.get(k) for k in KEYS}
+    series = next((c for c in res.clips if c.get("kind") == "rss_series"), None)
+    if series and minutes_of(spec) >= 10:  # a long session's RSS over time, for the note
+        row["rss_series"] = list(zip(series["t_s"], series["rss_mb"], strict=True))
     if row["stream_wer"] is not None and row["offline_wer"] is not None:
         row["wer_gap"] = row["stream_wer"] - row["offline_wer"]
     row["bench_s"] = time.perf_counter() - t0
     row["label"] = spec.label()
     return row
+
+
+def minutes_of(spec: RunSpec) -> float:
+    return spec.stream.duration_s / 60
 
 
 def verdicts(row: dict) -> dict:

@@ -8,7 +8,13 @@ import pytest
 from voxmeter.errors import SpecError
 from voxmeter.spec import RunSpec, StreamSettings
 from voxmeter.stream.align import word_bounds, words_from_path
-from voxmeter.stream.measures import churn, match_words, slope_per_hour, stream_metrics
+from voxmeter.stream.measures import (
+    churn,
+    match_by_utterance,
+    match_words,
+    slope_per_hour,
+    stream_metrics,
+)
 from voxmeter.stream.policy import LocalAgreement, Word, common_prefix
 from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace, _append
 from voxmeter.stream.session import words_of
@@ -174,3 +180,12 @@ def test_stream_settings_validate_and_keep_old_hashes():
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
+
+
+def test_matching_stays_within_each_utterance_when_text_recurs():
+    first, second = hyp("go forward ten meters"), hyp("go forward ten meters", start=100.0)
+    ref = first + second
+    # the stream got only the second utterance, whose words recur in the first
+    pairs = match_by_utterance(second, ref, [(0, 4), (4, 8)])
+    assert pairs == [(0, 4), (1, 5), (2, 6), (3, 7)]
+    assert match_words(second, ref)[0] == (0, 0)  # one match over the stream pairs them wrong

@@ -119,7 +119,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "buffer_s_max": ("s", "stream: longest audio buffer the model saw"),
     "rss_mb_start": ("MiB", "stream: RSS at the session's start (model loaded)"),
     "rss_mb_end": ("MiB", "stream: RSS at the session's end"),
-    "rss_slope_mb_h": ("MiB/h", "stream: least-squares RSS slope over the session"),
+    "rss_slope_mb_h": ("MiB/h", "stream: least-squares RSS slope after the first 5 minutes"),
+    "rss_slope_all_mb_h": ("MiB/h", "stream: least-squares RSS slope over the whole session"),
     "trace_mb": ("MiB", "stream: the replay's own record of the session (in its RSS)"),
     "commit_ms_slope_h": ("ms/h", "stream: least-squares slope of commit latency over time"),
 }

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 
 TIME_TOLERANCE_S = 0.1  # whisper_streaming's tolerance for a word straddling the commit point
 MAX_NGRAM = 5  # longest committed tail a new hypothesis may repeat and still be deduplicated
+# committed words a policy remembers: more than a 30 s buffer holds, so every comparison sees
+# what it needs, and a session of hours holds no more than a minute's (the caller keeps the
+# transcript, from the words each step returns)
+KEEP_COMMITTED = 256
 
 _NOT_WORD = re.compile(r"[^\w']+")
 
@@ -67,7 +71,8 @@ class LocalAgreement:
     every hypothesis as it comes (no stability check), the lower bound on latency."""
 
     n: int = 2
-    committed: list[Word] = field(default_factory=list)
+    committed: list[Word] = field(default_factory=list)  # the last KEEP_COMMITTED of them
+    n_committed: int = 0
     _recent: list[list[Word]] = field(default_factory=list)  # last n-1 uncommitted tails
 
     def __post_init__(self) -> None:
@@ -124,9 +129,14 @@ class LocalAgreement:
         if until is not None:
             k = next((i for i, w in enumerate(tail[:k]) if w.end > until), k)
         new = tail[:k]  # the newest hypothesis's copy: its times are the latest estimate
-        self.committed += new
+        self._commit(new)
         self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []
         return new
+
+    def _commit(self, words: list[Word]) -> None:
+        self.committed += words
+        self.n_committed += len(words)
+        del self.committed[:-KEEP_COMMITTED]
 
     @property
     def pending(self) -> list[Word]:
@@ -136,10 +146,6 @@ class LocalAgreement:
     def finish(self) -> list[Word]:
         """End of stream: commit what the newest hypothesis still holds."""
         new = self.pending
-        self.committed += new
+        self._commit(new)
         self._recent = []
         return new
-
-    def rebase(self) -> None:
-        """Forget uncommitted hypotheses (after the buffer they described was cut)."""
-        self._recent = []

@@ -20,7 +20,7 @@ Server -> client (text frames, JSON, each with a "type")
     partial  {"text", "words": [{"start", "end", "text"}], "audio_s", "compute_s"}: the
              uncommitted hypothesis after a step; later events may revise it.
     commit   {"words": [...], "text", "audio_s", "compute_s"}: words that never change again;
-             "text" is the whole committed transcript so far.
+             "text" is the committed transcript's last 256 words (a client keeps the whole).
     final    {"text", "audio_s", "compute_s", "steps", "forced_trims"}: after `stop`; the
              server closes next. compute_s is the session's total model time.
     error    {"code", "message", "fatal"}: see ERRORS; a fatal error is followed by a close.
