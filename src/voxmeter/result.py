@@ -137,6 +137,7 @@ METHOD_KEYS = (
     "vad_model",
     "wer_scope",
     "stream_reference",
+    "allocator",
 )
 # percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat
 PERCENTILES = (50, 90, 99)

@@ -129,7 +129,9 @@ def run_stream_spec(
     files = FileDigests(cache)
     ident = identity_of(spec, cache, resolve_model(spec.model, cache), data.dataset, files)
     from voxmeter.measure.memory import HighWaterMark
+    from voxmeter.stream import fix_mmap_threshold
 
+    allocator = fix_mmap_threshold()
     hwm, _ = HighWaterMark.open()
     engine, source, load_s = open_engine(spec, cache)
     try:
@@ -153,7 +155,7 @@ def run_stream_spec(
 
             run = measure_stream(engine, source, spec, audio, spans, ref_text, offline, report)
             metrics = dict(run.metrics, n_clips=len(clips), audio_s=run.trace.audio_s)
-            metrics.update(load_s=load_s, offline_pass_s=offline_s)
+            metrics.update(load_s=load_s, offline_pass_s=offline_s, allocator=allocator)
             load_s = None
             if hwm is not None:
                 peak, _ = hwm.read()
@@ -197,9 +199,10 @@ def stream_file(
     long-form transcription's segments (see OFFLINE_NOTE)."""
     from voxmeter.audio.io import AudioStream, info
     from voxmeter.engines.longform import transcribe_sequential
-    from voxmeter.stream import open_engine
+    from voxmeter.stream import fix_mmap_threshold, open_engine
 
     head = info(path)
+    allocator = fix_mmap_threshold()
     engine, source, _ = open_engine(spec, cache_dir)
     try:
         with AudioStream(path) as audio:
@@ -217,9 +220,11 @@ def stream_file(
                     if s.text and s.end_s > s.start_s
                 ]
         with AudioStream(path) as audio:
-            return measure_stream(
+            run = measure_stream(
                 engine, source, spec, audio, spans, reference, offline.text, on_step=on_step
             )
+        run.metrics["allocator"] = allocator
+        return run
     finally:
         engine.close()
 
