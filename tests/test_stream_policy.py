@@ -189,3 +189,12 @@ def test_matching_stays_within_each_utterance_when_text_recurs():
     pairs = match_by_utterance(second, ref, [(0, 4), (4, 8)])
     assert pairs == [(0, 4), (1, 5), (2, 6), (3, 7)]
     assert match_words(second, ref)[0] == (0, 0)  # one match over the stream pairs them wrong
+
+
+def test_allocator_note_says_which_malloc_settings_ran(monkeypatch):
+    from voxmeter.stream import allocator_note
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert allocator_note().startswith("malloc defaults")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert "131072" in allocator_note()

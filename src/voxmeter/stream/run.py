@@ -129,9 +129,9 @@ def run_stream_spec(
     files = FileDigests(cache)
     ident = identity_of(spec, cache, resolve_model(spec.model, cache), data.dataset, files)
     from voxmeter.measure.memory import HighWaterMark
-    from voxmeter.stream import fix_mmap_threshold
+    from voxmeter.stream import allocator_note
 
-    allocator = fix_mmap_threshold()
+    allocator = allocator_note()
     hwm, _ = HighWaterMark.open()
     engine, source, load_s = open_engine(spec, cache)
     try:
@@ -199,10 +199,10 @@ def stream_file(
     long-form transcription's segments (see OFFLINE_NOTE)."""
     from voxmeter.audio.io import AudioStream, info
     from voxmeter.engines.longform import transcribe_sequential
-    from voxmeter.stream import fix_mmap_threshold, open_engine
+    from voxmeter.stream import allocator_note, open_engine
 
     head = info(path)
-    allocator = fix_mmap_threshold()
+    allocator = allocator_note()
     engine, source, _ = open_engine(spec, cache_dir)
     try:
         with AudioStream(path) as audio:

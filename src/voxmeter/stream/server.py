@@ -401,14 +401,14 @@ async def running_server(
     """Serve `spec` until the block ends; `engine` reuses a loaded one (tests, benchmarks)."""
     from websockets.asyncio.server import serve as ws_serve
 
-    from voxmeter.stream import fix_mmap_threshold, open_engine
+    from voxmeter.stream import allocator_note, open_engine
 
     config = (config or ServerConfig()).validate()
     spec = spec.validate()
     if not spec.stream.enabled:
         raise SpecError("serve: the spec is not a stream (stream chunk_ms is 0)")
     if engine is None:
-        log.info(fix_mmap_threshold())  # a server lives for hours: see fix_mmap_threshold
+        log.info(allocator_note())  # memory over hours depends on it: see allocator_note
         engine, _, load_s = await asyncio.to_thread(open_engine, spec, cache_dir)
         log.info("loaded %s in %.1f s", spec.label(), load_s)
     vad = None
