@@ -83,7 +83,7 @@ def test_bad_agreement_is_refused():
 
 def test_words_of_interpolates_over_tokens():
     pieces = [" Hello", ",", " wor", "ld", "."]
-    words = words_of(list(range(5)), 1.0, 2.0, pieces)
+    words = words_of(pieces, 1.0, 2.0)
     assert [w.text for w in words] == ["Hello,", "world."]
     assert words[0].start == 1.0 and words[0].end == pytest.approx(1.4)
     assert words[1].start == pytest.approx(1.4) and words[1].end == 2.0

@@ -222,6 +222,11 @@ def speech_segments(probs: np.ndarray, n_samples: int, settings: VadSettings) ->
     return [Span(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in pieces]
 
 
+def speech_off(threshold: float) -> float:
+    """The probability below which speech that reached `threshold` counts as ended."""
+    return max(threshold - NEG_OFFSET, 0.01)
+
+
 def _hysteresis(probs: np.ndarray, n_samples: int, s: VadSettings) -> list[tuple[int, int]]:
     """Sample bounds of speech: from a frame at `threshold` to the first frame of a quiet run.
 
@@ -229,7 +234,7 @@ def _hysteresis(probs: np.ndarray, n_samples: int, s: VadSettings) -> list[tuple
     at `threshold`; speech ends once such a run has lasted `min_silence_ms`, which (as in
     faster-whisper) is checked at frames below the lower threshold.
     """
-    on, off = s.threshold, max(s.threshold - NEG_OFFSET, 0.01)
+    on, off = s.threshold, speech_off(s.threshold)
     min_quiet = s.min_silence_ms * SAMPLE_RATE / 1000
     segments: list[tuple[int, int]] = []
     start: int | None = None

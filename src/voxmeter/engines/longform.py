@@ -130,6 +130,14 @@ def split_segments(
     return segments, None, True
 
 
+def cap_segment_ends(segments: list[Segment], end_s: float) -> None:
+    """End every segment by `end_s`, the end of the audio it was decoded from: a segment may
+    end on a timestamp beyond the speech, or without one (NaN)."""
+    for s in segments:
+        if not np.isfinite(s.end_s) or s.end_s > end_s:
+            s.end_s = end_s
+
+
 def transcribe_sequential(
     engine: Any,
     audio: Audio,
@@ -171,11 +179,7 @@ def transcribe_sequential(
         segments, advance, single_ending = split_segments(
             res.tokens, ts_begin, time_offset, engine.tokenizer.decode
         )
-        # a segment may end past the audio the window held (a timestamp beyond the speech)
-        end_cap = time_offset + len(samples) / SAMPLE_RATE
-        for s in segments:
-            if not np.isfinite(s.end_s) or s.end_s > end_cap:
-                s.end_s = end_cap
+        cap_segment_ends(segments, time_offset + len(samples) / SAMPLE_RATE)
         text = " ".join(s.text for s in segments if s.text).strip()
         rec.update(
             n_frames=int(feats.shape[-1]),

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from voxmeter.audio.vad import speech_off
 from voxmeter.spec import StreamSettings
 from voxmeter.stream.policy import LocalAgreement, Word
 
@@ -61,10 +62,10 @@ class Step:
     final: bool = False  # an utterance (or the stream) ended here
 
 
-def words_of(tokens: list[int], start_s: float, end_s: float, pieces: Sequence[str]) -> list[Word]:
+def words_of(pieces: Sequence[str], start_s: float, end_s: float) -> list[Word]:
     """Words of one timestamp segment, times interpolated linearly over its text tokens.
     `pieces[i]` is token i's text; a piece starting with a space starts a word."""
-    n = len(tokens)
+    n = len(pieces)
     if n == 0:
         return []
     span = max(end_s - start_s, 0.0)
@@ -149,7 +150,7 @@ class StreamSession:
                         self._append_speech(pf, pt, ended)
                     self._preroll = []
                 self._in_speech, self._silence_s = True, 0.0
-            elif self._in_speech and p < max(c.vad_threshold - 0.15, 0.01):
+            elif self._in_speech and p < speech_off(c.vad_threshold):
                 self._silence_s += VAD_FRAME / SAMPLE_RATE
                 if self._silence_s * 1000 >= c.vad_silence_ms:
                     self._in_speech = False
@@ -211,7 +212,7 @@ class StreamSession:
         """The buffer's words with stream times; None for a hypothesis caught in a repetition
         loop (stopped by the length limit, or an n-gram repeated LOOP_MIN_REPEATS times),
         which is left out of the agreement rather than compared (two loops can agree)."""
-        from voxmeter.engines.longform import split_segments
+        from voxmeter.engines.longform import cap_segment_ends, split_segments
         from voxmeter.metrics import LOOP_MIN_REPEATS, longest_repeat
 
         e = self.engine
@@ -232,19 +233,15 @@ class StreamSession:
         segments, _, _ = split_segments(
             res.tokens, self.ts_begin, self.buffer_start_s, e.tokenizer.decode
         )
-        end_cap = self.buffer_start_s + len(audio) / SAMPLE_RATE
+        cap_segment_ends(segments, self.buffer_start_s + len(audio) / SAMPLE_RATE)
         words: list[Word] = []
-        ends: list[float] = []
         for s in segments:
-            end = s.end_s if np.isfinite(s.end_s) and s.end_s <= end_cap else end_cap
-            start = min(s.start_s, end)
             pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
-            words += words_of(s.tokens, start, end, pieces)
-            ends.append(end)
+            words += words_of(pieces, min(s.start_s, s.end_s), s.end_s)
         if res.hit_max_length or longest_repeat([w.key for w in words]) >= LOOP_MIN_REPEATS:
             self.looped_steps += 1
             return None, int(feats.shape[-1]), stages
-        self._segment_ends = ends
+        self._segment_ends = [s.end_s for s in segments]
         return words, int(feats.shape[-1]), stages
 
     def _prompt(self) -> list[int]:
