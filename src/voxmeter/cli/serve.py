@@ -142,11 +142,13 @@ def _print_level(report: Any) -> None:
 def _print_report(report: Any) -> None:
     from rich.table import Table
 
+    from voxmeter.stream.measures import p50_p90_p99
+
     t = Table(title=f"load on {report.config.url}: commit latency per stream (ms)")
     for col in ("stream", "start s", "audio s", "words", "p50", "p99", "server RTF", "error"):
         t.add_column(col, justify="left" if col == "error" else "right")
     for s in report.streams:
-        lat = _pcts(s.latencies_ms)
+        lat = p50_p90_p99(s.latencies_ms)
         t.add_row(
             str(s.index),
             fmt(s.start_s, 1),
@@ -166,9 +168,3 @@ def _print_report(report: Any) -> None:
         f"p90 {fmt(lat['p90'], 0)} ms, p99 {fmt(lat['p99'], 0)} ms; "
         f"SLO p99 <= {report.config.slo_ms:g} ms {verdict}"
     )
-
-
-def _pcts(values: list[float]) -> dict[str, float | None]:
-    from voxmeter.stream.load import percentiles
-
-    return percentiles(values)

@@ -68,6 +68,12 @@ def batch_prompts(
     ]
 
 
+def token_limit(max_new: int | None, engine_max: int) -> int:
+    """Tokens a decode may generate: the caller's `max_new` where given, never more than the
+    engine's own limit."""
+    return min(max_new or engine_max, engine_max)
+
+
 def frontend_of(spec: RunSpec) -> str:
     """The spec's front end ("audio" or "features"); "audio" where the spec has none."""
     return getattr(getattr(spec, "workload", None), "frontend", "audio")

@@ -34,6 +34,7 @@ from voxmeter.engines.common import (
     prompt_ids,
     silence_features,
     subsample,
+    token_limit,
 )
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.spec import FULL_FRAMES, RunSpec
@@ -196,8 +197,9 @@ class Ct2WhisperEngine:
     ) -> list[DecodeOutput]:
         """Greedy decoding of the batch in one `generate`, one output per item (see Engine).
 
-        At most `max_new_tokens` tokens per item (as in the hf engine), or `max_new`; with timestamps,
-        CTranslate2's own timestamp rules apply (the prompt has no <|notimestamps|>).
+        At most `max_new_tokens` tokens per item (as in the hf engine), or `max_new`; with
+        timestamps, CTranslate2's own timestamp rules apply (the prompt has no
+        <|notimestamps|>).
         `prefill_ms` stays None: CTranslate2's generate cannot be timed from inside; the
         harness gets the figure from `prefill_ms(enc)` in a separate, untimed pass.
         """
@@ -205,7 +207,7 @@ class Ct2WhisperEngine:
             raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
         b = int(enc.states.shape[0])
         prompts = batch_prompts(self.dims, b, timestamps, prefixes)
-        limit = min(max_new or self.max_new_tokens, self.max_new_tokens)
+        limit = token_limit(max_new, self.max_new_tokens)
         out = []
         for toks in self._generate(enc, prompts, limit):
             # the n-th step was spent on a token, not on end-of-text: the limit stopped it

@@ -47,6 +47,7 @@ from voxmeter.engines.common import (
     silence_features,
     steps_per_item,
     subsample,
+    token_limit,
 )
 from voxmeter.engines.rules import TimestampRules
 from voxmeter.errors import ModelError, SpecError
@@ -318,8 +319,8 @@ class HFWhisperEngine:
         then leave the batch tensors. At most `max_new_tokens`
         tokens are generated (openai-whisper's sample_len, and what the ct2 engine is limited
         to), or `max_new` where given (a streaming buffer of a few seconds holds a few words:
-        a shorter limit caps what a repetition loop costs). With n_steps (cost-only models), item i runs exactly n_steps[i] steps (an int:
-        every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
+        a shorter limit caps what a repetition loop costs). With n_steps (cost-only models),
+        item i runs exactly n_steps[i] steps (an int: every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
         its own positions and the padding is masked out of self-attention. `prefill_ms` is the
         batch's time from entry through the first token's argmax: the cross-attention K/V
         projection and the prompt's forward pass, the part of decoding whose cost does not
@@ -334,10 +335,8 @@ class HFWhisperEngine:
         forced = steps_per_item(n_steps, b)
         # a prompt of length p leaves room for n_text_ctx - p + 1 tokens
         caps = [dims.n_text_ctx - len(p) + 1 for p in prompts]
-        limits = [
-            min(f if forced else min(max_new or self.max_new_tokens, self.max_new_tokens), c)
-            for f, c in zip(forced or caps, caps)
-        ]
+        limit = token_limit(max_new, self.max_new_tokens)
+        limits = [min(f if forced else limit, c) for f, c in zip(forced or caps, caps)]
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from voxmeter.errors import SpecError, VoxmeterError
+from voxmeter.stream.measures import p50_p90_p99
 from voxmeter.stream.protocol import Start, Stop, encode_pcm, event_words, parse_event
 
 SAMPLE_RATE = 16000
@@ -125,13 +126,6 @@ class StreamResult:
         return self.server_compute_s / self.audio_s
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p90": None, "p99": None}
-    p = np.percentile(np.asarray(values), [50, 90, 99])
-    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
-
-
 @dataclass
 class LoadReport:
     config: LoadConfig
@@ -144,7 +138,7 @@ class LoadReport:
 
     @property
     def latency(self) -> dict[str, float | None]:
-        return percentiles(self.latencies_ms)
+        return p50_p90_p99(self.latencies_ms)
 
     @property
     def errors(self) -> list[str]:
@@ -160,7 +154,7 @@ class LoadReport:
     def to_dict(self) -> dict[str, Any]:
         streams = [{**asdict(s), "words": s.words, "rtf": s.rtf} for s in self.streams]
         for s in streams:
-            s["latency_ms"] = percentiles(s.pop("latencies_ms"))
+            s["latency_ms"] = p50_p90_p99(s.pop("latencies_ms"))
         return {
             "config": asdict(self.config),
             "streams": streams,
