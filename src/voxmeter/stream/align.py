@@ -92,17 +92,30 @@ class Aligner:
             str(source.ct2_dir), device="cpu", compute_type="float32", intra_threads=2
         )
         self.tokenizer = Tokenizer(source.tokenizer)
+        self._aligned: dict[tuple[str, str], list[Word]] = {}  # (audio digest, text) -> words
 
     def words(self, span: Span) -> list[Word]:
-        """Reference words of one span with their times in the stream."""
+        """Reference words of one span with their times in the stream. A clip that recurs
+        (an hour's stream repeats its data set) is aligned once and shifted to each place."""
+        import hashlib
+
+        key = (hashlib.blake2b(span.audio.tobytes(), digest_size=16).hexdigest(), span.text)
+        if key not in self._aligned:
+            self._aligned[key] = self._align(span.audio, span.text)
+        return [
+            Word(w.start + span.start_s, w.end + span.start_s, w.text) for w in self._aligned[key]
+        ]
+
+    def _align(self, samples: np.ndarray, ref: str) -> list[Word]:
+        """The words of `ref` in `samples`, times from the samples' start."""
         import ctranslate2
 
         from voxmeter.assets.convert import special_ids
         from voxmeter.audio.features import log_mel
         from voxmeter.engines.common import sot_sequence
 
-        text = _sentence_case(span.text.strip())
-        audio = span.audio[: int(MAX_SPAN_S * SAMPLE_RATE)]
+        text = _sentence_case(ref.strip())
+        audio = samples[: int(MAX_SPAN_S * SAMPLE_RATE)]
         tokens = self.tokenizer.encode(text) if text else []
         if not tokens or len(audio) < SAMPLE_RATE // 10:
             return []
@@ -116,7 +129,4 @@ class Aligner:
             [n_frames],
         )
         pieces = [self.tokenizer.piece(t) for t in tokens]
-        return words_from_path(res.alignments, pieces, span.start_s)
-
-    def all_words(self, spans: Iterable[Span]) -> list[Word]:
-        return [w for s in spans for w in self.words(s)]
+        return words_from_path(res.alignments, pieces, 0.0)
