@@ -174,6 +174,7 @@ def test_stream_settings_validate_and_keep_old_hashes():
     for bad, field in [
         ({"chunk_ms": 5}, "chunk_ms"),
         ({"chunk_ms": 500, "agreement": 0}, "agreement"),
+        ({"chunk_ms": 500, "holdback_s": -0.5}, "holdback_s"),
         ({"chunk_ms": 500, "trim_s": 40.0}, "trim_s"),
         ({"chunk_ms": 500, "vad_threshold": 1.5}, "vad_threshold"),
         ({"chunk_ms": 500, "vad": "yes"}, "vad"),

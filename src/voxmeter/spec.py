@@ -279,8 +279,10 @@ class WorkloadSettings:
 class StreamSettings:
     """A live stream (stream/): chunk_ms 0 means the spec is not a stream.
 
-    chunk_ms: audio per processing step. agreement: LocalAgreement-n. trim_s: the buffer is cut
-    at a committed segment end once longer; max_buffer_s: a forced cut past this. prompt: the
+    chunk_ms: audio per processing step. agreement: LocalAgreement-n. holdback_s: no word
+    ending this close to the buffer's end is committed (the last word is often cut). trim_s:
+    the buffer is cut at a committed segment end once longer; max_buffer_s: a forced cut past
+    this. prompt: the
     committed text before the buffer prompts the decoder. vad: Silero VAD keeps silence out
     and ends utterances after vad_silence_ms. realtime: the audio arrives at real-time pace
     (wall clock) rather than as fast as possible (a simulated clock that still counts compute).
@@ -322,6 +324,11 @@ class StreamSettings:
                 "agreement",
                 integer(self.agreement) and 1 <= self.agreement <= 5,
                 "an integer in [1, 5]",
+            ),
+            (
+                "holdback_s",
+                number(self.holdback_s) and 0.0 <= self.holdback_s <= 5.0,
+                "in [0, 5] s",
             ),
             (
                 "max_buffer_s",
