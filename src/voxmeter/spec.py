@@ -282,10 +282,10 @@ class StreamSettings:
     chunk_ms: audio per processing step. agreement: LocalAgreement-n. holdback_s: no word
     ending this close to the buffer's end is committed (the last word is often cut). trim_s:
     the buffer is cut at a committed segment end once longer; max_buffer_s: a forced cut past
-    this. prompt: the
-    committed text before the buffer prompts the decoder. vad: Silero VAD keeps silence out
-    and ends utterances after vad_silence_ms. realtime: the audio arrives at real-time pace
-    (wall clock) rather than as fast as possible (a simulated clock that still counts compute).
+    this. prompt: the committed text before the buffer prompts the decoder. vad: Silero VAD
+    keeps silence out and ends utterances after vad_silence_ms. realtime: the audio arrives at
+    real-time pace (wall clock) rather than as fast as possible (a simulated clock that still
+    counts compute).
     gap_s / duration_s: a data set streams as its clips joined with gap_s of silence, repeated
     up to duration_s (0: once).
     """
