@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-from common import write
+from common import pick, write
 
 from voxmeter.errors import VoxmeterError
 from voxmeter.run.isolate import ChildCrashed, run_spec_isolated
@@ -47,6 +47,7 @@ KEYS = (
     "process_peak_rss_mb",
     "n_clips",
     "audio_s",
+    "precision_method",
 )
 
 FIT_K2 = {"frames": "fit", "stride": 2, "pool": "avg"}
@@ -102,9 +103,8 @@ def measure(fields: dict) -> dict:
         return {"label": spec.label(), "error": str(e)}
     except ChildCrashed as e:  # not a user error: keep the traceback's tail
         return {"label": spec.label(), "error": e.message, "stderr_tail": e.stderr[-3000:]}
-    row = {k: res.metrics.get(k) for k in KEYS}
+    row = pick(res, KEYS)
     row["label"] = spec.label()
-    row["precision_method"] = res.metrics.get("precision_method")
     row["wall_s"] = time.perf_counter() - t0
     return row
 
