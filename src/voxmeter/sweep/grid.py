@@ -315,19 +315,15 @@ def _why_redundant(spec: RunSpec) -> str:
 
 
 def _unrunnable(spec: RunSpec) -> str | None:
-    c = spec.compression
-    if not c.is_none and spec.engine != "hf":
-        return "compression runs in the hf engine only"
-    if (c.quant != "none" or c.quant_embed) and spec.axes.precision != "fp32":
-        return "a quantization scheme needs precision = 'fp32' for the rest"
-    if c.keep and c.quant == "none":
-        return "keep needs a quantization scheme"
-    if c.recover != "none" and not c.changes_weights:
-        return "recovery needs a structural method"
-    if spec.axes.precision == "fp16" and not is_cuda(spec.device):
-        return "fp16 needs device = 'cuda'"
+    """Why a combination of the grid cannot run: the spec's own refusal (spec.validate, the
+    one place its rules live), or the hf engine's refusal of int8 on CUDA, which it gives at
+    load time."""
     if spec.axes.precision == "int8" and spec.engine == "hf" and is_cuda(spec.device):
         return "int8 in the hf engine is CPU only"
+    try:
+        spec.validate()
+    except SpecError as e:
+        return str(e)
     return None
 
 
@@ -351,7 +347,7 @@ def _workload(p: Path, table: Any, batch_size: Any) -> dict[str, tuple[Any, ...]
     for k, vals in out.items():
         for v in vals:
             try:
-                WorkloadSettings(**{k: v}).validate()
+                WorkloadSettings.check_field(k, v)
             except (SpecError, TypeError) as e:
                 raise _err(p, f"workload.{k}", str(e).split(": ", 1)[-1]) from None
     if batch_size is not None:
