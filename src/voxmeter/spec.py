@@ -224,6 +224,16 @@ class WorkloadSettings:
     condition_on_previous_text: sequential long-form only; prompt each window with the text
         decoded so far (openai-whisper's default; off here, as repetition loops feed on it).
     vad_*: Silero VAD settings for "batched" (faster-whisper's batched defaults).
+    pool_recordings: "batched" only; the VAD chunks of consecutive recordings share batches
+        (as the transformers pipeline batches a list of inputs) instead of each recording's
+        chunks being batched alone (faster-whisper's pipeline). Throughput for a set of
+        recordings; a recording's own latency is then not measured.
+    encoder_batch: the encoder runs a batch in parts of this many items (0: the whole batch
+        as one tensor); the decoder always runs the whole batch. On a CPU the encoder gains
+        little from batching while its attention scores grow with the batch (CTranslate2
+        holds B x heads x 1500 x 1500 floats per layer), so a part of 1 keeps peak memory
+        that of one item. Results are the same up to rounding (int8 dynamic activation
+        scales are per part).
     Temperature fallback is not implemented: decoding is greedy at temperature 0, and each
     result says so.
     """
@@ -235,6 +245,8 @@ class WorkloadSettings:
     vad_min_silence_ms: int = 160
     vad_speech_pad_ms: int = 400
     max_segment_s: float = 30.0
+    pool_recordings: bool = False
+    encoder_batch: int = 0
 
     def validate(self) -> None:
         if self.frontend not in FRONTENDS:
@@ -247,6 +259,25 @@ class WorkloadSettings:
                 f"got {self.condition_on_previous_text!r}"
             )
         self.vad_settings()  # the VAD's own ranges, checked in one place (audio.vad)
+        if not isinstance(self.pool_recordings, bool):
+            raise SpecError(
+                f"pool_recordings: expected true or false, got {self.pool_recordings!r}"
+            )
+        if self.pool_recordings and self.longform != "batched":
+            raise SpecError(
+                f"pool_recordings: only batched long-form pools recordings, got longform="
+                f"{self.longform!r}"
+            )
+        eb = self.encoder_batch
+        if isinstance(eb, bool) or not isinstance(eb, int) or eb < 0:
+            raise SpecError(f"encoder_batch: expected an integer >= 0 (0: whole batch), got {eb!r}")
+
+    @classmethod
+    def check_field(cls, name: str, value: Any) -> None:
+        """One field's value alone, where it applies (pool_recordings: batched long-form);
+        a sweep checks each option so, before crossing them."""
+        base = {"longform": "batched"} if name == "pool_recordings" else {}
+        cls(**{**base, name: value}).validate()
 
     def vad_settings(self) -> Any:
         """These settings as audio.vad.VadSettings; a bad one is a SpecError naming the
@@ -273,6 +304,10 @@ class WorkloadSettings:
     @property
     def is_default(self) -> bool:
         return self == WorkloadSettings()
+
+
+# WorkloadSettings fields added after specs with a workload were stored
+_LATER_WORKLOAD_DEFAULTS = {"pool_recordings": False, "encoder_batch": 0}
 
 
 @dataclass(frozen=True)
@@ -476,6 +511,10 @@ class RunSpec:
             # specs that leave the workload at its defaults keep the hash they had before
             # the field existed
             d.pop("workload")
+        else:  # fields added later leave the hash alone at their defaults
+            for k, v in _LATER_WORKLOAD_DEFAULTS.items():
+                if d["workload"][k] == v:
+                    d["workload"].pop(k)
         if self.stream == StreamSettings():
             d.pop("stream")  # likewise: a spec that is not a stream keeps its hash
         if self.compression.is_none:
@@ -525,6 +564,10 @@ class RunSpec:
             s += f" long={w.longform}"
         if w.condition_on_previous_text:
             s += " +prev"
+        if w.pool_recordings:
+            s += " pooled"
+        if w.encoder_batch:
+            s += f" enc-b={w.encoder_batch}"
         if not self.compression.is_none:
             s += " " + self.compression.tag()
         if self.stream.enabled:

@@ -52,6 +52,12 @@ def bench(
     ),
     vad_min_silence_ms: int = typer.Option(160, help="batched long-form: silence that ends speech"),
     max_segment_s: float = typer.Option(30.0, help="batched long-form: longest chunk, (0, 30] s"),
+    pool_recordings: bool = typer.Option(
+        False, help="batched long-form: recordings' VAD chunks share batches (throughput)"
+    ),
+    encoder_batch: int = typer.Option(
+        0, help="run the encoder in parts of N items of a batch (0 = whole batch)"
+    ),
     compress: list[str] | None = typer.Option(None, "--compress", help=COMPRESS_HELP),
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
@@ -96,6 +102,8 @@ def bench(
             vad_threshold=vad_threshold,
             vad_min_silence_ms=vad_min_silence_ms,
             max_segment_s=max_segment_s,
+            pool_recordings=pool_recordings,
+            encoder_batch=encoder_batch,
         ),
         compression=parse_compress(compress),
     ).validate()

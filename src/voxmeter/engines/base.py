@@ -64,6 +64,20 @@ class Encoded:
             self.kv_projected = self.decoder_positions
 
 
+def joined(parts: Sequence[Encoded], states: Any) -> Encoded:
+    """The Encoded of consecutive parts of a batch, joined into `states` (each engine
+    concatenates its own tensors): same decoder positions, K/V projected for the most
+    positions any part computed."""
+    if len({p.decoder_positions for p in parts}) != 1:
+        raise ValueError("joined parts must give the decoder the same positions")
+    return Encoded(
+        states,
+        max(p.computed_positions for p in parts),
+        parts[0].decoder_positions,
+        max(int(p.kv_projected or 0) for p in parts),
+    )
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Every stage takes a batch of B clips and keeps them together as one tensor.
@@ -92,6 +106,11 @@ class Engine(Protocol):
 
     def encode(self, feats: Any) -> Encoded:
         """Run the encoder on the (possibly shortened) batch; apply pad and xV to every item."""
+
+    def join(self, parts: Sequence[Encoded]) -> Encoded:
+        """The encoder outputs of consecutive parts of a batch as one batch, in order. Parts
+        must give the decoder the same positions (they may differ in computed positions when
+        silence pads them: the joined batch projects K/V for the most any part computed)."""
 
     def decode(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -232,3 +232,39 @@ def silence_features(spec: RunSpec, dims: ModelDims) -> np.ndarray:
     from voxmeter.audio.features import padding_features
 
     return padding_features(3000, dims.n_mels, frontend_of(spec))
+
+
+def encode_batch(
+    engine: Any, audios: Sequence[np.ndarray], n_frames: int, stage: Any, rec: dict
+) -> tuple[list[int], Any]:
+    """Features and encoder states of a batch, timed into `rec` as the feat and enc stages:
+    the input frames each item ran at, and the batch's Encoded.
+
+    With workload.encoder_batch 0 (or >= B) the batch runs as one tensor at n_frames.
+    Otherwise the encoder runs parts of encoder_batch items and the decoder still gets the
+    whole batch: under frames="fit" with silence padding each part runs at its own longest
+    item's fitted length (the decoder sees the same positions either way, the silence states
+    past them being exact), so a short item no longer pays for the batch's longest; under a
+    fixed frames every part runs at n_frames.
+    """
+    eb = engine.spec.workload.encoder_batch
+    b = len(audios)
+    if not eb or eb >= b:
+        with stage("feat", rec):
+            feats = engine.features(audios, n_frames)
+        with stage("enc", rec):
+            enc = engine.encode(feats)
+        return [int(feats.shape[-1])] * b, enc
+    a = engine.spec.axes
+    own = a.frames == "fit" and a.pad == "silence"
+    parts = [list(audios[i : i + eb]) for i in range(0, b, eb)]
+    frames = [
+        min(n_frames, max(engine.n_frames(len(x)) for x in part)) if own else n_frames
+        for part in parts
+    ]
+    with stage("feat", rec):
+        feats = [engine.features(part, f) for part, f in zip(parts, frames)]
+    with stage("enc", rec):
+        enc = engine.join([engine.encode(f) for f in feats])
+    per_item = [f for part, f in zip(parts, frames) for _ in part]
+    return per_item, enc

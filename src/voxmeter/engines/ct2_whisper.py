@@ -23,7 +23,7 @@ import numpy as np
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import special_ids
 from voxmeter.audio.features import batch_frames
-from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
+from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded, joined
 from voxmeter.engines.common import (
     Tokenizer,
     batch_prompts,
@@ -153,6 +153,13 @@ class Ct2WhisperEngine:
         assert states.shape[1] == n_dec
         sv = self._ct2.StorageView.from_array(np.ascontiguousarray(states))
         return Encoded(sv, computed, n_dec)
+
+    def join(self, parts: Sequence[Encoded]) -> Encoded:
+        """Parts of a batch as one (see Engine.join); the states are on the host."""
+        if len(parts) == 1:
+            return parts[0]
+        states = np.concatenate([np.asarray(p.states) for p in parts])
+        return joined(parts, self._ct2.StorageView.from_array(np.ascontiguousarray(states)))
 
     def _generate(self, enc: Encoded, prompts: list[list[int]], n_new: int) -> list[list[int]]:
         """Greedy tokens per item (end-of-text dropped), at most n_new of them.

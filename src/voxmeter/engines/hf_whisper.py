@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from voxmeter.assets.bundled import ModelSource
 from voxmeter.assets.convert import convert_cached, special_ids, whisper_config
 from voxmeter.audio.features import batch_frames
-from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded
+from voxmeter.engines.base import ASR_STAGES, DecodeOutput, Encoded, joined
 from voxmeter.engines.common import (
     Tokenizer,
     batch_prompts,
@@ -265,6 +265,12 @@ class HFWhisperEngine:
             # pooled group g depends on real audio iff g * k < computed (stride and avg alike)
             kv = min(kv, -(-computed // a.stride))
         return Encoded(states, computed, states.shape[1], kv)
+
+    def join(self, parts: Sequence[Encoded]) -> Encoded:
+        """Parts of a batch as one (see Engine.join)."""
+        if len(parts) == 1:
+            return parts[0]
+        return joined(parts, torch.cat([p.states for p in parts]))
 
     def silence_cross_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention K/V of the pooled silence states, per decoder layer, cached.

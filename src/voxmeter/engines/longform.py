@@ -27,7 +27,7 @@ The audio comes from any object with `n_samples` and `read(start, n)` (non-decre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -223,6 +223,64 @@ def chunk_batches(chunks: list[SpeechChunk], batch_size: int) -> Iterator[list[S
         yield chunks[i : i + batch_size]
 
 
+def decode_pieces(
+    engine: Any, pieces: list[np.ndarray], start_s: float, stage: StageTimer
+) -> tuple[dict[str, Any], list[Any]]:
+    """One batch of speech pieces through features, encoder and decoder, each timed; its
+    window record and the decoder's outputs, in the pieces' order."""
+    from voxmeter.engines.common import encode_batch
+    from voxmeter.metrics import failure_flags
+
+    axes = engine.spec.axes
+    win = window_frames(axes.frames)
+    longest = max(len(p) for p in pieces)
+    n_frames = fit_frames(longest, axes.fit_step_s, win) if axes.frames == "fit" else win
+    rec: dict[str, Any] = {
+        "start_s": start_s,
+        "duration_s": sum(len(p) for p in pieces) / SAMPLE_RATE,
+        "batch": len(pieces),
+    }
+    item_frames, enc = encode_batch(engine, pieces, n_frames, stage, rec)
+    with stage("dec", rec):
+        results = engine.decode(enc)
+    if len(set(item_frames)) > 1:  # encoder parts at their own lengths (workload.encoder_batch)
+        rec["item_frames"] = item_frames
+    rec.update(
+        n_frames=max(item_frames),
+        n_tokens=sum(len(r.tokens) for r in results),
+        n_steps=max(len(r.tokens) + (0 if r.hit_max_length else 1) for r in results),
+        hit_max_length=any(r.hit_max_length for r in results),
+        computed_positions=enc.computed_positions,
+        decoder_positions=enc.decoder_positions,
+        kv_projected=enc.kv_projected,
+        text=" ".join(r.text for r in results if r.text),
+        padding_share=1 - sum(len(p) for p in pieces) / (sum(item_frames) * HOP),
+        flags=sorted(
+            {
+                f
+                for p, r in zip(pieces, results)
+                for f in failure_flags(r.text, len(p) / SAMPLE_RATE, None, r.hit_max_length)
+            }
+        ),
+    )
+    if results and results[0].prefill_ms is not None:
+        rec["prefill_ms"] = results[0].prefill_ms
+    return rec, results
+
+
+def _vad(audio: Audio, stage: StageTimer, speech_chunks: Callable) -> tuple[dict, list]:
+    rec: dict[str, Any] = {"start_s": 0.0, "duration_s": audio.n_samples / SAMPLE_RATE}
+    with stage("vad", rec):
+        chunks = speech_chunks(audio)
+    rec.update(n_chunks=len(chunks), kind="vad")
+    return rec, chunks
+
+
+def _finish(out: LongformOutput) -> LongformOutput:
+    out.text = " ".join(s.text for s in out.segments if s.text).strip()
+    return out
+
+
 def transcribe_batched(
     engine: Any,
     audio: Audio,
@@ -231,54 +289,56 @@ def transcribe_batched(
     batch_size: int,
 ) -> LongformOutput:
     """VAD chunks of at most max_segment_s, decoded batch_size at a time (see module doc)."""
-    from voxmeter.metrics import failure_flags
+    return transcribe_pooled(engine, [audio], stage, speech_chunks, batch_size)[0]
 
-    axes = engine.spec.axes
-    win = window_frames(axes.frames)
-    out = LongformOutput("")
-    vad_rec: dict[str, Any] = {"start_s": 0.0, "duration_s": audio.n_samples / SAMPLE_RATE}
-    with stage("vad", vad_rec):
-        chunks = speech_chunks(audio)
-    vad_rec.update(n_chunks=len(chunks), kind="vad")
-    out.windows.append(vad_rec)
-    for batch in chunk_batches(chunks, batch_size):
-        pieces = [c.read(audio) for c in batch]
-        longest = max(len(p) for p in pieces)
-        n_frames = fit_frames(longest, axes.fit_step_s, win) if axes.frames == "fit" else win
-        rec: dict[str, Any] = {
-            "start_s": batch[0].start_s,
-            "duration_s": sum(len(p) for p in pieces) / SAMPLE_RATE,
-            "batch": len(batch),
-        }
-        with stage("feat", rec):
-            feats = engine.features(pieces, n_frames)
-        with stage("enc", rec):
-            enc = engine.encode(feats)
-        with stage("dec", rec):
-            results = engine.decode(enc)
-        texts = [r.text for r in results]
-        for c, r in zip(batch, results):
-            out.segments.append(Segment(c.start_s, c.end_s, r.tokens, r.text))
-        rec.update(
-            n_frames=int(feats.shape[-1]),
-            n_tokens=sum(len(r.tokens) for r in results),
-            n_steps=max(len(r.tokens) + (0 if r.hit_max_length else 1) for r in results),
-            hit_max_length=any(r.hit_max_length for r in results),
-            computed_positions=enc.computed_positions,
-            decoder_positions=enc.decoder_positions,
-            kv_projected=enc.kv_projected,
-            text=" ".join(t for t in texts if t),
-            padding_share=1 - sum(len(p) for p in pieces) / (len(pieces) * n_frames * HOP),
-            flags=sorted(
-                {
-                    f
-                    for p, r in zip(pieces, results)
-                    for f in failure_flags(r.text, len(p) / SAMPLE_RATE, None, r.hit_max_length)
-                }
-            ),
+
+def transcribe_pooled(
+    engine: Any,
+    audios: Iterable[Audio],
+    stage: StageTimer,
+    speech_chunks: Callable[[Audio], list[SpeechChunk]],
+    batch_size: int,
+) -> list[LongformOutput]:
+    """Batched long-form over several recordings whose VAD chunks share batches.
+
+    The recordings are taken in order, one open at a time: each one's VAD runs, then its
+    chunks join a queue of pending pieces, and every time the queue holds batch_size pieces
+    they are decoded as one batch, whichever recordings they came from (as the transformers
+    pipeline batches the chunks of a list of inputs; faster-whisper's pipeline batches one
+    file's chunks). At most batch_size - 1 pieces wait between recordings, so memory stays
+    bounded whatever the number of recordings.
+
+    A batch's window record goes to the recording of its first piece; one that spans several
+    has `pooled`, the pieces each had in it, keyed by offset from that recording ("0": its
+    own, "1": the next one's). Each batch's time is so counted once, and a pooled recording's
+    own e2e time is that of the batches it begins, not its latency. One recording alone is
+    exactly `transcribe_batched`.
+    """
+    outs: list[LongformOutput] = []
+    pending: list[tuple[int, SpeechChunk, np.ndarray]] = []
+
+    def flush() -> None:
+        first = pending[0][0]
+        rec, results = decode_pieces(
+            engine, [p for _, _, p in pending], pending[0][1].start_s, stage
         )
-        if results and results[0].prefill_ms is not None:
-            rec["prefill_ms"] = results[0].prefill_ms
-        out.windows.append(rec)
-    out.text = " ".join(s.text for s in out.segments if s.text).strip()
-    return out
+        counts: dict[int, int] = {}
+        for (i, c, _), r in zip(pending, results):
+            outs[i].segments.append(Segment(c.start_s, c.end_s, r.tokens, r.text))
+            counts[i] = counts.get(i, 0) + 1
+        if len(counts) > 1:
+            rec["pooled"] = {str(i - first): n for i, n in counts.items()}
+        outs[first].windows.append(rec)
+        pending.clear()
+
+    for audio in audios:
+        outs.append(LongformOutput(""))
+        vad_rec, chunks = _vad(audio, stage, speech_chunks)
+        outs[-1].windows.append(vad_rec)
+        for c in chunks:
+            pending.append((len(outs) - 1, c, c.read(audio)))
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
+    return [_finish(o) for o in outs]

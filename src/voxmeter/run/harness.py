@@ -232,7 +232,12 @@ def run_repeat(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """One pass over the data: short clips at the spec's batch size, long ones streamed."""
-    from voxmeter.run.workloads import batches, run_batch, run_recording
+    from voxmeter.run.workloads import (
+        batches,
+        run_batch,
+        run_recording,
+        run_recordings_pooled,
+    )
 
     b = engine.spec.batch_size
     recs: list[dict] = []
@@ -245,7 +250,13 @@ def run_repeat(
             recs += run_batch(engine, batch, steps, instr, i)
         if progress:
             progress(batch[-1].id, len(recs), len(data.clips))
-    for clip in (c for c in data.clips if c.is_long):
+    long = [c for c in data.clips if c.is_long]
+    if long and engine.spec.workload.pool_recordings:
+        recs += run_recordings_pooled(engine, long, instr, chunker)
+        if progress:
+            progress(long[-1].id, len(recs), len(data.clips))
+        return recs
+    for clip in long:
         recs.append(run_recording(engine, clip, instr, chunker))
         if progress:
             progress(clip.id, len(recs), len(data.clips))

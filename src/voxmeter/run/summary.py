@@ -19,15 +19,22 @@ def clip_flops(dims, engine, rec: dict) -> tuple[float, float]:
     recording: the sum over its windows; a batched clip: at its batch's input length)."""
     from voxmeter.measure.flops import analytic_decoder_flops, analytic_encoder_flops
 
+    shape = getattr(engine, "shape", None)  # the layers it really has, once compressed
     if "windows" in rec:
-        parts = [clip_flops(dims, engine, w) for w in rec["windows"] if "n_frames" in w]
+        wins = [w for w in rec["windows"] if "n_frames" in w]
+        parts = [clip_flops(dims, engine, w) for w in wins]
         if rec.get("longform") == "batched":  # a window is a batch: count each of its items
             parts = [
-                (e * w["batch"], d * w["batch"])
-                for (e, d), w in zip(parts, [w for w in rec["windows"] if "n_frames" in w])
+                (
+                    # encoder parts at their own lengths (workload.encoder_batch)
+                    sum(analytic_encoder_flops(dims, f, shape).total for f in w["item_frames"])
+                    if "item_frames" in w
+                    else e * w["batch"],
+                    d * w["batch"],
+                )
+                for (e, d), w in zip(parts, wins)
             ]
         return sum(e for e, _ in parts), sum(d for _, d in parts)
-    shape = getattr(engine, "shape", None)  # the layers it really has, once compressed
     enc = analytic_encoder_flops(dims, rec["n_frames"], shape).total
     dec = analytic_decoder_flops(
         dims,
@@ -96,10 +103,10 @@ def workload_metrics(recs: list[dict]) -> dict[str, Any]:
     batched = [r for r in recs if "batch" in r]
     if batched:
         units = {r["batch"]: r for r in batched}
-        frames_run = sum(r["n_frames"] * r["batch_size"] for r in units.values())
-        padded = sum(
-            r["batch_padding_share"] * r["n_frames"] * r["batch_size"] for r in units.values()
-        )
+        # each clip at the input it ran (the batch's, or its encoder part's); the share is
+        # the batch's
+        frames_run = sum(r["n_frames"] for r in batched)
+        padded = sum(r["batch_padding_share"] * r["n_frames"] for r in batched)
         m["n_batches"] = len(units)
         m["padding_share"] = 100.0 * padded / frames_run if frames_run else None
         for q, v in zip(

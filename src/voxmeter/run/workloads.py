@@ -13,14 +13,16 @@ window; its record holds one timed record per window.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from voxmeter.engines.common import encode_batch
 from voxmeter.engines.longform import (
     DECODING_NOTE,
     ArrayAudio,
     transcribe_batched,
+    transcribe_pooled,
     transcribe_sequential,
 )
 
@@ -56,8 +58,11 @@ def run_stages(
     return outs
 
 
-def clip_record(clip: Any, out: Any, outs: dict[str, Any]) -> dict[str, Any]:
-    """What one short clip's decoding left: its text and the shapes it ran (for FLOPs)."""
+def clip_record(
+    clip: Any, out: Any, outs: dict[str, Any], n_frames: int | None = None
+) -> dict[str, Any]:
+    """What one short clip's decoding left: its text and the shapes it ran (for FLOPs);
+    n_frames: the input it ran at, when not that of the batch's features."""
     enc = outs["enc"]
     rec = dict(
         id=clip.id,
@@ -68,7 +73,7 @@ def clip_record(clip: Any, out: Any, outs: dict[str, Any]) -> dict[str, Any]:
         n_tokens=len(out.tokens),
         n_steps=len(out.tokens) + (0 if out.hit_max_length else 1),
         hit_max_length=out.hit_max_length,
-        n_frames=int(outs["feat"].shape[-1]),
+        n_frames=int(outs["feat"].shape[-1]) if n_frames is None else n_frames,
         computed_positions=enc.computed_positions,
         decoder_positions=enc.decoder_positions,
         kv_projected=enc.kv_projected,
@@ -84,17 +89,25 @@ def run_batch(
     """One batch of short clips through the engine's stages; one record per clip."""
     timing: dict[str, Any] = {}
     n_frames = batch_frames(engine, clips)
-    outs = run_stages(engine, [c.audio for c in clips], n_frames, steps, instr, timing)
+    audios = [c.audio for c in clips]
+    if engine.spec.workload.encoder_batch:  # the encoder in parts (engines.common.encode_batch)
+        item_frames, enc = encode_batch(engine, audios, n_frames, instr.stage, timing)
+        with instr.stage("dec", timing):
+            dec = engine.decode(enc) if steps is None else engine.decode(enc, steps)
+        outs = {"enc": enc, "dec": dec}
+    else:
+        outs = run_stages(engine, audios, n_frames, steps, instr, timing)
+        item_frames = [n_frames] * len(clips)
     stage_ms = {f"{s.key}_ms": timing[f"{s.key}_ms"] for s in engine.stages}
     mem = {k: v for k, v in timing.items() if k.endswith("_mem_mb")}
     batch_ms = sum(stage_ms.values())
     # the padding batching adds: up to the longest clip's input, beyond each clip's own
     # (at a fixed frames=T every clip runs at T alone too, so a batch adds none)
     own_frames = sum(engine.n_frames(len(c.audio)) for c in clips)
-    padding = 1 - min(1.0, own_frames / (n_frames * len(clips)))
+    padding = 1 - min(1.0, own_frames / sum(item_frames))
     recs = []
-    for clip, out in zip(clips, outs["dec"]):
-        rec = clip_record(clip, out, outs)
+    for clip, out, frames in zip(clips, outs["dec"], item_frames):
+        rec = clip_record(clip, out, outs, frames)
         rec.update(
             stage_ms,
             **mem,
@@ -107,10 +120,20 @@ def run_batch(
     return recs
 
 
+def _open(clip: Any) -> Any:
+    return clip.stream() if clip.audio is None else ArrayAudio(clip.audio)
+
+
+def _close(audio: Any) -> None:
+    close = getattr(audio, "close", None)
+    if callable(close):
+        close()
+
+
 def run_recording(engine: Any, clip: Any, instr: Any, speech_chunks: Callable | None) -> dict:
     """One long recording, streamed, through the spec's long-form strategy; one record."""
     w = engine.spec.workload
-    audio = clip.stream() if clip.audio is None else ArrayAudio(clip.audio)
+    audio = _open(clip)
     try:
         if w.longform == "batched":
             assert speech_chunks is not None
@@ -125,14 +148,38 @@ def run_recording(engine: Any, clip: Any, instr: Any, speech_chunks: Callable | 
                 condition_on_previous_text=w.condition_on_previous_text,
             )
     finally:
-        close = getattr(audio, "close", None)
-        if callable(close):
-            close()
+        _close(audio)
+    return recording_record(engine, clip, out)
+
+
+def run_recordings_pooled(
+    engine: Any, clips: list[Any], instr: Any, speech_chunks: Callable
+) -> list[dict]:
+    """Long recordings whose VAD chunks share batches (spec.workload.pool_recordings; see
+    engines.longform.transcribe_pooled); one record per recording, one stream open at a time."""
+
+    def streams() -> Iterator[Any]:
+        for clip in clips:
+            audio = _open(clip)
+            try:
+                yield audio
+            finally:
+                _close(audio)
+
+    outs = transcribe_pooled(engine, streams(), instr.stage, speech_chunks, engine.spec.batch_size)
+    return [recording_record(engine, c, o) for c, o in zip(clips, outs)]
+
+
+def recording_record(engine: Any, clip: Any, out: Any) -> dict:
+    """The record of one recording's long-form output: its text, segments and windows."""
+    w = engine.spec.workload
+    # every engine stage, at 0 where no window ran it (no speech; or, pooled, batches begun by
+    # earlier recordings); the VAD only where it ran
     stage_keys = [s.key for s in engine.stages] + ["vad"]
     totals = {
         f"{k}_ms": sum(win.get(f"{k}_ms", 0.0) for win in out.windows)
         for k in stage_keys
-        if any(f"{k}_ms" in win for win in out.windows)
+        if k != "vad" or any("vad_ms" in win for win in out.windows)
     }
     decoded = [win for win in out.windows if "n_frames" in win]
     rec = dict(
