@@ -2,6 +2,9 @@
 process, in one run: faster-whisper itself (sequential `transcribe` with timestamps, greedy;
 and BatchedInferencePipeline at batch 8), and voxmeter's ct2 and hf engines at fp32 and int8,
 sequential and VAD-batched, at full settings, with xT fit, and with xT fit + xV k=2 avg.
+Batched runs three ways (BATCHED): as faster-whisper's pipeline does (each recording's chunks
+alone, batch 8); with the encoder in parts of one chunk at its own fitted length; and with
+the chunks of consecutive recordings pooled into batches of 16.
 
 Targets: our best long-form configuration within 0.5 WER points of faster-whisper sequential
 int8, at RTFx at least 1.5x faster-whisper batched int8, with no higher peak RSS.
@@ -42,11 +45,21 @@ AXES = {
 }
 
 
-def ours(data: str, engine: str, precision: str, longform: str, axes: dict) -> dict:
-    spec = RunSpec(
-        engine=engine, data=data, repeats=1, batch_size=8 if longform == "batched" else 1
-    )
-    spec = spec.with_(precision=precision, longform=longform)
+# batched variants: each recording's chunks batched alone, the encoder on the whole batch
+# (faster-whisper's pipeline); the encoder in parts of one chunk at its own fitted length;
+# and the chunks of consecutive recordings pooled into batches of 16 (spec.workload)
+BATCHED = {
+    "": {"batch_size": 8},
+    "-enc1": {"batch_size": 8, "encoder_batch": 1},
+    "-pooled16-enc1": {"batch_size": 16, "encoder_batch": 1, "pool_recordings": True},
+}
+
+
+def ours(
+    data: str, engine: str, precision: str, longform: str, axes: dict, work: dict | None = None
+) -> dict:
+    spec = RunSpec(engine=engine, data=data, repeats=1)
+    spec = spec.with_(precision=precision, longform=longform, **(work or {}))
     spec = spec.with_(**axes)
     (res,) = list(run_spec_isolated(spec, [0]))
     row = {k: res.metrics.get(k) for k in KEYS}
@@ -67,10 +80,14 @@ def main() -> None:
     precisions = ("int8",) if args.quick else ("int8", "fp32")
     for engine in ("ct2", "hf"):
         for precision in precisions:
-            for longform in ("sequential", "batched"):
-                for suffix, axes in AXES.items():
-                    key = f"{engine}-{precision}-{longform}{suffix}"
-                    rows[key] = ours(args.data, engine, precision, longform, axes)
+            for suffix, axes in AXES.items():
+                key = f"{engine}-{precision}-sequential{suffix}"
+                rows[key] = ours(args.data, engine, precision, "sequential", axes)
+                for variant, work in BATCHED.items():
+                    if variant and "frames" not in axes:
+                        continue  # parts at their own length need frames=fit
+                    key = f"{engine}-{precision}-batched{variant}{suffix}"
+                    rows[key] = ours(args.data, engine, precision, "batched", axes, work)
     for k, r in rows.items():
         print(f"{k:34s} WER {r['wer']:6.2f}  RTFx {r['rtfx']:6.1f}  "
               f"peak RSS {r['process_peak_rss_mb']:7.1f} MiB")  # fmt: skip
