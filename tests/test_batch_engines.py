@@ -124,3 +124,17 @@ def test_hf_int8_batch_runs_but_shares_one_activation_scale(audio, cache_dir, ti
     e = load_engine(RunSpec().with_(frames="fit", precision="int8"), cache_dir, tiny_source)
     outs = e.decode(e.encode(e.features([audio[i] for i in THREE])))
     assert len(outs) == 3 and all(o.text for o in outs)
+
+
+def test_hf_logits_of_a_batch_equal_the_output_projection(cache_dir, tiny_source):
+    """The batched logits (W @ h.T, a faster kernel at small B) are the projection's own
+    products, up to summation order; B = 1 goes through the projection itself."""
+    import torch
+
+    e = load_engine(RunSpec(), cache_dir, tiny_source)
+    h = torch.randn(8, e.dims.n_text_state, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = e.model.proj_out(h)
+        assert torch.allclose(e._logits(h), ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(e._logits(h[:1]), e.model.proj_out(h[:1]))
+        assert torch.equal(e._logits(h).argmax(-1), ref.argmax(-1))
