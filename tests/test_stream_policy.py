@@ -199,3 +199,14 @@ def test_allocator_note_says_which_malloc_settings_ran(monkeypatch):
     assert allocator_note().startswith("malloc defaults")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert "131072" in allocator_note()
+
+
+def test_heap_release_runs_unless_turned_off_and_the_note_says_so(monkeypatch):
+    from voxmeter.stream import allocator_note, release_heap
+
+    monkeypatch.delenv("VOXMETER_MALLOC_TRIM", raising=False)
+    assert release_heap() is True  # glibc here
+    assert "malloc_trim(0)" in allocator_note()
+    monkeypatch.setenv("VOXMETER_MALLOC_TRIM", "0")
+    assert release_heap() is False
+    assert "malloc_trim" not in allocator_note()

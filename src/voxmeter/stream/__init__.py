@@ -20,8 +20,50 @@ def allocator_note() -> str:
     rather trade compute for flat memory sets that variable before starting the process."""
     fixed = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     if fixed:
-        return f"MALLOC_MMAP_THRESHOLD_={fixed} (glibc mmap threshold fixed)"
-    return "malloc defaults (glibc: dynamic mmap threshold)"
+        note = f"MALLOC_MMAP_THRESHOLD_={fixed} (glibc mmap threshold fixed)"
+    else:
+        note = "malloc defaults (glibc: dynamic mmap threshold)"
+    if trims_heap():
+        note += f"; malloc_trim(0) at a buffer cut, at most every {TRIM_EVERY_S:g} s of audio"
+    return note
+
+
+TRIM_EVERY_S = 10.0  # stream seconds between heap releases of one session
+
+
+def trims_heap() -> bool:
+    """Whether sessions give freed heap back to the kernel (glibc's malloc_trim; off with
+    VOXMETER_MALLOC_TRIM=0, and wherever the C library has no malloc_trim)."""
+    return os.environ.get("VOXMETER_MALLOC_TRIM", "1") != "0" and _malloc_trim() is not None
+
+
+def _malloc_trim() -> Any:
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    return _TRIM or None
+
+
+_TRIM: Any = None
+
+
+def release_heap() -> bool:
+    """Give the heap's free pages back to the kernel (glibc malloc_trim(0)); whether it ran.
+
+    A stream frees and re-allocates its buffers at every cut; the freed blocks fragment
+    glibc's heap and RSS creeps up over an hour (see allocator_note). Sessions call this at a
+    buffer cut at most every TRIM_EVERY_S of their audio."""
+    trim = _malloc_trim() if os.environ.get("VOXMETER_MALLOC_TRIM", "1") != "0" else None
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def open_engine(spec: Any, cache_dir: str | Path | None = None) -> tuple[Any, Any, float]:

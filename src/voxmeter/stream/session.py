@@ -102,6 +102,8 @@ class StreamSession:
         self.forced_trims = 0
         self.looped_steps = 0  # hypotheses dropped as repetition loops
         self.n_steps = 0
+        self.heap_trims = 0  # malloc_trim calls (see _release_heap)
+        self._trimmed_at_s = 0.0
         self._prompt_tokens: list[int] = []
         self._prompt_upto = 0  # committed words already in the prompt
         self._segment_ends: list[float] = []
@@ -206,6 +208,7 @@ class StreamSession:
         for t, frame in self._held:  # speech that began after the end, in the same chunk
             self._append(frame, t)
         self._held = []
+        self._release_heap()
         return Step(new, [], time.perf_counter() - t0, 0.0, n_frames, stages, final=True)
 
     def _transcribe(self) -> tuple[list[Word] | None, int, dict[str, float]]:
@@ -277,6 +280,16 @@ class StreamSession:
         n = max(0, min(n, len(self.buffer)))
         self.buffer = self.buffer[n:].copy()
         self.buffer_start_s += n / SAMPLE_RATE
+        self._release_heap()
+
+    def _release_heap(self) -> None:
+        """At most every TRIM_EVERY_S of this stream's audio, the heap's free pages go back to
+        the kernel (stream.release_heap)."""
+        from voxmeter.stream import TRIM_EVERY_S, release_heap
+
+        if self.received_s - self._trimmed_at_s >= TRIM_EVERY_S:
+            self._trimmed_at_s = self.received_s
+            self.heap_trims += release_heap()
 
     def state_bytes(self) -> int:
         """Bytes this session holds in its buffers (bounded: see module doc)."""
