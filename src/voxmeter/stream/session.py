@@ -35,6 +35,7 @@ import numpy as np
 
 from voxmeter.audio.vad import speech_off
 from voxmeter.spec import StreamSettings
+from voxmeter.stream import TRIM_EVERY_S, release_heap
 from voxmeter.stream.policy import LocalAgreement, Word
 
 SAMPLE_RATE = 16000
@@ -102,7 +103,6 @@ class StreamSession:
         self.forced_trims = 0
         self.looped_steps = 0  # hypotheses dropped as repetition loops
         self.n_steps = 0
-        self.heap_trims = 0  # malloc_trim calls (see _release_heap)
         self._trimmed_at_s = 0.0
         self._prompt_tokens: list[int] = []
         self._prompt_upto = 0  # committed words already in the prompt
@@ -285,11 +285,9 @@ class StreamSession:
     def _release_heap(self) -> None:
         """At most every TRIM_EVERY_S of this stream's audio, the heap's free pages go back to
         the kernel (stream.release_heap)."""
-        from voxmeter.stream import TRIM_EVERY_S, release_heap
-
         if self.received_s - self._trimmed_at_s >= TRIM_EVERY_S:
             self._trimmed_at_s = self.received_s
-            self.heap_trims += release_heap()
+            release_heap()
 
     def state_bytes(self) -> int:
         """Bytes this session holds in its buffers (bounded: see module doc)."""
