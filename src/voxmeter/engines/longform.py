@@ -202,8 +202,7 @@ def transcribe_sequential(
             seek += seg_frames
         else:
             seek += min(advance * INPUT_STRIDE, seg_frames)  # never backwards, never past
-    out.text = " ".join(s.text for s in out.segments if s.text).strip()
-    return out
+    return _finish(out)
 
 
 class SpeechChunk(Protocol):

@@ -89,15 +89,11 @@ def run_batch(
     """One batch of short clips through the engine's stages; one record per clip."""
     timing: dict[str, Any] = {}
     n_frames = batch_frames(engine, clips)
-    audios = [c.audio for c in clips]
-    if engine.spec.workload.encoder_batch:  # the encoder in parts (engines.common.encode_batch)
-        item_frames, enc = encode_batch(engine, audios, n_frames, instr.stage, timing)
-        with instr.stage("dec", timing):
-            dec = engine.decode(enc) if steps is None else engine.decode(enc, steps)
-        outs = {"enc": enc, "dec": dec}
-    else:
-        outs = run_stages(engine, audios, n_frames, steps, instr, timing)
-        item_frames = [n_frames] * len(clips)
+    # one tensor, or the encoder in parts (workload.encoder_batch; engines.common.encode_batch)
+    item_frames, enc = encode_batch(engine, [c.audio for c in clips], n_frames, instr.stage, timing)
+    with instr.stage("dec", timing):
+        dec = engine.decode(enc) if steps is None else engine.decode(enc, steps)
+    outs = {"enc": enc, "dec": dec}
     stage_ms = {f"{s.key}_ms": timing[f"{s.key}_ms"] for s in engine.stages}
     mem = {k: v for k, v in timing.items() if k.endswith("_mem_mb")}
     batch_ms = sum(stage_ms.values())
