@@ -253,8 +253,15 @@ async def _collect(ws: Any, result: StreamResult, sent_at: list[float], frame_s:
             result.error = f"connection closed ({e})"
 
 
-async def run_stream(url: str, audio: np.ndarray, frame_ms: int, result: StreamResult) -> None:
-    """One client: start, audio at real-time pace, stop, then every event up to the close."""
+async def run_stream(
+    url: str,
+    audio: np.ndarray,
+    frame_ms: int,
+    result: StreamResult,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """One client: start, audio at real-time pace, stop, then every event up to the close.
+    `stop`, once set, ends the audio early (the client then stops as at the audio's end)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -269,6 +276,9 @@ async def run_stream(url: str, audio: np.ndarray, frame_ms: int, result: StreamR
             for k, i in enumerate(range(0, len(audio), n)):
                 await asyncio.sleep(max(0.0, t0 + (k + 1) * frame_s - time.monotonic()))
                 if collector.done():  # the server refused or closed: stop sending
+                    break
+                if stop is not None and stop.is_set():
+                    await ws.send(Stop().message())
                     break
                 await ws.send(encode_pcm(audio[i : i + n]))
                 sent_at.append(time.monotonic())
