@@ -68,7 +68,7 @@ def main() -> None:
         engine.close()
     words = [w for w, _, _ in trace.committed]
     ends = [t for t, _ in placed[1:]] + [float("inf")]
-    rows, refs, texts = [], [], {"stream": [], "offline": [], "offline_ts": []}
+    rows = []
     for (start, i), end in zip(placed, ends):
         mine = [w.text for w in words if start - EDGE_S <= (w.start + w.end) / 2 < end - EDGE_S]
         row = {
@@ -79,14 +79,15 @@ def main() -> None:
             "offline_ts": normalize(stamped[i]),
         }
         rows.append(row)
-        refs.append(row["ref"])
-        for k, got in texts.items():
-            got.append(row[k])
         if len({row["stream"], row["offline"], row["offline_ts"]}) > 1:
             print(row["id"])
             for k in ("ref", "stream", "offline", "offline_ts"):
                 print(f"  {k:10s} {row[k]}")
-    wers = {k: corpus_wer(refs, v, normalized=True).wer for k, v in texts.items()}
+    refs = [r["ref"] for r in rows]
+    wers = {
+        k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer
+        for k in ("stream", "offline", "offline_ts")
+    }
     print({k: round(v, 2) for k, v in wers.items()})
     write("diag_stream_gap", {"spec": spec.to_dict(), "wer": wers, "clips": rows})
 
