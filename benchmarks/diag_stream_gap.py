@@ -9,17 +9,25 @@ spec's chunking, policy and VAD), and sets three transcriptions of every clip si
   algorithm (voxmeter's, as openai-whisper's), the decoding mode the stream itself uses.
 
 If offline-ts is far from offline, part of the gap is the decoding mode, not the streaming.
-Prints the clips whose texts differ and the three corpus WERs; writes
-benchmarks/results/diag_stream_gap.json.
+
+`--shifts-ms 0,4,10` repeats all three with that many milliseconds of digital silence before
+every clip (in the stream and offline alike). tiny.en's hypotheses move with shifts far below
+a word's length (the log-mel frames fall elsewhere on the audio, 10 ms apart), so one shift is
+one draw: the mean over a few shifts is the figure to compare configurations with.
+Prints the clips whose texts differ (first shift) and the corpus WERs per shift and their
+mean; writes benchmarks/results/diag_stream_gap.json.
 
     python benchmarks/diag_stream_gap.py [--agreement 3] [--chunk-ms 500] [--holdback-s 0]
+        [--no-prompt] [--shifts-ms 0]
 """
 
 from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
+from typing import Any
 
+import numpy as np
 from common import write
 
 from voxmeter.assets.bundled import default_cache_dir
@@ -43,6 +51,8 @@ def main() -> None:
     ap.add_argument("--chunk-ms", type=int, default=500)
     ap.add_argument("--holdback-s", type=float, default=0.0)
     ap.add_argument("--no-vad", action="store_true")
+    ap.add_argument("--no-prompt", action="store_true")
+    ap.add_argument("--shifts-ms", default="0", help="comma-separated, e.g. 0,4,10")
     args = ap.parse_args()
     spec = RunSpec(engine=args.engine, data=args.data, repeats=1).with_(
         precision=args.precision,
@@ -51,45 +61,62 @@ def main() -> None:
         stream_agreement=args.agreement,
         stream_vad=not args.no_vad,
         stream_holdback_s=args.holdback_s,
+        stream_prompt=not args.no_prompt,
     )
     clips = [c for c in prepare_data(spec).clips if not c.is_long]
+    shifts = [float(s) for s in args.shifts_ms.split(",")]
     engine, _, _ = open_engine(spec, default_cache_dir(None))
     try:
-        audio = JoinedAudio([c.audio for c in clips], spec.stream.gap_s, spec.stream.duration_s)
-        placed = audio.placements()
-        plain = [offline_text(engine, c.audio) for c in clips]
-        stamped = [
-            transcribe_sequential(engine, ArrayAudio(c.audio), lambda key, rec: nullcontext()).text
-            for c in clips
-        ]
         warm_up(engine, spec, clips[0].audio)
-        trace = replay(make_session(engine, spec), audio, realtime=False)
+        runs = [compare(engine, spec, clips, shift) for shift in shifts]
     finally:
         engine.close()
+    for i, row in enumerate(runs[0]["clips"]):
+        if len({row["stream"], row["offline"], row["offline_ts"]}) > 1:
+            print(row["id"])
+            for k in ("ref", "stream", "offline", "offline_ts"):
+                print(f"  {k:10s} {row[k]}")
+    for shift, run in zip(shifts, runs):
+        print(f"shift {shift:g} ms: " + "  ".join(f"{k} {v:.2f}" for k, v in run["wer"].items()))
+    mean = {k: float(np.mean([r["wer"][k] for r in runs])) for k in KINDS}
+    print("mean: " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()))
+    print(f"gap stream - offline: {mean['stream'] - mean['offline']:.2f} points")
+    write("diag_stream_gap", {"spec": spec.to_dict(), "shifts_ms": shifts, "mean_wer": mean,
+                              "runs": runs})  # fmt: skip
+
+
+KINDS = ("stream", "offline", "offline_ts")
+
+
+def compare(engine: Any, spec: RunSpec, clips: list, shift_ms: float) -> dict:
+    """The three transcriptions of every clip, each clip led by `shift_ms` of silence."""
+    lead = np.zeros(round(shift_ms * 16), dtype=np.float32)
+    audios = [np.concatenate([lead, c.audio]) for c in clips]
+    audio = JoinedAudio(audios, spec.stream.gap_s, spec.stream.duration_s)
+    placed = audio.placements()
+    plain = [offline_text(engine, a) for a in audios]
+    stamped = [
+        transcribe_sequential(engine, ArrayAudio(a), lambda key, rec: nullcontext()).text
+        for a in audios
+    ]
+    trace = replay(make_session(engine, spec), audio, realtime=False)
     words = [w for w, _, _ in trace.committed]
     ends = [t for t, _ in placed[1:]] + [float("inf")]
     rows = []
     for (start, i), end in zip(placed, ends):
         mine = [w.text for w in words if start - EDGE_S <= (w.start + w.end) / 2 < end - EDGE_S]
-        row = {
-            "id": clips[i].id,
-            "ref": normalize(clips[i].text),
-            "stream": normalize(" ".join(mine)),
-            "offline": normalize(plain[i]),
-            "offline_ts": normalize(stamped[i]),
-        }
-        rows.append(row)
-        if len({row["stream"], row["offline"], row["offline_ts"]}) > 1:
-            print(row["id"])
-            for k in ("ref", "stream", "offline", "offline_ts"):
-                print(f"  {k:10s} {row[k]}")
+        rows.append(
+            {
+                "id": clips[i].id,
+                "ref": normalize(clips[i].text),
+                "stream": normalize(" ".join(mine)),
+                "offline": normalize(plain[i]),
+                "offline_ts": normalize(stamped[i]),
+            }
+        )
     refs = [r["ref"] for r in rows]
-    wers = {
-        k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer
-        for k in ("stream", "offline", "offline_ts")
-    }
-    print({k: round(v, 2) for k, v in wers.items()})
-    write("diag_stream_gap", {"spec": spec.to_dict(), "wer": wers, "clips": rows})
+    wers = {k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer for k in KINDS}
+    return {"shift_ms": shift_ms, "wer": wers, "clips": rows}
 
 
 if __name__ == "__main__":

@@ -77,6 +77,50 @@ def test_buffer_stays_bounded_without_vad(ct2_engine):
     assert session.forced_trims >= 1
 
 
+def test_a_trimmed_buffer_is_prompted_with_the_text_before_it(
+    ct2_engine, default_clips, monkeypatch
+):
+    """Without a VAD the stream is one utterance: once the buffer is cut, the decoder is
+    prompted with the committed words that preceded the cut (whisper_streaming's prompt)."""
+    from voxmeter.metrics import normalize
+
+    engine, _ = ct2_engine
+    audio, _ = speech(default_clips, n=2)
+    prompts: list[str] = []
+    decode = engine.decode
+
+    def spy(enc, *args, prefixes=None, **kw):
+        if prefixes and prefixes[0]:
+            prompts.append(engine.tokenizer.decode(list(prefixes[0])))
+        return decode(enc, *args, prefixes=prefixes, **kw)
+
+    monkeypatch.setattr(engine, "decode", spy)
+    spec = CT2.with_(stream_chunk_ms=1000, stream_trim_s=2.0)
+    trace = replay(make_session(engine, spec), ArrayAudio(audio))
+    assert prompts
+    assert all(normalize(p) in normalize(trace.text) for p in prompts)
+
+
+def test_with_a_vad_each_utterance_starts_unprompted(ct2_engine):
+    """The prompt holds committed text of the current utterance only: whisper_streaming's VAD
+    controller restarts its processor at each speech start."""
+    from voxmeter.stream.policy import Word
+
+    engine, _ = ct2_engine
+    session = make_session(engine, CT2.with_(stream_chunk_ms=500, stream_vad=True))
+    text = engine.tokenizer.decode
+    session.policy.insert([Word(0.0, 0.5, "Hello"), Word(0.5, 1.0, "world.")])
+    session.policy.finish()
+    session.buffer_start_s = 1.5  # the buffer was cut after them
+    assert text(session._prompt()).strip() == "Hello world."
+    session.finish_utterance()  # speech stopped: nothing buffered, so no model call
+    assert session._prompt() == []
+    session.policy.insert([Word(3.0, 3.5, "Again.")])
+    session.policy.finish()
+    session.buffer_start_s = 4.0
+    assert text(session._prompt()).strip() == "Again."
+
+
 def test_reference_alignment_is_monotonic_and_inside_the_clip(tiny_source, default_clips):
     clip, loaded = next((c, a) for c, a in default_clips if c.id.startswith("librivox"))
     words = Aligner(tiny_source).words(Span(5.0, loaded.samples, clip.text))
