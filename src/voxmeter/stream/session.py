@@ -49,7 +49,9 @@ VAD_FRAME = 512
 # per segment; a looping hypothesis stops here instead of at 224 tokens (~1 s on 2 cores)
 MIN_TOKENS = 12
 TOKENS_PER_S = 7
-PREROLL_FRAMES = 6  # ~0.2 s of audio kept before detected speech
+# ~0.4 s of audio kept before detected speech (faster-whisper's VAD pads speech by 400 ms):
+# Silero flags speech a few frames late, and with 0.2 s the first word was cut at times
+PREROLL_FRAMES = 12
 # a shorter buffer holds no word; on 0.13 s the model hallucinated a whole phrase
 MIN_BUFFER_S = 0.3
 
