@@ -38,6 +38,7 @@ from voxmeter.spec import RunSpec
 from voxmeter.stream import open_engine
 from voxmeter.stream.replay import JoinedAudio, replay
 from voxmeter.stream.run import make_session, offline_text, warm_up
+from voxmeter.stream.session import SAMPLE_RATE
 
 EDGE_S = 0.3  # a committed word belongs to the clip its middle falls in, this much early
 
@@ -71,7 +72,7 @@ def main() -> None:
         runs = [compare(engine, spec, clips, shift) for shift in shifts]
     finally:
         engine.close()
-    for i, row in enumerate(runs[0]["clips"]):
+    for row in runs[0]["clips"]:
         if len({row["stream"], row["offline"], row["offline_ts"]}) > 1:
             print(row["id"])
             for k in ("ref", "stream", "offline", "offline_ts"):
@@ -90,7 +91,7 @@ KINDS = ("stream", "offline", "offline_ts")
 
 def compare(engine: Any, spec: RunSpec, clips: list, shift_ms: float) -> dict:
     """The three transcriptions of every clip, each clip led by `shift_ms` of silence."""
-    lead = np.zeros(round(shift_ms * 16), dtype=np.float32)
+    lead = np.zeros(round(shift_ms * SAMPLE_RATE / 1000), dtype=np.float32)
     audios = [np.concatenate([lead, c.audio]) for c in clips]
     audio = JoinedAudio(audios, spec.stream.gap_s, spec.stream.duration_s)
     placed = audio.placements()
