@@ -213,6 +213,7 @@ class StreamSession:
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_start_s = self.received_s
         self._utterance_words = self.policy.n_committed
+        self._prompt_tokens, self._prompt_upto = [], 0  # the new utterance's prompt is empty
         self._segment_ends = []
         for t, frame in self._held:  # speech that began after the end, in the same chunk
             self._append(frame, t)
