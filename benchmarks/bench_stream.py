@@ -61,8 +61,9 @@ TARGETS = {
 
 def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
     """'500:3:vad:hb0.3' -> chunk 500 ms, LocalAgreement-3, VAD on, 0.3 s held back from
-    commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'hf' runs the
-    torch engine at fp32."""
+    commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'ts' decodes
+    each utterance's final pass with timestamps (the default is plain); 'hf' runs the torch
+    engine at fp32."""
     parts = config.split(":")
     holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
     hf = "hf" in parts[2:]  # the torch engine at fp32 instead of ct2 int8
@@ -78,6 +79,7 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             holdback_s=holdback,
             vad="vad" in parts[2:],
             prompt="prompt" in parts[2:],
+            final_pass="timestamps" if "ts" in parts[2:] else "plain",
             duration_s=minutes * 60,
         ),
     ).validate()

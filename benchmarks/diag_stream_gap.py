@@ -18,7 +18,7 @@ Prints the clips whose texts differ (first shift) and the corpus WERs per shift 
 mean; writes benchmarks/results/diag_stream_gap.json.
 
     python benchmarks/diag_stream_gap.py [--agreement 3] [--chunk-ms 500] [--holdback-s 0]
-        [--no-prompt] [--shifts-ms 0]
+        [--no-prompt] [--final-pass plain|timestamps] [--shifts-ms 0]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--holdback-s", type=float, default=0.0)
     ap.add_argument("--no-vad", action="store_true")
     ap.add_argument("--no-prompt", action="store_true")
+    ap.add_argument("--final-pass", default="plain", choices=("plain", "timestamps"))
     ap.add_argument("--shifts-ms", default="0", help="comma-separated, e.g. 0,4,10")
     args = ap.parse_args()
     spec = RunSpec(engine=args.engine, data=args.data, repeats=1).with_(
@@ -63,6 +64,7 @@ def main() -> None:
         stream_vad=not args.no_vad,
         stream_holdback_s=args.holdback_s,
         stream_prompt=not args.no_prompt,
+        stream_final_pass=args.final_pass,
     )
     clips = [c for c in prepare_data(spec).clips if not c.is_long]
     shifts = [float(s) for s in args.shifts_ms.split(",")]

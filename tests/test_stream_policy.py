@@ -178,9 +178,25 @@ def test_stream_settings_validate_and_keep_old_hashes():
         ({"chunk_ms": 500, "trim_s": 40.0}, "trim_s"),
         ({"chunk_ms": 500, "vad_threshold": 1.5}, "vad_threshold"),
         ({"chunk_ms": 500, "vad": "yes"}, "vad"),
+        ({"chunk_ms": 500, "final_pass": "words"}, "final_pass"),
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
+
+
+def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_its_hash():
+    """Streams stored before the field decoded their final pass with timestamps: read back
+    they say so, and their hash is the one computed then (the field is left out of it)."""
+    new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
+    stored = new.to_dict()
+    del stored["stream"]["final_pass"]
+    old = RunSpec.from_dict(stored)
+    assert old.stream.final_pass == "timestamps" and new.stream.final_pass == "plain"
+    assert old.hash_dict()["stream"] == stored["stream"]  # the dict hashed before the field
+    assert old.spec_hash != new.spec_hash
+    assert "final=timestamps" in old.label() and "final=" not in new.label()
+    assert RunSpec.from_dict(new.to_dict()) == new
+    assert RunSpec.from_dict(RunSpec().to_dict()).spec_hash == RunSpec().spec_hash
 
 
 def test_matching_stays_within_each_utterance_when_text_recurs():

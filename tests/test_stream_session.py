@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -119,6 +120,36 @@ def test_with_a_vad_each_utterance_starts_unprompted(ct2_engine):
     session.policy.finish()
     session.buffer_start_s = 4.0
     assert text(session._prompt()).strip() == "Again."
+
+
+@pytest.mark.parametrize("final_pass", ["plain", "timestamps"])
+def test_the_final_pass_decodes_the_utterance_as_configured(ct2_engine, default_clips, final_pass):
+    """With nothing committed yet, the last pass commits the buffer's own transcription:
+    plain, exactly what `bench` decodes for that audio; with timestamps, the sequential
+    long-form text of that audio (what every other step decodes). Its words lie in order
+    inside the buffer's span in the stream."""
+    from voxmeter.engines.longform import transcribe_sequential
+    from voxmeter.metrics import normalize
+    from voxmeter.stream.run import offline_text
+
+    engine, _ = ct2_engine
+    spec = CT2.with_(stream_chunk_ms=500, stream_agreement=3, stream_final_pass=final_pass)
+    session = make_session(engine, spec)
+    clip = next(a.samples for c, a in default_clips if c.id.startswith("librivox"))
+    audio = np.concatenate([np.zeros(8000, dtype=np.float32), clip])  # 0.5 s lead-in
+    session.insert_audio(audio)
+    step = session.finish_utterance()
+    if final_pass == "plain":
+        expected = offline_text(engine, audio)
+    else:
+        expected = transcribe_sequential(
+            engine, ArrayAudio(audio), lambda key, rec: nullcontext()
+        ).text
+    got = " ".join(w.text for w in step.committed)
+    assert step.final and got and normalize(got) == normalize(expected)
+    starts = [w.start for w in step.committed]
+    assert starts == sorted(starts) and 0.0 <= starts[0]
+    assert step.committed[-1].end <= len(audio) / 16000 + 1e-6
 
 
 def test_reference_alignment_is_monotonic_and_inside_the_clip(tiny_source, default_clips):

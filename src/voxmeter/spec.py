@@ -306,6 +306,11 @@ class WorkloadSettings:
         return self == WorkloadSettings()
 
 
+FINAL_PASSES = ("plain", "timestamps")
+# StreamSettings fields added after stream specs were stored, with the value those specs
+# measured: a stored stream spec without the field reads as that value and keeps its hash
+_LATER_STREAM_VALUES = {"final_pass": "timestamps"}
+
 # WorkloadSettings fields added after specs with a workload were stored
 _LATER_WORKLOAD_DEFAULTS = {"pool_recordings": False, "encoder_batch": 0}
 
@@ -323,6 +328,9 @@ class StreamSettings:
     counts compute).
     gap_s / duration_s: a data set streams as its clips joined with gap_s of silence, repeated
     up to duration_s (0: once).
+    final_pass: how the last pass over an utterance (VAD end, or the stream's end) decodes:
+    "plain" (no timestamp tokens, as `bench` decodes a clip) or "timestamps" (as every other
+    step; what streams did before the field existed). See stream/session.py.
     """
 
     chunk_ms: int = 0
@@ -337,6 +345,7 @@ class StreamSettings:
     realtime: bool = False
     gap_s: float = 2.0
     duration_s: float = 0.0
+    final_pass: str = "plain"
 
     @property
     def enabled(self) -> bool:
@@ -395,6 +404,8 @@ class StreamSettings:
         for name, ok, what in checks:
             if not ok:
                 raise SpecError(f"{name}: must be {what}, got {getattr(self, name)!r}")
+        if self.final_pass not in FINAL_PASSES:
+            raise SpecError(f"final_pass: expected one of {FINAL_PASSES}, got {self.final_pass!r}")
         for name in ("prompt", "vad", "realtime"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"{name}: expected true or false, got {getattr(self, name)!r}")
@@ -420,6 +431,8 @@ class StreamSettings:
             s += " realtime"
         if not self.prompt:
             s += " -prompt"
+        if self.final_pass != "plain":
+            s += f" final={self.final_pass}"
         return s
 
 
@@ -498,6 +511,8 @@ class RunSpec:
             a = axes if isinstance(axes, AxisSettings) else AxisSettings(**axes)
             c = comp if isinstance(comp, CompressionSettings) else CompressionSettings(**comp)
             w = work if isinstance(work, WorkloadSettings) else WorkloadSettings(**work)
+            if isinstance(strm, dict) and strm.get("chunk_ms"):  # a stream stored earlier
+                strm = {**_LATER_STREAM_VALUES, **strm}
             st = strm if isinstance(strm, StreamSettings) else StreamSettings(**strm)
         except TypeError as e:
             raise SpecError(f"spec: {e}") from None
@@ -517,6 +532,10 @@ class RunSpec:
                     d["workload"].pop(k)
         if self.stream == StreamSettings():
             d.pop("stream")  # likewise: a spec that is not a stream keeps its hash
+        else:
+            for k, v in _LATER_STREAM_VALUES.items():
+                if d["stream"][k] == v:
+                    d["stream"].pop(k)
         if self.compression.is_none:
             d["compression"] = dict(_LEGACY_NONE)  # likewise for the compression fields
         return d

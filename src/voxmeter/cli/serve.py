@@ -41,6 +41,9 @@ def serve(
     policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N or N"),
     vad: bool = typer.Option(False, help="Silero VAD: drop silence, end utterances"),
     prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),
+    final_pass: str = typer.Option(
+        "plain", help="an utterance's last pass: 'plain' (no timestamps) or 'timestamps'"
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
@@ -68,6 +71,7 @@ def serve(
             agreement=parse_agreement(policy),
             vad=vad,
             prompt=prompt,
+            final_pass=final_pass,
             realtime=True,
         ),
     ).validate()

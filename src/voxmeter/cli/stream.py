@@ -59,6 +59,9 @@ def stream(
         0.0, help="commit no word ending this close to the buffer end"
     ),
     prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),
+    final_pass: str = typer.Option(
+        "plain", help="an utterance's last pass: 'plain' (no timestamps) or 'timestamps'"
+    ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
     data: str = typer.Option("default", help="without FILE: data set streamed into the store"),
@@ -93,6 +96,7 @@ def stream(
             holdback_s=holdback_s,
             vad=vad,
             prompt=prompt,
+            final_pass=final_pass,
             realtime=realtime,
             gap_s=gap_s,
             duration_s=duration_s,
