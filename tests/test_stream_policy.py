@@ -67,6 +67,22 @@ def test_restated_committed_words_are_cut_by_text_even_when_times_are_off():
     assert texts(la.insert(skewed, buffer_start=0.0)) == "morning"
 
 
+def test_a_committed_word_is_not_matched_to_its_namesake_seconds_later():
+    """The bundled set's tts-15: "He asked when the" committed; the next hypothesis
+    rephrases it and has another "the" seconds later. Cutting after that "the" lost the words
+    between; the match is refused for its distance, and the time cut keeps what follows the
+    committed end."""
+    la = LocalAgreement(1)
+    la.insert([Word(0.0, 0.36, "He"), Word(0.36, 0.71, "asked")], buffer_start=0.0)
+    la.insert([Word(0.71, 1.07, "when"), Word(1.07, 1.43, "the")], buffer_start=0.0)
+    text = "He asked whether anyone had seen this keys, but no more than the room could remember."
+    step = 0.33
+    again = [Word(i * step, (i + 1) * step, w) for i, w in enumerate(text.split())]
+    assert again[12].text == "the" and again[12].end - 1.43 > 2.0
+    got = texts(la.insert(again, buffer_start=0.0))
+    assert got == "seen this keys, but no more than the room could remember."
+
+
 def test_time_cut_and_prompt_repetition_are_dropped():
     la = LocalAgreement(2)
     la.insert(hyp("a b c"))

@@ -9,9 +9,14 @@ change; the rest of the newest hypothesis is the partial result, which may still
 Before two hypotheses are compared, each is cut to what follows the committed text. A
 hypothesis covers the whole buffer, so it normally restates the words already committed from
 that buffer: where its words match those (in order, by text), it is cut after the match of the
-last committed word. Where the text does not match (the model rephrased a committed word), it
-is cut by time as whisper_streaming does: words that start before the last committed word's
-end, less a 0.1 s tolerance, are dropped. Time alone is not enough here: our word times are
+last committed word, provided the two lie within TEXT_CUT_TOLERANCE_S of each other in time (a
+lone "the" matched to a "the" seconds later drops every word between: on the bundled set,
+with "He asked when the" committed, the hypothesis "He asked whether anyone had seen this
+keys, but no more than the room could remember" was cut after its second "the", 2.5 s on, and
+the nine words from "had" to "the" were never committed). Where the text
+does not match (the model rephrased a committed word), it is cut by time as whisper_streaming
+does: words that start before the last committed word's end, less a 0.1 s tolerance, are
+dropped. Time alone is not enough here: our word times are
 interpolated within timestamp segments (stream/session.py), off by a word's length at times,
 and a word cut by a wrong time is lost for good. Then a leading 1- to 5-word n-gram equal to
 the committed tail is removed (the back end is prompted with the committed text before the
@@ -26,6 +31,10 @@ import re
 from dataclasses import dataclass, field
 
 TIME_TOLERANCE_S = 0.1  # whisper_streaming's tolerance for a word straddling the commit point
+# how far apart in time a committed word and its restatement may be: interpolated word times
+# are off by about a word's length, and a final plain pass spreads its words evenly over the
+# buffer (silence included)
+TEXT_CUT_TOLERANCE_S = 1.5
 MAX_NGRAM = 5  # longest committed tail a new hypothesis may repeat and still be deduplicated
 # committed words a policy remembers: more than a 30 s buffer holds, so every comparison sees
 # what it needs, and a session of hours holds no more than a minute's (the caller keeps the
@@ -105,14 +114,17 @@ class LocalAgreement:
         (None: nothing committed in the buffer, or its last words not found)."""
         if buffer_start is None or not self.committed:
             return None
-        inside = [w.key for w in self.committed if w.end > buffer_start + TIME_TOLERANCE_S]
+        inside = [w for w in self.committed if w.end > buffer_start + TIME_TOLERANCE_S]
         if not inside:
             return None
-        sm = difflib.SequenceMatcher(None, inside, [w.key for w in words], autojunk=False)
+        keys = [w.key for w in inside]
+        sm = difflib.SequenceMatcher(None, keys, [w.key for w in words], autojunk=False)
         last = len(inside) - 1
         for a, b, n in reversed(sm.get_matching_blocks()):
             if n and a + n - 1 >= last - 1:  # the last committed word, or the one before it
-                return b + n + (last - (a + n - 1))
+                near = abs(words[b + n - 1].end - inside[a + n - 1].end) <= TEXT_CUT_TOLERANCE_S
+                if near:
+                    return b + n + (last - (a + n - 1))
         return None
 
     def insert(
