@@ -260,25 +260,24 @@ class StreamSession:
         t3 = t()
         stages = {"feat": (t1 - t0) * 1e3, "enc": (t2 - t1) * 1e3, "dec": (t3 - t2) * 1e3}
         end_s = self.buffer_start_s + len(audio) / SAMPLE_RATE
-        if not timestamps:
+        segments = []
+        if timestamps:
+            segments, _, _ = split_segments(
+                res.tokens, self.ts_begin, self.buffer_start_s, e.tokenizer.decode
+            )
+            cap_segment_ends(segments, end_s)
+            words: list[Word] = []
+            for s in segments:
+                pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
+                words += words_of(pieces, min(s.start_s, s.end_s), s.end_s)
+        else:
             pieces = [e.tokenizer.piece(tok) for tok in res.tokens if tok < self.eot]
             words = words_of(pieces, self.buffer_start_s, end_s)
-            if res.hit_max_length or longest_repeat([w.key for w in words]) >= LOOP_MIN_REPEATS:
-                self.looped_steps += 1
-                return None, int(feats.shape[-1]), stages
-            return words, int(feats.shape[-1]), stages
-        segments, _, _ = split_segments(
-            res.tokens, self.ts_begin, self.buffer_start_s, e.tokenizer.decode
-        )
-        cap_segment_ends(segments, end_s)
-        words: list[Word] = []
-        for s in segments:
-            pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
-            words += words_of(pieces, min(s.start_s, s.end_s), s.end_s)
         if res.hit_max_length or longest_repeat([w.key for w in words]) >= LOOP_MIN_REPEATS:
             self.looped_steps += 1
             return None, int(feats.shape[-1]), stages
-        self._segment_ends = [s.end_s for s in segments]
+        if timestamps:
+            self._segment_ends = [s.end_s for s in segments]
         return words, int(feats.shape[-1]), stages
 
     def _prompt(self) -> list[int]:
