@@ -13,12 +13,12 @@ last committed word, provided the two lie within TEXT_CUT_TOLERANCE_S of each ot
 lone "the" matched to a "the" seconds later drops every word between: on the bundled set,
 with "He asked when the" committed, the hypothesis "He asked whether anyone had seen this
 keys, but no more than the room could remember" was cut after its second "the", 2.5 s on, and
-the nine words from "had" to "the" were never committed). Where the text
-does not match (the model rephrased a committed word), it is cut by time as whisper_streaming
-does: words that start before the last committed word's end, less a 0.1 s tolerance, are
-dropped. Time alone is not enough here: our word times are
-interpolated within timestamp segments (stream/session.py), off by a word's length at times,
-and a word cut by a wrong time is lost for good. Then a leading 1- to 5-word n-gram equal to
+the nine words from "had" to "the" were never committed). Where the text does not match
+(the model rephrased a committed word), it is cut by time as whisper_streaming does: words
+that start before the last committed word's end, less a 0.1 s tolerance, are dropped. Time
+alone is not enough here: our word times are interpolated within timestamp segments
+(stream/session.py), off by a word's length at times, and a word cut by a wrong time is lost
+for good. Then a leading 1- to 5-word n-gram equal to
 the committed tail is removed (the back end is prompted with the committed text before the
 buffer and may repeat it). Words compare by their normalised text (case and punctuation
 ignored), so "Hello," and "hello" agree.
