@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,13 +12,14 @@ from voxmeter.spec import RunSpec, StreamSettings
 from voxmeter.stream.align import word_bounds, words_from_path
 from voxmeter.stream.measures import (
     churn,
+    floor_slope_per_hour,
     match_by_utterance,
     match_words,
     slope_per_hour,
     stream_metrics,
 )
 from voxmeter.stream.policy import LocalAgreement, Word, common_prefix
-from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace, _append
+from voxmeter.stream.replay import JoinedAudio, StepRecord, Trace, _append, record_bytes
 from voxmeter.stream.session import words_of
 
 
@@ -178,6 +181,33 @@ def test_slope_per_hour():
     assert slope_per_hour([(0, 100), (30, 101)]) is None  # too short to fit
     pts = [(t, 100 + t / 3600 * 5) for t in range(0, 600, 10)]
     assert slope_per_hour(pts) == pytest.approx(5.0)
+
+
+def test_floor_slope_fits_each_windows_lowest_sample_less_the_trace():
+    # every 10 s for an hour: a floor rising 12 MiB/h, 20 MiB of allocator cache in the second
+    # half on every sample but each 5-minute window's first, and a trace growing 2 MiB/h
+    t = np.arange(0, 3600, 10.0)
+    cached = np.where(((t - 300) % 300 == 0) | (t < 1800), 0.0, 20.0)
+    rss = list(zip(t, 100 + 12 * t / 3600 + cached, strict=True))
+    own = list(zip(t, 2 * t / 3600, strict=True))
+    assert floor_slope_per_hour(rss, own, settle_s=300) == pytest.approx((10.0, 10.0, 10.0))
+    assert floor_slope_per_hour(rss, [], settle_s=300)[0] == pytest.approx(12.0)
+    assert slope_per_hour(rss, 300) > 30  # the cache moves the plain line, not the floor
+    # one window's low far below the rest (a heap release the next steps undid) moves a
+    # least-squares line through the lows by tens of MiB/h; Theil-Sen's median slope keeps 10
+    dipped = [(t_, v - 25 if 300 <= t_ < 310 else v) for t_, v in rss]
+    slope, low, high = floor_slope_per_hour(dipped, own, settle_s=300)
+    assert slope == pytest.approx(10.0)
+    assert low <= 10.0 <= high
+    assert floor_slope_per_hour(rss[:60], own, settle_s=0) is None  # two windows only
+
+
+def test_the_replay_counts_its_own_trace_bytes_as_it_goes():
+    steps: list[StepRecord] = []
+    counted = sum(_append(steps, step(i, "a b" if i % 2 else "", "c d"), None) for i in range(1, 6))
+    trace = Trace(steps, 5.0, 0.5, False, 0)
+    assert counted > 0
+    assert counted + record_bytes(steps[-1]) + sys.getsizeof(steps) == trace.nbytes()
 
 
 def test_stream_settings_validate_and_keep_old_hashes():

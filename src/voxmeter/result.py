@@ -121,6 +121,12 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "rss_mb_end": ("MiB", "stream: RSS at the session's end"),
     "rss_slope_mb_h": ("MiB/h", "stream: least-squares RSS slope after the first 5 minutes"),
     "rss_slope_all_mb_h": ("MiB/h", "stream: least-squares RSS slope over the whole session"),
+    "rss_floor_slope_mb_h": (
+        "MiB/h",
+        "stream: Theil-Sen slope of each 5-minute window's lowest RSS less the replay's trace",
+    ),
+    "rss_floor_slope_lo_mb_h": ("MiB/h", "stream: the floor slope's 95% interval, low end"),
+    "rss_floor_slope_hi_mb_h": ("MiB/h", "stream: the floor slope's 95% interval, high end"),
     "trace_mb": ("MiB", "stream: the replay's own record of the session (in its RSS)"),
     "commit_ms_slope_h": ("ms/h", "stream: least-squares slope of commit latency over time"),
 }

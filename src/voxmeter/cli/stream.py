@@ -40,6 +40,7 @@ SUMMARY = (
     ("forced_trims", "forced buffer cuts (uncommitted audio dropped)", 0),
     ("rss_mb_end", "RSS at the end (MiB)", 0),
     ("rss_slope_mb_h", "RSS slope (MiB/hour)", 1),
+    ("rss_floor_slope_mb_h", "RSS floor slope, trace excluded (MiB/hour)", 1),
     ("stream_audio_s", "audio streamed (s)", 1),
     ("stream_wall_s", "wall time (s)", 1),
 )

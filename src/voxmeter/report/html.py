@@ -70,6 +70,7 @@ STREAM_COLUMNS = (
     ("offline_wer", "offline WER %", 2),
     ("compute_ratio", "compute / stream s", 3),
     ("rss_slope_mb_h", "RSS slope MiB/h", 1),
+    ("rss_floor_slope_mb_h", "RSS floor slope MiB/h", 1),
 )
 # the keys of a sensitivity map that the heat map and its section read
 SENSITIVITY_KEYS = (

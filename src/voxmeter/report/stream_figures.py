@@ -7,7 +7,8 @@ the figures it needs:
 - commit latency (compute-aware p50/p90/p99) and streaming WER minus offline WER against the
   chunk size, one line per configuration that differs in its chunk size alone;
 - resident memory against stream time, one line per session that recorded its RSS series
-  (`{"kind": "rss_series"}` among a result's clips), its least-squares slope in the legend;
+  (`{"kind": "rss_series"}` among a result's clips), its least-squares slope in the legend
+  (and its floor slope, stream/measures.py, where the session was long enough for one);
 - capacity: p99 commit latency against concurrent streams, with the SLO and the count that
   held it, from files written by `voxmeter load --find-capacity --json` or bench_stream.py.
 """
@@ -154,6 +155,9 @@ def _slope_text(row: Any, series: dict[str, Any], n_series: int) -> str:
     where it has several (the stored figure is then their mean)."""
     if n_series == 1:
         slope = metric(row, "rss_slope_mb_h")
+        floor = metric(row, "rss_floor_slope_mb_h")
+        if slope is not None and floor is not None:
+            return f"{slope:+.1f} MiB/h, floor {floor:+.1f}"
     else:
         from voxmeter.stream.measures import slope_per_hour
 

@@ -35,6 +35,7 @@ from voxmeter.stream.replay import Trace
 
 HOUR = 3600.0
 RSS_SETTLE_S = 300.0  # the RSS slope is fitted from here on (and from 10% of the session)
+RSS_FLOOR_WINDOW_S = 300.0  # the floor slope fits each window's lowest sample
 
 
 def match_words(hyp: Sequence[Word], ref: Sequence[Word]) -> list[tuple[int, int]]:
@@ -85,6 +86,33 @@ def slope_per_hour(points: Sequence[tuple[float, float]], settle_s: float = 0.0)
         return None
     t, v = np.asarray(points, dtype=float).T
     return float(np.polyfit(t, v, 1)[0] * HOUR)
+
+
+def floor_slope_per_hour(
+    rss: Sequence[tuple[float, float]],
+    own: Sequence[tuple[float, float]],
+    settle_s: float = 0.0,
+    window_s: float = RSS_FLOOR_WINDOW_S,
+) -> tuple[float, float, float] | None:
+    """(slope, 95% low, 95% high) per hour of the lowest (RSS - own) sample in each `window_s`
+    window from `settle_s` on, each placed at the mean time of its window's samples, by
+    Theil-Sen (module doc). `own` pairs with `rss` sample by sample (missing: 0). None under
+    3 windows."""
+    from scipy.stats import theilslopes
+
+    held = dict(own)
+    windows: dict[int, list[tuple[float, float]]] = {}
+    for t, v in rss:
+        if t >= settle_s:
+            windows.setdefault(int((t - settle_s) // window_s), []).append(
+                (t, v - held.get(t, 0.0))
+            )
+    if len(windows) < 3:
+        return None
+    points = [(float(np.mean([t for t, _ in w])), min(v for _, v in w)) for w in windows.values()]
+    t, v = np.asarray(points, dtype=float).T
+    fit = theilslopes(v, t / HOUR)
+    return float(fit.slope), float(fit.low_slope), float(fit.high_slope)
 
 
 def churn(trace: Trace) -> tuple[int, int]:
@@ -173,6 +201,11 @@ def stream_metrics(
     settle = max(RSS_SETTLE_S, 0.1 * trace.audio_s)
     m["rss_slope_mb_h"] = slope_per_hour(trace.rss, settle)
     m["rss_slope_all_mb_h"] = slope_per_hour(trace.rss)
+    floor = floor_slope_per_hour(trace.rss, trace.own, settle)
+    if floor is not None:
+        m["rss_floor_slope_mb_h"], m["rss_floor_slope_lo_mb_h"], m["rss_floor_slope_hi_mb_h"] = (
+            floor
+        )
     m["trace_mb"] = trace.nbytes() / 2**20
     m["commit_ms_slope_h"] = slope_per_hour(
         [(seen[h][0].end, (seen[h][1] - ref_words[r].end) * 1e3) for h, r in pairs]

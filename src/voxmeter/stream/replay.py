@@ -11,11 +11,15 @@ Two clocks, as whisper_streaming reports them:
 - computation-unaware: the same steps, their output seen the moment their audio arrived
   (compute taken as zero): the lower bound the policy alone imposes.
 
-Resident memory is sampled every `rss_every_s` of stream time, for the long-session drift.
+Resident memory is sampled every `rss_every_s` of stream time, for the long-session drift,
+with what the trace itself holds at that moment beside it (`own`): the replay's record grows
+with the session (~2.5 MiB an hour of 500 ms steps), and that growth is the measurement's,
+not the session's (a server keeps no trace).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +59,7 @@ class Trace:
     looped_steps: int = 0
     rss: list[tuple[float, float]] = field(default_factory=list)  # (stream s, MiB)
     buffer_s_max: float = 0.0
+    own: list[tuple[float, float]] = field(default_factory=list)  # (stream s, trace MiB)
 
     @property
     def committed(self) -> list[tuple[Word, float, float]]:
@@ -72,13 +77,13 @@ class Trace:
     def nbytes(self) -> int:
         """What the trace itself holds (records, words, their texts), in bytes: the part of
         the replay process's RSS growth that is the measurement's, not the session's."""
-        import sys
+        return sys.getsizeof(self.steps) + sum(record_bytes(s) for s in self.steps)
 
-        total = sys.getsizeof(self.steps)
-        for s in self.steps:
-            total += sys.getsizeof(s) + sys.getsizeof(s.committed) + sys.getsizeof(s.partial)
-            total += sum(sys.getsizeof(w) + sys.getsizeof(w.text) for w in s.committed)
-        return total
+
+def record_bytes(rec: StepRecord) -> int:
+    """Bytes one step's record holds: itself, its lists, its committed words and texts."""
+    total = sys.getsizeof(rec) + sys.getsizeof(rec.committed) + sys.getsizeof(rec.partial)
+    return total + sum(sys.getsizeof(w) + sys.getsizeof(w.text) for w in rec.committed)
 
 
 class Clock:
@@ -121,6 +126,8 @@ def replay(
     clock = Clock(realtime)
     steps: list[StepRecord] = []
     rss: list[tuple[float, float]] = [(0.0, proc.memory_info().rss / MB)]
+    own: list[tuple[float, float]] = [(0.0, 0.0)]
+    own_bytes = 0  # record_bytes of every record but the last (whose partial is still held)
     next_rss = rss_every_s
     fed, buffer_max = 0, 0.0
     wall0 = time.perf_counter()
@@ -133,9 +140,10 @@ def replay(
         buffer_max = max(buffer_max, session.buffer_s)
         step = session.finish_utterance() if ended else session.process()
         clock.spent(step.compute_s)
-        _append(steps, _record(step, fed, clock.now()), on_step)
+        own_bytes += _append(steps, _record(step, fed, clock.now()), on_step)
         if fed / SAMPLE_RATE >= next_rss:
             rss.append((fed / SAMPLE_RATE, proc.memory_info().rss / MB))
+            own.append((fed / SAMPLE_RATE, (own_bytes + sys.getsizeof(steps)) / MB))
             next_rss += rss_every_s
         if progress is not None:
             progress(fed / SAMPLE_RATE, total / SAMPLE_RATE)
@@ -151,6 +159,7 @@ def replay(
         looped_steps=session.looped_steps,
         rss=rss,
         buffer_s_max=buffer_max,
+        own=own,
     )
 
 
@@ -164,10 +173,11 @@ def revisions(previous_partial: list[Word], rec: StepRecord) -> int:
 
 def _append(
     steps: list[StepRecord], rec: StepRecord, on_step: Callable[[StepRecord], None] | None
-) -> None:
+) -> int:
     """Record a step; the previous step's partial words are dropped once compared, so an
     hour's trace holds the committed transcript and a few numbers per step, not every
-    partial (that would be the replay's own memory growth, read as the session's)."""
+    partial (that would be the replay's own memory growth, read as the session's).
+    Returns the bytes of the previous record, now final (record_bytes; 0 for the first)."""
     prev = steps[-1] if steps else None
     rec.revised = revisions(prev.partial if prev else [], rec)
     rec.shows_text = bool(rec.committed or rec.partial)
@@ -176,6 +186,7 @@ def _append(
     steps.append(rec)
     if on_step is not None:
         on_step(rec)
+    return record_bytes(prev) if prev is not None else 0
 
 
 def _record(step: Any, fed: int, t_aware: float) -> StepRecord:

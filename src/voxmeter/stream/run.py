@@ -173,6 +173,7 @@ def run_stream_spec(
                         "kind": "rss_series",
                         "t_s": [t for t, _ in run.trace.rss],
                         "rss_mb": [v for _, v in run.trace.rss],
+                        "own_mb": [v for _, v in run.trace.own],  # the trace's share
                     },
                 ],
                 env=collect_env(spec.threads, spec.seed, spec.device),
