@@ -7,8 +7,20 @@ Targets (issue "Stream"): compute/elapsed <= 0.3 per stream; first partial <= 1.
 speech starts; median commit latency <= 1.5 s; streaming WER within 1.5 points of offline;
 RSS slope < 5 MB/hour over 60 minutes; >= 4 concurrent streams at p99 commit latency <= 3 s.
 
+How two of them are judged:
+- The WER gap is the mean over `--shifts-ms` (default 0,4,10,20 ms of silence before every
+  clip, stream and offline alike; benchmarks/diag_stream_gap.py's method, run in a child
+  process per configuration): tiny.en's hypotheses move with shifts far below a word's length,
+  and a streamed run's step boundaries move with its measured compute time, so one draw of the
+  gap varies by a point or more. The single draw of the timed run (shift 0, the whole
+  transcript scored at once) is kept as `wer_gap_single`.
+- The RSS slope is the long session's floor slope (stream/measures.py: the lowest sample of
+  each 5 minutes, less the replay's own trace, Theil-Sen with its 95% interval); the
+  least-squares slope through every sample (`rss_slope_mb_h`) is reported beside it.
+
     python benchmarks/bench_stream.py [--grid 500:2:vad,500:3:vad,1000:2:vad,500:2]
-        [--long-config 500:3:vad] [--long-minutes 60] [--load-duration 30] [--skip-load]
+        [--shifts-ms 0,4,10,20] [--long-config 500:3:vad] [--long-minutes 60]
+        [--load-duration 30] [--skip-load]
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ KEYS = (
     "rss_mb_end",
     "rss_slope_mb_h",
     "rss_slope_all_mb_h",
+    "rss_floor_slope_mb_h",
+    "rss_floor_slope_lo_mb_h",
+    "rss_floor_slope_hi_mb_h",
     "trace_mb",
     "commit_ms_slope_h",
     "stream_audio_s",
@@ -93,10 +108,30 @@ def measure(spec: RunSpec, cache_dir: str | None) -> dict:
     if series and minutes_of(spec) >= 10:  # a long session's RSS over time, for the note
         row["rss_series"] = list(zip(series["t_s"], series["rss_mb"], strict=True))
     if row["stream_wer"] is not None and row["offline_wer"] is not None:
-        row["wer_gap"] = row["stream_wer"] - row["offline_wer"]
+        row["wer_gap_single"] = row["stream_wer"] - row["offline_wer"]
+        row["wer_gap"] = row["wer_gap_single"]  # replaced by the mean over shifts, if run
     row["bench_s"] = time.perf_counter() - t0
     row["label"] = spec.label()
     return row
+
+
+def gap_over_shifts(spec: RunSpec, shifts: list[float]) -> dict:
+    """diag_stream_gap.over_shifts in a child process of its own (a fresh engine, as the
+    timed run has), without the per-clip texts."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from diag_stream_gap import over_shifts
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        out = pool.submit(over_shifts, spec, shifts, False).result()
+    return {
+        "shifts_ms": out["shifts_ms"],
+        "mean_wer": out["mean_wer"],
+        "gap": out["gap"],
+        "per_shift": [{"shift_ms": r["shift_ms"], **r["wer"]} for r in out["runs"]],
+    }
 
 
 def minutes_of(spec: RunSpec) -> float:
@@ -128,6 +163,7 @@ def main() -> None:
     ap.add_argument("--data", default="default")
     ap.add_argument("--max-clips", type=int, default=0)
     ap.add_argument("--grid", default="500:2:vad,500:3:vad,500:3:vad:hb0.3,1000:2:vad,500:2,1000:2")
+    ap.add_argument("--shifts-ms", default="0,4,10,20", help="'' for the single draw only")
     ap.add_argument("--long-config", default="500:3:vad")
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--load-duration", type=float, default=30.0)
@@ -140,11 +176,18 @@ def main() -> None:
     for config in [c for c in args.grid.split(",") if c]:
         spec = stream_spec(config, args.data, args.max_clips)
         row = measure(spec, args.cache_dir)
+        shifts = [float(x) for x in args.shifts_ms.split(",") if x]
+        if shifts:
+            row["wer_gap_shifts"] = gap_over_shifts(spec, shifts)
+            row["wer_gap"] = row["wer_gap_shifts"]["gap"]
         row["meets"] = verdicts(row)
         payload["grid"][config] = row
         print(
             config,
-            {k: row.get(k) for k in ("commit_ms_p50", "wer_gap", "compute_ratio")},
+            {
+                k: row.get(k)
+                for k in ("commit_ms_p50", "wer_gap", "wer_gap_single", "compute_ratio")
+            },
             file=sys.stderr,
             flush=True,
         )
@@ -152,12 +195,15 @@ def main() -> None:
     if args.long_minutes > 0:
         spec = stream_spec(args.long_config, args.data, args.max_clips, args.long_minutes)
         row = measure(spec, args.cache_dir)
-        slope = row.get("rss_slope_mb_h")
+        slope = row.get("rss_floor_slope_mb_h")
         row["meets"] = dict(verdicts(row), rss_slope=None if slope is None else slope < 5.0)
         payload["long_session"] = dict(row, config=args.long_config, minutes=args.long_minutes)
         print(
             "long",
-            {k: row.get(k) for k in ("rss_slope_mb_h", "commit_ms_slope_h")},
+            {
+                k: row.get(k)
+                for k in ("rss_floor_slope_mb_h", "rss_slope_mb_h", "commit_ms_slope_h")
+            },
             file=sys.stderr,
             flush=True,
         )

@@ -66,14 +66,9 @@ def main() -> None:
         stream_prompt=not args.no_prompt,
         stream_final_pass=args.final_pass,
     )
-    clips = [c for c in prepare_data(spec).clips if not c.is_long]
     shifts = [float(s) for s in args.shifts_ms.split(",")]
-    engine, _, _ = open_engine(spec, default_cache_dir(None))
-    try:
-        warm_up(engine, spec, clips[0].audio)
-        runs = [compare(engine, spec, clips, shift) for shift in shifts]
-    finally:
-        engine.close()
+    out = over_shifts(spec, shifts)
+    runs, mean = out["runs"], out["mean_wer"]
     for row in runs[0]["clips"]:
         if len({row["stream"], row["offline"], row["offline_ts"]}) > 1:
             print(row["id"])
@@ -81,18 +76,40 @@ def main() -> None:
                 print(f"  {k:10s} {row[k]}")
     for shift, run in zip(shifts, runs):
         print(f"shift {shift:g} ms: " + "  ".join(f"{k} {v:.2f}" for k, v in run["wer"].items()))
-    mean = {k: float(np.mean([r["wer"][k] for r in runs])) for k in KINDS}
     print("mean: " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()))
     print(f"gap stream - offline: {mean['stream'] - mean['offline']:.2f} points")
-    write("diag_stream_gap", {"spec": spec.to_dict(), "shifts_ms": shifts, "mean_wer": mean,
-                              "runs": runs})  # fmt: skip
+    write("diag_stream_gap", {"spec": spec.to_dict(), **out})
 
 
 KINDS = ("stream", "offline", "offline_ts")
 
 
-def compare(engine: Any, spec: RunSpec, clips: list, shift_ms: float) -> dict:
-    """The three transcriptions of every clip, each clip led by `shift_ms` of silence."""
+def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> dict:
+    """`compare` at every shift in one engine, with the mean WER of each transcription and
+    the mean gap (stream - offline). bench_stream.py calls it in a child process per
+    configuration, without offline_ts (the sequential long-form pass is the diagnosis only)."""
+    clips = [c for c in prepare_data(spec).clips if not c.is_long]
+    engine, _, _ = open_engine(spec, default_cache_dir(None))
+    try:
+        warm_up(engine, spec, clips[0].audio)
+        runs = [compare(engine, spec, clips, shift, offline_ts) for shift in shifts]
+    finally:
+        engine.close()
+    kinds = [k for k in KINDS if k in runs[0]["wer"]]
+    mean = {k: float(np.mean([r["wer"][k] for r in runs])) for k in kinds}
+    return {
+        "shifts_ms": shifts,
+        "mean_wer": mean,
+        "gap": mean["stream"] - mean["offline"],
+        "runs": runs,
+    }
+
+
+def compare(
+    engine: Any, spec: RunSpec, clips: list, shift_ms: float, offline_ts: bool = True
+) -> dict:
+    """The three transcriptions of every clip, each clip led by `shift_ms` of silence
+    (offline_ts left out when `offline_ts` is False)."""
     lead = np.zeros(round(shift_ms * SAMPLE_RATE / 1000), dtype=np.float32)
     audios = [np.concatenate([lead, c.audio]) for c in clips]
     audio = JoinedAudio(audios, spec.stream.gap_s, spec.stream.duration_s)
@@ -100,6 +117,8 @@ def compare(engine: Any, spec: RunSpec, clips: list, shift_ms: float) -> dict:
     plain = [offline_text(engine, a) for a in audios]
     stamped = [
         transcribe_sequential(engine, ArrayAudio(a), lambda key, rec: nullcontext()).text
+        if offline_ts
+        else ""
         for a in audios
     ]
     trace = replay(make_session(engine, spec), audio, realtime=False)
@@ -118,7 +137,8 @@ def compare(engine: Any, spec: RunSpec, clips: list, shift_ms: float) -> dict:
             }
         )
     refs = [r["ref"] for r in rows]
-    wers = {k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer for k in KINDS}
+    kinds = KINDS if offline_ts else KINDS[:2]
+    wers = {k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer for k in kinds}
     return {"shift_ms": shift_ms, "wer": wers, "clips": rows}
 
 
