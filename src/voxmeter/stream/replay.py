@@ -7,7 +7,9 @@ Two clocks, as whisper_streaming reports them:
   that falls behind gets longer chunks, never a queue). A step's output is seen when it ends.
   With `realtime` this is the wall clock (the run takes as long as the audio); without it, a
   simulated clock advanced by each step's measured compute time, so the run goes as fast as
-  the machine can and the latencies are still those a live user would have seen.
+  the machine can and the latencies are still those a live user would have seen. A step's
+  compute is the voice-activity detector's work on its chunk (Silero, with --vad) plus the
+  session's step (features, encoder, decoder, policy).
 - computation-unaware: the same steps, their output seen the moment their audio arrived
   (compute taken as zero): the lower bound the policy alone imposes.
 
@@ -135,10 +137,14 @@ def replay(
         arrived = int(clock.now() * SAMPLE_RATE)
         target = min(total, max(fed + chunk, arrived))
         clock.wait_until(target / SAMPLE_RATE)
-        ended = session.insert_audio(audio.read(fed, target - fed))
+        chunk_audio = audio.read(fed, target - fed)
+        t0 = time.perf_counter()
+        ended = session.insert_audio(chunk_audio)  # the VAD runs here: its time is compute
+        vad_s = time.perf_counter() - t0
         fed = target
         buffer_max = max(buffer_max, session.buffer_s)
         step = session.finish_utterance() if ended else session.process()
+        step.compute_s += vad_s
         clock.spent(step.compute_s)
         own_bytes += _append(steps, _record(step, fed, clock.now()), on_step)
         if fed / SAMPLE_RATE >= next_rss:

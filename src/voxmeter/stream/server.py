@@ -3,7 +3,11 @@
 One engine is loaded once and shared; each connection gets its own StreamSession. Model work
 runs in worker threads (`asyncio.to_thread`), so the event loop keeps reading every client's
 audio while a step computes: CTranslate2 models take concurrent calls, the torch (hf) engine
-is serialised by a lock.
+is serialised by a lock. With `replicas` > 1 (ct2 only) CTranslate2 holds that many copies of
+the model and runs that many sessions' steps in parallel, each on the spec's threads: on two
+cores, two replicas of one thread each streamed 23% more audio per second than one replica of
+two threads, four sessions at once (tiny.en int8, 500 ms chunks, LA-2, VAD; 6.58 against 5.35
+seconds of audio per second).
 
 Per connection, two tasks: the receiver reads frames, checks them, resamples them to 16 kHz
 (soxr's streaming resampler: no clicks at frame edges) and queues the audio; the worker runs
@@ -50,6 +54,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765  # 0: any free port (tests)
     max_sessions: int = 4
+    replicas: int = 1  # model copies stepping sessions in parallel (module doc; ct2 only)
     limits: Limits = field(default_factory=Limits)
     max_pending_s: float = 5.0
     start_timeout_s: float = 10.0
@@ -59,6 +64,8 @@ class ServerConfig:
             raise SpecError(f"port: must be an integer in [0, 65535], got {self.port!r}")
         if not (isinstance(self.max_sessions, int) and self.max_sessions >= 1):
             raise SpecError(f"max_sessions: must be an integer >= 1, got {self.max_sessions!r}")
+        if not (isinstance(self.replicas, int) and 1 <= self.replicas <= 64):
+            raise SpecError(f"replicas: must be an integer in [1, 64], got {self.replicas!r}")
         lim = self.limits
         if lim.max_frame_bytes < 2:
             raise SpecError(f"max_frame_bytes: must be >= 2, got {lim.max_frame_bytes}")
@@ -205,12 +212,20 @@ class StreamServer:
         )
 
     def warm_up(self) -> None:
-        """One step on a second of silence: the first model call pays one-off allocations,
-        and a client's first latency should not."""
-        session = StreamSession(self.engine, self.spec.stream, vad=None)
-        session.insert_audio(np.zeros(SAMPLE_RATE, dtype=np.float32))
-        with self._model_lock:
-            session.process()
+        """One step on a second of silence per model replica, all at once (so each replica
+        takes one): the first model call pays one-off allocations, and a client's first
+        latency should not."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(_: int) -> None:
+            session = StreamSession(self.engine, self.spec.stream, vad=None)
+            session.insert_audio(np.zeros(SAMPLE_RATE, dtype=np.float32))
+            with self._model_lock:
+                session.process()
+
+        n = max(1, getattr(self.engine, "replicas", 1))
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            list(pool.map(one, range(n)))
 
     async def handler(self, ws: Any) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -327,7 +342,10 @@ class StreamServer:
         assert session is not None
         steps = []
         with self._model_lock:
-            if session.insert_audio(audio):  # the VAD saw an utterance end
+            t0 = time.perf_counter()
+            ended = session.insert_audio(audio)  # the VAD's work, if any, counts as compute
+            conn.compute_s += time.perf_counter() - t0
+            if ended:  # the VAD saw an utterance end
                 steps.append(session.finish_utterance())
             steps.append(session.finish_utterance() if last else session.process())
         conn.compute_s += sum(s.compute_s for s in steps)
@@ -407,9 +425,13 @@ async def running_server(
     spec = spec.validate()
     if not spec.stream.enabled:
         raise SpecError("serve: the spec is not a stream (stream chunk_ms is 0)")
+    if config.replicas > 1 and spec.engine != "ct2":
+        raise SpecError(
+            f"replicas: {config.replicas} needs the ct2 engine (hf runs one call at once)"
+        )
     if engine is None:
         log.info(allocator_note())  # memory over hours depends on it: see allocator_note
-        engine, _, load_s = await asyncio.to_thread(open_engine, spec, cache_dir)
+        engine, _, load_s = await asyncio.to_thread(open_engine, spec, cache_dir, config.replicas)
         log.info("loaded %s in %.1f s", spec.label(), load_s)
     vad = None
     if spec.stream.vad:
@@ -450,10 +472,11 @@ async def serve(
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with running_server(spec, config, cache_dir) as running:
         log.info(
-            "serving %s on %s (at most %d sessions)",
+            "serving %s on %s (at most %d sessions, %d model replica(s))",
             spec.label(),
             running.url,
             config.max_sessions,
+            config.replicas,
         )
         await stop.wait()
     log.info("stopped")
