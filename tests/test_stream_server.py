@@ -182,6 +182,8 @@ def test_load_command_refuses_a_remote_server_in_one_line(capsys):
         (["--max-sessions", "0"], "max_sessions: must be an integer >= 1"),
         (["--policy", "majority"], "--policy: expected local-agreement-N or N"),
         (["--policy", "local-agreement-9"], "agreement: must be an integer in [1, 5]"),
+        (["--replicas", "0"], "replicas: must be an integer in [1, 64]"),
+        (["--engine", "hf", "--precision", "fp32", "--replicas", "2"], "needs the ct2 engine"),
     ],
 )
 def test_serve_refuses_bad_options_in_one_line_before_loading(capsys, args, message):
@@ -510,6 +512,24 @@ def test_a_short_load_run_measures_commit_latency(engine):
     d = report.to_dict()
     assert d["words"] == len(report.latencies_ms) and "p99" in d["streams"][0]["latency_ms"]
     json.dumps(d)
+
+
+def test_model_replicas_serve_concurrent_streams(cache_dir):
+    """Two CTranslate2 replicas (inter_threads), one thread each: both load clients' streams
+    end with their final text, and the server really holds two model workers."""
+    from voxmeter.stream import open_engine
+
+    spec = SPEC.with_(threads=1)
+    loaded, _, _ = open_engine(spec, cache_dir, replicas=2)
+    assert loaded.replicas == 2 and loaded.model.num_workers == 2
+
+    async def main():
+        config = ServerConfig(port=0, replicas=2)
+        async with running_server(spec, config, engine=loaded) as srv:
+            return await run_load(LoadConfig(srv.url, streams=2, duration_s=8.0))
+
+    report = asyncio.run(main())
+    assert report.errors == [] and all(s.final and s.words > 0 for s in report.streams)
 
 
 def test_with_vad_an_utterance_commits_when_speech_stops(cache_dir, clips):

@@ -36,7 +36,10 @@ def serve(
     engine: str = typer.Option("ct2", help="ct2 (CTranslate2) or hf (torch + transformers)"),
     precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
     frames: str = typer.Option("fit", help="xT: encoder input frames (even, <=3000) or 'fit'"),
-    threads: int = typer.Option(2, min=1, help="intra-op threads of the shared engine"),
+    threads: int = typer.Option(2, min=1, help="intra-op threads of each model replica"),
+    replicas: int = typer.Option(
+        1, help="ct2: model copies stepping sessions in parallel (replicas x threads ~ cores)"
+    ),
     chunk_ms: int = typer.Option(500, help="audio per processing step, [20, 10000] ms"),
     policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N or N"),
     vad: bool = typer.Option(False, help="Silero VAD: drop silence, end utterances"),
@@ -75,7 +78,7 @@ def serve(
             realtime=True,
         ),
     ).validate()
-    base = ServerConfig(host=host, port=port, max_sessions=max_sessions)
+    base = ServerConfig(host=host, port=port, max_sessions=max_sessions, replicas=replicas)
     config = replace(base, limits=replace(base.limits, max_ahead_s=max_ahead_s)).validate()
     if host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("binding %s: any machine that reaches it can use this server", host)

@@ -6,20 +6,31 @@ from pathlib import Path
 
 from voxmeter.assets.bundled import ModelSource, default_cache_dir, resolve_model
 from voxmeter.engines.base import DecodeOutput, Encoded, Engine
+from voxmeter.errors import SpecError
 from voxmeter.spec import RunSpec
 
 __all__ = ["DecodeOutput", "Encoded", "Engine", "load_engine"]
 
 
 def load_engine(
-    spec: RunSpec, cache_dir: str | Path | None = None, source: ModelSource | None = None
+    spec: RunSpec,
+    cache_dir: str | Path | None = None,
+    source: ModelSource | None = None,
+    replicas: int = 1,
 ) -> Engine:
+    """The spec's engine. `replicas` > 1 (ct2 only: CTranslate2's inter_threads) loads that
+    many copies of the model, so that calls from several threads (a server's sessions) run in
+    parallel, each on spec.threads threads."""
     cache = default_cache_dir(cache_dir)
     source = source or resolve_model(spec.model, cache)
     if spec.engine == "ct2":
         from voxmeter.engines.ct2_whisper import Ct2WhisperEngine
 
-        return Ct2WhisperEngine(spec, source, cache)
+        return Ct2WhisperEngine(spec, source, cache, replicas=replicas)
+    if replicas != 1:
+        raise SpecError(
+            f"replicas: the hf engine runs one call at a time, got {replicas} (use --engine ct2)"
+        )
     from voxmeter.engines.hf_whisper import HFWhisperEngine
 
     return HFWhisperEngine(spec, source, cache)

@@ -46,7 +46,9 @@ class Ct2WhisperEngine:
     name = "ct2"
     stages = ASR_STAGES
 
-    def __init__(self, spec: RunSpec, source: ModelSource, cache_dir: Path) -> None:
+    def __init__(
+        self, spec: RunSpec, source: ModelSource, cache_dir: Path, replicas: int = 1
+    ) -> None:
         import ctranslate2
 
         self.spec = spec
@@ -68,7 +70,7 @@ class Ct2WhisperEngine:
                 device=spec.device,
                 compute_type=compute_type,
                 intra_threads=spec.threads,
-                inter_threads=1,
+                inter_threads=replicas,  # model copies serving concurrent calls (load_engine)
             )
         except (RuntimeError, ValueError) as e:
             if "compute type" in str(e):  # the machine, not the file, says no
@@ -79,6 +81,7 @@ class Ct2WhisperEngine:
                 ) from None
             raise ModelError(f"{source.ct2_dir}: CTranslate2 cannot load it ({e})") from None
         self.compute_type = compute_type
+        self.replicas = replicas
         self.precision_method = f"CTranslate2 compute type {compute_type}"
         self.ids = special_ids(self.dims)
         self.prompt = prompt_ids(self.dims)

@@ -63,9 +63,12 @@ def release_heap() -> bool:
     return True
 
 
-def open_engine(spec: Any, cache_dir: str | Path | None = None) -> tuple[Any, Any, float]:
+def open_engine(
+    spec: Any, cache_dir: str | Path | None = None, replicas: int = 1
+) -> tuple[Any, Any, float]:
     """(engine, model source, load seconds) for a spec, compressed configurations included:
-    weights converted and compression built (cached) as the harness does, then loaded."""
+    weights converted and compression built (cached) as the harness does, then loaded
+    (`replicas`: engines.load_engine)."""
     import time
 
     from voxmeter.assets.bundled import default_cache_dir, resolve_model
@@ -80,5 +83,5 @@ def open_engine(spec: Any, cache_dir: str | Path | None = None) -> tuple[Any, An
     source, _ = prepare_weights(spec, source, cache)
     source, _ = compressed_source(spec, source, cache, None)
     t0 = time.perf_counter()
-    engine = load_engine(spec, cache, source)
+    engine = load_engine(spec, cache, source, replicas=replicas)
     return engine, source, time.perf_counter() - t0
