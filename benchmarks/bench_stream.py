@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 
+import numpy as np
 from common import write
 
 from voxmeter.run.isolate import run_spec_isolated
@@ -126,10 +127,14 @@ def gap_over_shifts(spec: RunSpec, shifts: list[float]) -> dict:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         out = pool.submit(over_shifts, spec, shifts, False).result()
+    gaps = [r["wer"]["stream"] - r["wer"]["offline"] for r in out["runs"]]
     return {
         "shifts_ms": out["shifts_ms"],
         "mean_wer": out["mean_wer"],
         "gap": out["gap"],
+        # the spread of one draw, and the mean's standard error (n - 1 in the deviation)
+        "gap_sd": float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None,
+        "gap_se": float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else None,
         "per_shift": [{"shift_ms": r["shift_ms"], **r["wer"]} for r in out["runs"]],
     }
 

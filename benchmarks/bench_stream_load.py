@@ -14,6 +14,9 @@ import time
 SLO_MS = 3000.0  # the target: >= 4 concurrent streams at p99 commit latency <= 3 s
 SERVER_CONFIGS = {
     "500:2:vad": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"],
+    # two model replicas of one thread each (serve --replicas): sessions step in parallel
+    "500:2:vad:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
+    + ["--threads", "1", "--replicas", "2"],
     "1000:2:vad": ["--chunk-ms", "1000", "--policy", "local-agreement-2", "--vad"],
 }
 

@@ -230,6 +230,23 @@ def test_capacity_is_the_last_level_before_the_first_miss():
     assert not missing_final.held
 
 
+def test_each_capacity_level_streams_enough_audio_for_a_p99(monkeypatch):
+    from voxmeter.stream import load
+
+    ran: list[LoadConfig] = []
+
+    async def fake_run(cfg: LoadConfig) -> LoadReport:
+        ran.append(cfg)
+        p99 = 1000 if cfg.streams < 6 else 4000  # 6 streams miss a 2 s SLO
+        return LoadReport(cfg, [StreamResult(0, 0.0, latencies_ms=[p99], final=True)], 1.0)
+
+    monkeypatch.setattr(load, "run_load", fake_run)
+    cfg = LoadConfig("ws://127.0.0.1:1", duration_s=30.0, slo_ms=2000)
+    found = asyncio.run(load.find_capacity(cfg, max_streams=12, min_level_audio_s=120.0))
+    assert [(c.streams, c.duration_s) for c in ran] == [(1, 120.0), (2, 60.0), (4, 30.0), (6, 30.0)]
+    assert found.capacity == 4
+
+
 def test_held_bytes_bound_by_hand():
     cfg = ServerConfig(limits=Limits(max_frame_bytes=16000, max_buffer_s=30.0), max_pending_s=5.0)
     # a 16000-byte frame at 8 kHz is 1 s; 30 s buffer + 2 x (5 s queue + 1 s frame) = 42 s

@@ -102,6 +102,12 @@ def load(
         False, help="run 1, 2, 4, 6, ... streams until p99 misses the SLO"
     ),
     max_streams: int = typer.Option(32, help="--find-capacity: the largest level tried"),
+    level_audio: float = typer.Option(
+        120.0,
+        min=0.0,
+        help="--find-capacity: audio per level in all streams, s (each stream runs at least "
+        "this / streams: a p99 needs words)",
+    ),
     seed: int = typer.Option(0, help="poisson arrivals' seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
     quiet: bool = typer.Option(False, help="no log lines"),
@@ -124,7 +130,9 @@ def load(
     ).validate()
     if find_capacity:
         show = None if as_json else _print_level
-        found = asyncio.run(search(cfg, max_streams=max_streams, on_level=show))
+        found = asyncio.run(
+            search(cfg, max_streams=max_streams, on_level=show, min_level_audio_s=level_audio)
+        )
         if as_json:
             typer.echo(json.dumps(found.to_dict(), indent=2))
         else:

@@ -19,7 +19,11 @@ steps do not run in lockstep), each streaming `duration_s`; "poisson" starts ses
 exponential inter-arrival times at `rate` per second for `duration_s`, each `session_s` long.
 `find_capacity` runs 1, 2, 4, 6, 8, ... fixed streams and stops at the first level that misses
 the SLO (p99 over it, an error, or a stream without its final): the capacity is the level
-before. Every run ends by a hard deadline, and only loopback servers are driven: this is a
+before. Each level streams at least `min_level_audio_s` of audio in all (120 s: each stream
+runs max(duration_s, 120 s / streams)), because a p99 needs words to stand on: one stream of
+30 s commits about 80 words, whose p99 is nearly the largest single word's latency, and on two
+cores one such stream missed a 3 s SLO (3.09 s) that four streams of 30 s each then held
+(2.79 s over about 320 words). Every run ends by a hard deadline, and only loopback servers are driven: this is a
 benchmark, not a load tool to point at someone else's machine.
 """
 
@@ -41,6 +45,7 @@ from voxmeter.stream.protocol import Start, Stop, encode_pcm, event_words, parse
 
 SAMPLE_RATE = 16000
 ARRIVALS = ("fixed", "poisson")
+MIN_LEVEL_AUDIO_S = 120.0  # find_capacity: audio per level in all streams (module doc)
 
 
 def check_loopback(url: str) -> str:
@@ -340,12 +345,17 @@ def capacity_levels(max_streams: int) -> list[int]:
 
 
 async def find_capacity(
-    cfg: LoadConfig, max_streams: int = 32, on_level: Any = None
+    cfg: LoadConfig,
+    max_streams: int = 32,
+    on_level: Any = None,
+    min_level_audio_s: float = MIN_LEVEL_AUDIO_S,
 ) -> CapacityReport:
-    """Fixed-arrival levels of growing size until one misses the SLO (module doc)."""
+    """Fixed-arrival levels of growing size until one misses the SLO, each streaming at least
+    `min_level_audio_s` in all (module doc)."""
     out = CapacityReport([])
     for n in capacity_levels(max_streams):
-        report = await run_load(replace(cfg, streams=n, arrival="fixed"))
+        seconds = max(cfg.duration_s, min_level_audio_s / n)
+        report = await run_load(replace(cfg, streams=n, arrival="fixed", duration_s=seconds))
         out.levels.append(report)
         if on_level is not None:
             on_level(report)
