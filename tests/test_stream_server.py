@@ -205,6 +205,21 @@ def test_latency_is_from_the_frame_holding_the_word_end():
     assert _latencies(words, sent, 11.0, 0.1) == pytest.approx([1000, 800, 700])
 
 
+def test_latency_is_from_the_frame_holding_the_reference_word_end():
+    from voxmeter.stream.load import reference_latencies
+
+    ref = [Word(0.0, 0.25, "a"), Word(0.25, 0.5, "b"), Word(0.5, 0.85, "c")]
+    # the server's times are its own; "x" matches no reference word and has no latency
+    commits = [
+        (Word(0.0, 0.3, "A,"), 10.5),
+        (Word(0.3, 0.6, "x"), 10.9),
+        (Word(0.5, 0.9, "c"), 11.2),
+    ]
+    sent = [10.0 + 0.1 * k for k in range(10)]  # frame k holds [0.1 k, 0.1 (k + 1)) s
+    # a ends in frame 2 (sent 10.2), c in frame 8 (sent 10.8)
+    assert reference_latencies(commits, ref, [(0, 3)], sent, 0.1) == pytest.approx([300, 400])
+
+
 def test_arrivals_and_capacity_levels():
     cfg = LoadConfig("ws://127.0.0.1:1", streams=4)
     assert arrival_times(cfg) == [0.0, 0.25, 0.5, 0.75]
@@ -527,7 +542,9 @@ def test_a_short_load_run_measures_commit_latency(engine):
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] < 15_000
     assert all(0 < s.rtf < 2 for s in report.streams)  # the server's compute per audio second
     d = report.to_dict()
-    assert d["words"] == len(report.latencies_ms) and "p99" in d["streams"][0]["latency_ms"]
+    # latencies are those of the committed words matched to the aligned reference
+    assert d["words_timed"] == len(report.latencies_ms) <= d["words"]
+    assert d["matched_share"] > 60 and "p99" in d["streams"][0]["latency_ms"]
     json.dumps(d)
 
 

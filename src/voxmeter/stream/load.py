@@ -8,11 +8,20 @@ Each simulated client streams the bundled default set's speech (clips joined wit
 silence, each client starting at another clip) at real-time pace, a `frame_ms` frame at a
 time, sending frame k when its audio would have been spoken: t0 + (k + 1) * frame_ms, as a
 microphone delivers it. The figure of merit is the **commit latency** of every committed word:
-the wall time its commit event arrived minus the wall time the frame holding the word's end
-(word.end, stream seconds) was sent. It counts network, queueing, compute and the policy's
-wait for agreement alike; a word's end time is the server's estimate, so a single word's
-figure is approximate, the distribution is not. Percentiles are pooled over every word of
-every stream (p50/p90/p99, numpy's linear interpolation).
+the wall time its commit event arrived minus the wall time the frame holding the end of the
+word's audio was sent. It counts network, queueing, compute and the policy's wait for
+agreement alike. The end of a word's audio comes from the reference, as in `voxmeter stream`
+(stream/measures.py): before the clients start, every clip they will send is force-aligned
+to its reference text (stream/align.py, the bundled tiny.en, once per clip and process), and
+when a stream ends its committed words are matched to the reference words in order, clip by
+clip; words that match none (errors) have no latency, and the share matched is reported. The
+server's own word times are not used: they are estimates (interpolated over a timestamp
+segment, or spread over an utterance by a plain final pass), and on the bundled set they lie
+about 0.46 s before the reference ends at the median, which added that much to every latency
+(500 ms chunks, LA-2, VAD: p50 1239 ms from the server's times against 773 ms from the
+reference, on one trace). `run_stream` without a reference (tests' speakers) falls back on
+them. Percentiles are pooled over every matched word of every stream (p50/p90/p99, numpy's
+linear interpolation).
 
 Arrivals: "fixed" starts `streams` clients together (spread over the first second, so their
 steps do not run in lockstep), each streaming `duration_s`; "poisson" starts sessions with
@@ -30,6 +39,7 @@ benchmark, not a load tool to point at someone else's machine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import time
@@ -40,11 +50,13 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from voxmeter.errors import SpecError, VoxmeterError
-from voxmeter.stream.measures import p50_p90_p99
+from voxmeter.stream.measures import match_by_utterance, p50_p90_p99
+from voxmeter.stream.policy import Word
 from voxmeter.stream.protocol import Start, Stop, encode_pcm, event_words, parse_event
 
 SAMPLE_RATE = 16000
 ARRIVALS = ("fixed", "poisson")
+LATENCY_REFERENCE = "end of each word's audio by forced alignment of the reference (tiny.en)"
 MIN_LEVEL_AUDIO_S = 120.0  # find_capacity: audio per level in all streams (module doc)
 
 
@@ -112,7 +124,8 @@ class StreamResult:
     index: int
     start_s: float  # when it started, from the run's start
     audio_s: float = 0.0  # audio it sent
-    latencies_ms: list[float] = field(default_factory=list)  # one per committed word
+    latencies_ms: list[float] = field(default_factory=list)  # one per matched committed word
+    commits: list[tuple[Word, float]] = field(default_factory=list)  # word, when it arrived
     text: str = ""
     final: bool = False
     server_compute_s: float | None = None  # the server's model time (from `final`)
@@ -121,7 +134,8 @@ class StreamResult:
 
     @property
     def words(self) -> int:
-        return len(self.latencies_ms)
+        """Committed words (those with a latency: `len(latencies_ms)`)."""
+        return len(self.commits)
 
     @property
     def rtf(self) -> float | None:
@@ -150,6 +164,12 @@ class LoadReport:
         return [f"stream {s.index}: {s.error}" for s in self.streams if s.error]
 
     @property
+    def matched_share(self) -> float | None:
+        """Committed words matched to a reference word (those with a latency), in %."""
+        words = sum(s.words for s in self.streams)
+        return 100 * len(self.latencies_ms) / words if words else None
+
+    @property
     def held(self) -> bool:
         """The SLO held: p99 within it, no errors, every stream ended with its final."""
         p99 = self.latency["p99"]
@@ -160,10 +180,14 @@ class LoadReport:
         streams = [{**asdict(s), "words": s.words, "rtf": s.rtf} for s in self.streams]
         for s in streams:
             s["latency_ms"] = p50_p90_p99(s.pop("latencies_ms"))
+            s.pop("commits")
         return {
             "config": asdict(self.config),
             "streams": streams,
-            "words": len(self.latencies_ms),
+            "words": sum(s.words for s in self.streams),
+            "words_timed": len(self.latencies_ms),
+            "matched_share": self.matched_share,
+            "latency_reference": LATENCY_REFERENCE,
             "latency_ms": self.latency,
             "held": self.held,
             "errors": self.errors,
@@ -202,16 +226,86 @@ def speech(
 ) -> np.ndarray:
     """`duration_s` of speech (16 kHz): `clips` (default: the bundled default set) joined with
     gap_s of silence, starting at clip `first_clip` and repeating the set if it is shorter."""
+    return speech_plan(duration_s, gap_s, first_clip, clips)[0]
+
+
+def speech_plan(
+    duration_s: float, gap_s: float, first_clip: int = 0, clips: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, list[tuple[float, int]]]:
+    """`speech`, with (start second, clip index) of every clip it holds, cut or whole."""
     clips = clips if clips is not None else default_clips()
     gap = np.zeros(round(gap_s * SAMPLE_RATE), dtype=np.float32)
     need = round(duration_s * SAMPLE_RATE)
-    parts, n, i = [], 0, first_clip
+    parts, placed, n, i = [], [], 0, first_clip
     while n < need:
         x = clips[i % len(clips)]
+        placed.append((n / SAMPLE_RATE, i % len(clips)))
         parts += [x, gap]
         n += len(x) + len(gap)
         i += 1
-    return np.concatenate(parts)[:need]
+    return np.concatenate(parts)[:need], placed
+
+
+class Reference:
+    """Reference words of the bundled default set's clips, force-aligned once per clip
+    (module doc), and the commit latencies of a stream's words against them."""
+
+    def __init__(self, clips: list[np.ndarray], texts: list[str]) -> None:
+        self.clips, self.texts = clips, texts
+        self._aligner: Any = None
+        self._words: dict[int, list[Word]] = {}  # clip index -> words, times within the clip
+
+    def align(self, indices: set[int]) -> None:
+        """Align the clips not aligned yet (before the clients start: it takes the CPU)."""
+        from voxmeter.assets.bundled import default_cache_dir, resolve_model
+        from voxmeter.stream.align import Aligner, Span
+
+        todo = sorted(i for i in indices if i not in self._words)
+        if todo and self._aligner is None:
+            self._aligner = Aligner(resolve_model("tiny.en", default_cache_dir(None)))
+        for i in todo:
+            self._words[i] = self._aligner.words(Span(0.0, self.clips[i], self.texts[i]))
+
+    def words(self, placed: list[tuple[float, int]], duration_s: float):
+        """(reference words in stream time, [first, last) range per clip) of a plan."""
+        words: list[Word] = []
+        spans: list[tuple[int, int]] = []
+        for start, i in placed:
+            mine = [Word(w.start + start, w.end + start, w.text) for w in self._words[i]]
+            mine = [w for w in mine if w.end <= duration_s]
+            spans.append((len(words), len(words) + len(mine)))
+            words += mine
+        return words, spans
+
+
+def reference_latencies(
+    commits: list[tuple[Word, float]],
+    ref_words: list[Word],
+    spans: list[tuple[int, int]],
+    sent_at: list[float],
+    frame_s: float,
+) -> list[float]:
+    """Commit latency (ms) of each committed word matched to a reference word: when it
+    arrived minus when the frame holding the reference word's end was sent."""
+    pairs = match_by_utterance([w for w, _ in commits], ref_words, spans)
+    out = []
+    for h, r in pairs:
+        k = math.ceil(round(ref_words[r].end / frame_s, 6)) - 1
+        if 0 <= k < len(sent_at):
+            out.append((commits[h][1] - sent_at[k]) * 1000)
+    return out
+
+
+@functools.cache
+def _default_reference() -> tuple[list[np.ndarray], Reference]:
+    """The bundled default set's clips and their Reference, one per process (a capacity
+    search's levels share its alignments)."""
+    from voxmeter.audio.io import load_audio
+    from voxmeter.data.datasets import load_dataset
+
+    data = load_dataset("default").clips
+    clips = [load_audio(c.audio).samples for c in data]
+    return clips, Reference(clips, [c.text for c in data])
 
 
 def arrival_times(cfg: LoadConfig) -> list[float]:
@@ -236,7 +330,9 @@ def _latencies(words: list[Any], sent_at: list[float], now: float, frame_s: floa
     return out
 
 
-async def _collect(ws: Any, result: StreamResult, sent_at: list[float], frame_s: float) -> None:
+async def _collect(
+    ws: Any, result: StreamResult, sent_at: list[float], frame_s: float, server_times: bool
+) -> None:
     from websockets.exceptions import ConnectionClosed
 
     try:
@@ -246,7 +342,10 @@ async def _collect(ws: Any, result: StreamResult, sent_at: list[float], frame_s:
                 raise VoxmeterError("load: the server sent a binary frame")
             ev = parse_event(msg)
             if ev["type"] == "commit" and sent_at:
-                result.latencies_ms += _latencies(event_words(ev), sent_at, now, frame_s)
+                words = event_words(ev)
+                result.commits += [(w, now) for w in words]
+                if server_times:  # no reference: the server's word times (module doc)
+                    result.latencies_ms += _latencies(words, sent_at, now, frame_s)
                 result.text = ev.get("text", result.text)
             elif ev["type"] == "final":
                 result.final, result.text = True, ev["text"]
@@ -264,9 +363,12 @@ async def run_stream(
     frame_ms: int,
     result: StreamResult,
     stop: asyncio.Event | None = None,
+    reference: tuple[list[Word], list[tuple[int, int]]] | None = None,
 ) -> None:
     """One client: start, audio at real-time pace, stop, then every event up to the close.
-    `stop`, once set, ends the audio early (the client then stops as at the audio's end)."""
+    `stop`, once set, ends the audio early (the client then stops as at the audio's end).
+    Latencies are against `reference` (words in stream time, [first, last) per clip: see
+    Reference.words), or without one against the server's own word times (module doc)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -274,7 +376,9 @@ async def run_stream(
     t_open = time.monotonic()
     async with connect(url, proxy=None, compression=None, open_timeout=10) as ws:
         sent_at: list[float] = []
-        collector = asyncio.create_task(_collect(ws, result, sent_at, frame_s))
+        collector = asyncio.create_task(
+            _collect(ws, result, sent_at, frame_s, server_times=reference is None)
+        )
         try:
             await ws.send(Start(sample_rate=SAMPLE_RATE).message())
             t0 = time.monotonic()
@@ -294,10 +398,17 @@ async def run_stream(
             pass  # the collector records why
         await collector
     result.elapsed_s = time.monotonic() - t_open
+    if reference is not None:
+        result.latencies_ms = reference_latencies(result.commits, *reference, sent_at, frame_s)
 
 
 async def _one(
-    cfg: LoadConfig, index: int, at: float, audio: np.ndarray, t_run: float
+    cfg: LoadConfig,
+    index: int,
+    at: float,
+    audio: np.ndarray,
+    t_run: float,
+    reference: tuple[list[Word], list[tuple[int, int]]] | None = None,
 ) -> StreamResult:
     from websockets.exceptions import WebSocketException
 
@@ -305,7 +416,9 @@ async def _one(
     await asyncio.sleep(max(0.0, t_run + at - time.monotonic()))
     budget = len(audio) / SAMPLE_RATE + cfg.grace_s
     try:
-        await asyncio.wait_for(run_stream(cfg.url, audio, cfg.frame_ms, result), budget)
+        await asyncio.wait_for(
+            run_stream(cfg.url, audio, cfg.frame_ms, result, reference=reference), budget
+        )
     except asyncio.TimeoutError:
         result.error = result.error or f"timeout: no final within {budget:.0f} s"
     except (OSError, WebSocketException) as e:  # refused, or not a WebSocket server
@@ -330,10 +443,13 @@ async def run_load(cfg: LoadConfig) -> LoadReport:
     await _check_reachable(cfg.url)
     starts = arrival_times(cfg)
     seconds = cfg.duration_s if cfg.arrival == "fixed" else cfg.session_s
-    clips = default_clips()
+    clips, ref = _default_reference()
+    plans = [speech_plan(seconds, cfg.gap_s, i, clips) for i in range(len(starts))]
+    await asyncio.to_thread(ref.align, {i for _, placed in plans for _, i in placed})
     t_run = time.monotonic()
     tasks = [
-        _one(cfg, i, at, speech(seconds, cfg.gap_s, i, clips), t_run) for i, at in enumerate(starts)
+        _one(cfg, i, at, audio, t_run, ref.words(placed, seconds))
+        for i, (at, (audio, placed)) in enumerate(zip(starts, plans, strict=True))
     ]
     results = await asyncio.gather(*tasks)
     return LoadReport(cfg, list(results), time.monotonic() - t_run)
