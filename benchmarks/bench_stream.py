@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--load-duration", type=float, default=30.0)
     ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--load-configs", default="", help="e.g. 500:2:vad:r2 (default: all)")
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     payload = previous()  # a run of one part keeps the others' last figures
@@ -216,7 +217,8 @@ def main() -> None:
     if not args.skip_load:
         from bench_stream_load import capacity
 
-        payload["load"] = capacity(args.load_duration, args.cache_dir)
+        names = [c for c in args.load_configs.split(",") if c]
+        payload["load"] = capacity(args.load_duration, args.cache_dir, names)
         write("bench_stream", payload)
 
 

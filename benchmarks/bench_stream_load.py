@@ -1,6 +1,7 @@
 """The server under load: `voxmeter serve` in its own process on loopback, `voxmeter load`'s
 capacity search against it (fixed arrivals at 1, 2, 4, 6, ... real-time streams, each level for
-`duration` seconds of audio, until p99 commit latency passes the SLO). Used by bench_stream.py.
+`duration` seconds of audio or more: every level streams the bundled set once, divided among
+its streams; until p99 commit latency passes the SLO). Used by bench_stream.py.
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ def capacity_of(name: str, args: list[str], duration: float, cache_dir: str | No
     return {"config": name, "sustained": report.capacity, "slo_ms": SLO_MS, "levels": levels}
 
 
-def capacity(duration: float, cache_dir: str | None) -> dict:
-    """Capacity curves of each server configuration, in the report's --capacity format."""
+def capacity(duration: float, cache_dir: str | None, names: list[str] | None = None) -> dict:
+    """Capacity curves of each server configuration (or of `names`), in the report's
+    --capacity format."""
     curves = []
     for name, args in SERVER_CONFIGS.items():
+        if names and name not in names:
+            continue
         curve = capacity_of(name, args, duration, cache_dir)
         print("capacity", name, curve["sustained"], file=sys.stderr, flush=True)
         curves.append(curve)

@@ -5,7 +5,8 @@ The load generator is apart from the system under test, as LoadGen is: it only s
 WebSocket protocol (protocol.py), so it measures any server that does, over a real socket.
 
 Each simulated client streams the bundled default set's speech (clips joined with `gap_s` of
-silence, each client starting at another clip) at real-time pace, a `frame_ms` frame at a
+silence; of N clients, client i starts at clip i * n_clips // N, so that together they cover
+the set) at real-time pace, a `frame_ms` frame at a
 time, sending frame k when its audio would have been spoken: t0 + (k + 1) * frame_ms, as a
 microphone delivers it. The figure of merit is the **commit latency** of every committed word:
 the wall time its commit event arrived minus the wall time the frame holding the end of the
@@ -28,11 +29,13 @@ steps do not run in lockstep), each streaming `duration_s`; "poisson" starts ses
 exponential inter-arrival times at `rate` per second for `duration_s`, each `session_s` long.
 `find_capacity` runs 1, 2, 4, 6, 8, ... fixed streams and stops at the first level that misses
 the SLO (p99 over it, an error, or a stream without its final): the capacity is the level
-before. Each level streams at least `min_level_audio_s` of audio in all (120 s: each stream
-runs max(duration_s, 120 s / streams)), because a p99 needs words to stand on: one stream of
-30 s commits about 80 words, whose p99 is nearly the largest single word's latency, and on two
-cores one such stream missed a 3 s SLO (3.09 s) that four streams of 30 s each then held
-(2.79 s over about 320 words). Every run ends by a hard deadline, and only loopback servers are driven: this is a
+before. Every level streams the same speech, the whole set once, divided among its clients
+(each runs max(duration_s, set / streams) from its own starting clip), so that levels differ
+in load alone: a p99 needs words to stand on, and it moves with what is said. On two cores
+one stream of 30 s (about 80 words, whose p99 is nearly the largest single latency) missed a
+3 s SLO (3.09 s) that four streams of 30 s then held (2.79 s over about 320 words); one
+stream of 120 s missed it at 4.2 s, all of the tail in two hard sentences, which four 30 s
+streams starting at clips 0-3 never reached. `min_level_audio_s` sets a shorter level. Every run ends by a hard deadline, and only loopback servers are driven: this is a
 benchmark, not a load tool to point at someone else's machine.
 """
 
@@ -57,7 +60,6 @@ from voxmeter.stream.protocol import Start, Stop, encode_pcm, event_words, parse
 SAMPLE_RATE = 16000
 ARRIVALS = ("fixed", "poisson")
 LATENCY_REFERENCE = "end of each word's audio by forced alignment of the reference (tiny.en)"
-MIN_LEVEL_AUDIO_S = 120.0  # find_capacity: audio per level in all streams (module doc)
 
 
 def check_loopback(url: str) -> str:
@@ -296,6 +298,12 @@ def reference_latencies(
     return out
 
 
+def set_seconds(gap_s: float) -> float:
+    """Seconds of the bundled default set streamed once, each clip followed by gap_s."""
+    clips, _ = _default_reference()
+    return sum(len(c) for c in clips) / SAMPLE_RATE + gap_s * len(clips)
+
+
 @functools.cache
 def _default_reference() -> tuple[list[np.ndarray], Reference]:
     """The bundled default set's clips and their Reference, one per process (a capacity
@@ -444,7 +452,8 @@ async def run_load(cfg: LoadConfig) -> LoadReport:
     starts = arrival_times(cfg)
     seconds = cfg.duration_s if cfg.arrival == "fixed" else cfg.session_s
     clips, ref = _default_reference()
-    plans = [speech_plan(seconds, cfg.gap_s, i, clips) for i in range(len(starts))]
+    n = len(starts)
+    plans = [speech_plan(seconds, cfg.gap_s, i * len(clips) // n, clips) for i in range(n)]
     await asyncio.to_thread(ref.align, {i for _, placed in plans for _, i in placed})
     t_run = time.monotonic()
     tasks = [
@@ -464,10 +473,12 @@ async def find_capacity(
     cfg: LoadConfig,
     max_streams: int = 32,
     on_level: Any = None,
-    min_level_audio_s: float = MIN_LEVEL_AUDIO_S,
+    min_level_audio_s: float | None = None,
 ) -> CapacityReport:
     """Fixed-arrival levels of growing size until one misses the SLO, each streaming at least
-    `min_level_audio_s` in all (module doc)."""
+    `min_level_audio_s` in all (None: the whole set once; module doc)."""
+    if min_level_audio_s is None:
+        min_level_audio_s = set_seconds(cfg.gap_s)
     out = CapacityReport([])
     for n in capacity_levels(max_streams):
         seconds = max(cfg.duration_s, min_level_audio_s / n)
