@@ -6,9 +6,8 @@ WebSocket protocol (protocol.py), so it measures any server that does, over a re
 
 Each simulated client streams the bundled default set's speech (clips joined with `gap_s` of
 silence; of N clients, client i starts at clip i * n_clips // N, so that together they cover
-the set) at real-time pace, a `frame_ms` frame at a
-time, sending frame k when its audio would have been spoken: t0 + (k + 1) * frame_ms, as a
-microphone delivers it. The figure of merit is the **commit latency** of every committed word:
+the set) at real-time pace, a `frame_ms` frame at a time, sending frame k when its audio would
+have been spoken: t0 + (k + 1) * frame_ms, as a microphone delivers it. The figure of merit is the **commit latency** of every committed word:
 the wall time its commit event arrived minus the wall time the frame holding the end of the
 word's audio was sent. It counts network, queueing, compute and the policy's wait for
 agreement alike. The end of a word's audio comes from the reference, as in `voxmeter stream`
@@ -35,8 +34,10 @@ in load alone: a p99 needs words to stand on, and it moves with what is said. On
 one stream of 30 s (about 80 words, whose p99 is nearly the largest single latency) missed a
 3 s SLO (3.09 s) that four streams of 30 s then held (2.79 s over about 320 words); one
 stream of 120 s missed it at 4.2 s, all of the tail in two hard sentences, which four 30 s
-streams starting at clips 0-3 never reached. `min_level_audio_s` sets a shorter level. Every run ends by a hard deadline, and only loopback servers are driven: this is a
-benchmark, not a load tool to point at someone else's machine.
+streams starting at clips 0-3 never reached. `min_level_audio_s` sets a shorter level.
+
+Every run ends by a hard deadline, and only loopback servers are driven: this is a benchmark,
+not a load tool to point at someone else's machine.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class StreamResult:
 
     @property
     def words(self) -> int:
-        """Committed words (those with a latency: `len(latencies_ms)`)."""
+        """Committed words; those matched to a reference word have a latency (latencies_ms)."""
         return len(self.commits)
 
     @property
@@ -268,7 +269,9 @@ class Reference:
         for i in todo:
             self._words[i] = self._aligner.words(Span(0.0, self.clips[i], self.texts[i]))
 
-    def words(self, placed: list[tuple[float, int]], duration_s: float):
+    def words(
+        self, placed: list[tuple[float, int]], duration_s: float
+    ) -> tuple[list[Word], list[tuple[int, int]]]:
         """(reference words in stream time, [first, last) range per clip) of a plan."""
         words: list[Word] = []
         spans: list[tuple[int, int]] = []

@@ -5,9 +5,9 @@ runs in worker threads (`asyncio.to_thread`), so the event loop keeps reading ev
 audio while a step computes: CTranslate2 models take concurrent calls, the torch (hf) engine
 is serialised by a lock. With `replicas` > 1 (ct2 only) CTranslate2 holds that many copies of
 the model and runs that many sessions' steps in parallel, each on the spec's threads: on two
-cores, two replicas of one thread each streamed 23% more audio per second than one replica of
-two threads, four sessions at once (tiny.en int8, 500 ms chunks, LA-2, VAD; 6.58 against 5.35
-seconds of audio per second).
+cores, two replicas of one thread each streamed 23-30% more audio per second than one replica
+of two threads, four sessions at once (tiny.en int8, 500 ms chunks, LA-2, VAD; 7.00 against
+5.39 seconds of audio per second, benchmarks/diag_stream_replicas.py).
 
 Per connection, two tasks: the receiver reads frames, checks them, resamples them to 16 kHz
 (soxr's streaming resampler: no clicks at frame edges) and queues the audio; the worker runs
