@@ -217,11 +217,8 @@ class CapacityReport:
 
 
 def default_clips() -> list[np.ndarray]:
-    """The bundled default set's clips, 16 kHz."""
-    from voxmeter.audio.io import load_audio
-    from voxmeter.data.datasets import load_dataset
-
-    return [load_audio(c.audio).samples for c in load_dataset("default").clips]
+    """The bundled default set's clips, 16 kHz (read once per process)."""
+    return _default_reference()[0]
 
 
 def speech(
@@ -295,7 +292,7 @@ def reference_latencies(
     pairs = match_by_utterance([w for w, _ in commits], ref_words, spans)
     out = []
     for h, r in pairs:
-        k = math.ceil(round(ref_words[r].end / frame_s, 6)) - 1
+        k = frame_of(ref_words[r].end, frame_s)
         if 0 <= k < len(sent_at):
             out.append((commits[h][1] - sent_at[k]) * 1000)
     return out
@@ -331,12 +328,17 @@ def arrival_times(cfg: LoadConfig) -> list[float]:
     return out
 
 
+def frame_of(end_s: float, frame_s: float) -> int:
+    """Index of the frame whose audio ends a word at `end_s` (frame k holds k * frame_s to
+    (k + 1) * frame_s; an end on a boundary belongs to the frame before it)."""
+    return math.ceil(round(end_s / frame_s, 6)) - 1
+
+
 def _latencies(words: list[Any], sent_at: list[float], now: float, frame_s: float) -> list[float]:
     """Commit latency of each word: now minus when the frame holding its end was sent."""
     out = []
     for w in words:
-        k = math.ceil(round(w.end / frame_s, 6)) - 1
-        k = min(max(k, 0), len(sent_at) - 1)
+        k = min(max(frame_of(w.end, frame_s), 0), len(sent_at) - 1)
         out.append((now - sent_at[k]) * 1000)
     return out
 
