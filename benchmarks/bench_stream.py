@@ -128,13 +128,14 @@ def gap_over_shifts(spec: RunSpec, shifts: list[float]) -> dict:
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         out = pool.submit(over_shifts, spec, shifts, False).result()
     gaps = [r["wer"]["stream"] - r["wer"]["offline"] for r in out["runs"]]
+    sd = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None
     return {
         "shifts_ms": out["shifts_ms"],
         "mean_wer": out["mean_wer"],
         "gap": out["gap"],
         # the spread of one draw, and the mean's standard error (n - 1 in the deviation)
-        "gap_sd": float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None,
-        "gap_se": float(np.std(gaps, ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else None,
+        "gap_sd": sd,
+        "gap_se": None if sd is None else sd / float(np.sqrt(len(gaps))),
         "per_shift": [{"shift_ms": r["shift_ms"], **r["wer"]} for r in out["runs"]],
     }
 

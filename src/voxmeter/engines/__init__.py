@@ -9,7 +9,13 @@ from voxmeter.engines.base import DecodeOutput, Encoded, Engine
 from voxmeter.errors import SpecError
 from voxmeter.spec import RunSpec
 
-__all__ = ["DecodeOutput", "Encoded", "Engine", "load_engine"]
+__all__ = ["DecodeOutput", "Encoded", "Engine", "check_replicas", "load_engine"]
+
+
+def check_replicas(engine: str, replicas: int) -> None:
+    """Model replicas above 1 need CTranslate2 (load_engine)."""
+    if replicas > 1 and engine != "ct2":
+        raise SpecError(f"replicas: {replicas} needs the ct2 engine (hf runs one call at a time)")
 
 
 def load_engine(
@@ -27,10 +33,7 @@ def load_engine(
         from voxmeter.engines.ct2_whisper import Ct2WhisperEngine
 
         return Ct2WhisperEngine(spec, source, cache, replicas=replicas)
-    if replicas != 1:
-        raise SpecError(
-            f"replicas: the hf engine runs one call at a time, got {replicas} (use --engine ct2)"
-        )
+    check_replicas(spec.engine, replicas)
     from voxmeter.engines.hf_whisper import HFWhisperEngine
 
     return HFWhisperEngine(spec, source, cache)

@@ -247,34 +247,28 @@ def speech_plan(
 
 
 class Reference:
-    """Reference words of the bundled default set's clips, force-aligned once per clip
-    (module doc), and the commit latencies of a stream's words against them."""
+    """Reference words of the bundled default set's clips (module doc): stream.align's
+    Aligner, which aligns each clip once and shifts it to each place it is streamed."""
 
     def __init__(self, clips: list[np.ndarray], texts: list[str]) -> None:
         self.clips, self.texts = clips, texts
         self._aligner: Any = None
-        self._words: dict[int, list[Word]] = {}  # clip index -> words, times within the clip
-
-    def align(self, indices: set[int]) -> None:
-        """Align the clips not aligned yet (before the clients start: it takes the CPU)."""
-        from voxmeter.assets.bundled import default_cache_dir, resolve_model
-        from voxmeter.stream.align import Aligner, Span
-
-        todo = sorted(i for i in indices if i not in self._words)
-        if todo and self._aligner is None:
-            self._aligner = Aligner(resolve_model("tiny.en", default_cache_dir(None)))
-        for i in todo:
-            self._words[i] = self._aligner.words(Span(0.0, self.clips[i], self.texts[i]))
 
     def words(
         self, placed: list[tuple[float, int]], duration_s: float
     ) -> tuple[list[Word], list[tuple[int, int]]]:
-        """(reference words in stream time, [first, last) range per clip) of a plan."""
+        """(reference words in stream time, [first, last) range per clip) of a plan. The
+        first call for a clip aligns it: call before the clients start (it takes the CPU)."""
+        from voxmeter.assets.bundled import default_cache_dir, resolve_model
+        from voxmeter.stream.align import Aligner, Span
+
+        if self._aligner is None:
+            self._aligner = Aligner(resolve_model("tiny.en", default_cache_dir(None)))
         words: list[Word] = []
         spans: list[tuple[int, int]] = []
         for start, i in placed:
-            mine = [Word(w.start + start, w.end + start, w.text) for w in self._words[i]]
-            mine = [w for w in mine if w.end <= duration_s]
+            span = Span(start, self.clips[i], self.texts[i])
+            mine = [w for w in self._aligner.words(span) if w.end <= duration_s]
             spans.append((len(words), len(words) + len(mine)))
             words += mine
         return words, spans
@@ -459,11 +453,11 @@ async def run_load(cfg: LoadConfig) -> LoadReport:
     clips, ref = _default_reference()
     n = len(starts)
     plans = [speech_plan(seconds, cfg.gap_s, i * len(clips) // n, clips) for i in range(n)]
-    await asyncio.to_thread(ref.align, {i for _, placed in plans for _, i in placed})
+    refs = await asyncio.to_thread(lambda: [ref.words(placed, seconds) for _, placed in plans])
     t_run = time.monotonic()
     tasks = [
-        _one(cfg, i, at, audio, t_run, ref.words(placed, seconds))
-        for i, (at, (audio, placed)) in enumerate(zip(starts, plans, strict=True))
+        _one(cfg, i, at, audio, t_run, words)
+        for i, (at, (audio, _), words) in enumerate(zip(starts, plans, refs, strict=True))
     ]
     results = await asyncio.gather(*tasks)
     return LoadReport(cfg, list(results), time.monotonic() - t_run)

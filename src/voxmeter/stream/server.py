@@ -419,16 +419,14 @@ async def running_server(
     """Serve `spec` until the block ends; `engine` reuses a loaded one (tests, benchmarks)."""
     from websockets.asyncio.server import serve as ws_serve
 
+    from voxmeter.engines import check_replicas
     from voxmeter.stream import allocator_note, open_engine
 
     config = (config or ServerConfig()).validate()
     spec = spec.validate()
     if not spec.stream.enabled:
         raise SpecError("serve: the spec is not a stream (stream chunk_ms is 0)")
-    if config.replicas > 1 and spec.engine != "ct2":
-        raise SpecError(
-            f"replicas: {config.replicas} needs the ct2 engine (hf runs one call at once)"
-        )
+    check_replicas(spec.engine, config.replicas)  # before loading anything
     if engine is None:
         log.info(allocator_note())  # memory over hours depends on it: see allocator_note
         engine, _, load_s = await asyncio.to_thread(open_engine, spec, cache_dir, config.replicas)
