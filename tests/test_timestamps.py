@@ -14,6 +14,7 @@ import torch
 from voxmeter.engines import load_engine
 from voxmeter.engines.common import prompt_ids
 from voxmeter.engines.rules import TimestampRules, max_initial_index
+from voxmeter.errors import SpecError
 from voxmeter.metrics import normalize
 from voxmeter.spec import RunSpec
 
@@ -158,6 +159,32 @@ def test_prefixes_of_different_lengths_batch_like_alone(timestamps, speech, engi
         assert [o.tokens for o in batch] == [o.tokens for o in alone], name
         results[name] = [o.tokens for o in batch]
     assert results["hf"] == results["ct2"]
+
+
+@pytest.mark.parametrize("name", ["hf", "ct2"])
+def test_a_forced_start_is_continued_as_free_decoding_continues_it(name, decoded, engines):
+    """Forcing the first k tokens of a free timestamped decode (timestamp tokens included, cut
+    mid-segment or not) gives back the same tokens: the rules see the forced tokens as
+    sampled. max_new and hit_max_length count generated tokens only."""
+    e = engines[name]
+    audios, with_ts, _ = decoded[name]
+    enc = e.encode(e.features([audios[0]]))
+    full = with_ts[0].tokens
+    assert len(full) > 12
+    for k in (1, 2, len(full) // 2, len(full) - 2):
+        (out,) = e.decode(enc, timestamps=True, forced=[full[:k]])
+        assert out.tokens == full and not out.hit_max_length, k
+        (short,) = e.decode(enc, timestamps=True, forced=[full[:k]], max_new=2)
+        assert short.tokens == full[: k + 2] and short.hit_max_length, k
+
+
+def test_hf_refuses_forced_starts_of_different_lengths_in_one_batch(speech, engines):
+    _, clips = speech
+    e = engines["hf"]
+    enc = e.encode(e.features([clips["cards-005"], clips["librivox-0930"]]))
+    tb = e.ids["timestamp_begin"]
+    with pytest.raises(SpecError, match="forced"):
+        e.decode(enc, timestamps=True, forced=[[tb], [tb, 464]])
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ ASR_STAGES = (
 
 @dataclass
 class DecodeOutput:
-    tokens: list[int]  # generated tokens (timestamps included), prompt and end-of-text excluded
+    # forced tokens then generated ones (timestamps included); prompt and end-of-text excluded
+    tokens: list[int]
     text: str  # the text tokens detokenised (timestamp and other special tokens left out)
     hit_max_length: bool = False  # stopped by the length limit rather than end-of-text
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +121,7 @@ class Engine(Protocol):
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
         max_new: int | None = None,
+        forced: Sequence[Sequence[int] | None] | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding, one output per item, each to its own end-of-text or length limit.
 
@@ -129,6 +131,10 @@ class Engine(Protocol):
         prefixes: per item, previous-text tokens (condition_on_previous_text); the prompt is
         <|startofprev|> + the last n_text_ctx // 2 - 1 of them + the sot sequence.
         max_new: a lower limit on generated tokens than the engine's own (n_text_ctx // 2).
+        forced: per item, tokens the transcription starts with (after the sot sequence; with
+        timestamps they may hold timestamp tokens, and the timestamp rules treat them as
+        already sampled). They are fed in one pass, not generated, and begin the output's
+        tokens; max_new and hit_max_length count the generated tokens only.
         prefill_ms, where the engine times it, is the batch's and is the same in each output.
         """
 

@@ -40,30 +40,45 @@ def sot_sequence(dims: ModelDims) -> list[int]:
 
 
 def prompt_ids(
-    dims: ModelDims, *, timestamps: bool = False, prefix: Sequence[int] | None = None
+    dims: ModelDims,
+    *,
+    timestamps: bool = False,
+    prefix: Sequence[int] | None = None,
+    forced: Sequence[int] | None = None,
 ) -> list[int]:
     """A greedy transcription prompt (openai-whisper's initial tokens).
 
     Without timestamps the sot sequence ends in <|notimestamps|>. A non-empty `prefix` (the
     previous text, for condition_on_previous_text) goes first, after <|startofprev|>, cut to
-    its last n_text_ctx // 2 - 1 tokens.
+    its last n_text_ctx // 2 - 1 tokens. `forced` tokens follow the sot sequence: the start
+    of the transcription itself, which decoding continues (faster-whisper's `prefix`).
     """
     ids = special_ids(dims)
     prompt = sot_sequence(dims) + ([] if timestamps else [ids["no_timestamps"]])
     if prefix:
         keep = dims.n_text_ctx // 2 - 1
         prompt = [ids["sot_prev"], *list(prefix)[-keep:], *prompt]
-    return prompt
+    return prompt + list(forced or [])
 
 
 def batch_prompts(
-    dims: ModelDims, n: int, timestamps: bool, prefixes: Sequence[Sequence[int] | None] | None
+    dims: ModelDims,
+    n: int,
+    timestamps: bool,
+    prefixes: Sequence[Sequence[int] | None] | None,
+    forced: Sequence[Sequence[int] | None] | None = None,
 ) -> list[list[int]]:
     """One prompt per item of a batch of n."""
-    if prefixes is not None and len(prefixes) != n:
-        raise SpecError(f"decode: {len(prefixes)} prefixes for a batch of {n}")
+    for name, per_item in (("prefixes", prefixes), ("forced prefixes", forced)):
+        if per_item is not None and len(per_item) != n:
+            raise SpecError(f"decode: {len(per_item)} {name} for a batch of {n}")
     return [
-        prompt_ids(dims, timestamps=timestamps, prefix=prefixes[i] if prefixes else None)
+        prompt_ids(
+            dims,
+            timestamps=timestamps,
+            prefix=prefixes[i] if prefixes else None,
+            forced=forced[i] if forced else None,
+        )
         for i in range(n)
     ]
 

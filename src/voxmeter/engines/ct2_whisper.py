@@ -164,25 +164,35 @@ class Ct2WhisperEngine:
         states = np.concatenate([np.asarray(p.states) for p in parts])
         return joined(parts, self._ct2.StorageView.from_array(np.ascontiguousarray(states)))
 
-    def _generate(self, enc: Encoded, prompts: list[list[int]], n_new: int) -> list[list[int]]:
-        """Greedy tokens per item (end-of-text dropped), at most n_new of them.
+    def _generate(
+        self,
+        enc: Encoded,
+        prompts: list[list[int]],
+        n_new: int,
+        n_forced: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        """Greedy tokens per item (end-of-text dropped), at most n_new of them after the
+        prompt's last n_forced[i] tokens (forced tokens, which the result begins with:
+        CTranslate2 returns what follows the sot sequence, and applies the timestamp rules
+        to it).
 
         One `generate` call takes the whole batch when the prompts have one length (always,
         without prefixes). CTranslate2 requires <|startoftranscript|> at the same index in
-        every prompt of a call, so prompts of different lengths (prefixes) go in one call per
-        length, each over its own rows of the states.
+        every prompt of a call, so prompts of different lengths (prefixes, forced tokens) go
+        in one call per length, each over its own rows of the states.
         """
-        by_length: dict[int, list[int]] = {}
+        n_forced = n_forced or [0] * len(prompts)
+        by_length: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(prompts):
-            by_length.setdefault(len(p), []).append(i)
+            by_length.setdefault((len(p), n_forced[i]), []).append(i)
         tokens: list[list[int]] = [[] for _ in prompts]
-        for length, rows in by_length.items():
+        for (length, extra), rows in by_length.items():
             states = enc.states if len(rows) == len(prompts) else self._rows(enc.states, rows)
             results = self.model.generate(
                 states,
                 [prompts[i] for i in rows],
                 beam_size=1,
-                max_length=ct2_max_length(n_new, length),
+                max_length=ct2_max_length(n_new + extra, length - extra),
                 suppress_blank=True,
                 suppress_tokens=[-1],
                 max_initial_timestamp_index=max_initial_index(self.dims.n_audio_ctx),
@@ -204,6 +214,7 @@ class Ct2WhisperEngine:
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
         max_new: int | None = None,
+        forced: Sequence[Sequence[int] | None] | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding of the batch in one `generate`, one output per item (see Engine).
 
@@ -216,12 +227,13 @@ class Ct2WhisperEngine:
         if n_steps is not None:
             raise SpecError("the ct2 engine cannot force a decode length (cost-only runs use hf)")
         b = int(enc.states.shape[0])
-        prompts = batch_prompts(self.dims, b, timestamps, prefixes)
+        prompts = batch_prompts(self.dims, b, timestamps, prefixes, forced)
         limit = token_limit(max_new, self.max_new_tokens)
+        n_forced = [len(f or []) for f in forced] if forced else [0] * b
         out = []
-        for toks in self._generate(enc, prompts, limit):
+        for toks, k in zip(self._generate(enc, prompts, limit, n_forced), n_forced):
             # the n-th step was spent on a token, not on end-of-text: the limit stopped it
-            hit_max = len(toks) >= limit
+            hit_max = len(toks) - k >= limit
             out.append(DecodeOutput(toks, self.tokenizer.text(toks, self.ids["eot"]), hit_max, {}))
         return out
 

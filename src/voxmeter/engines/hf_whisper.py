@@ -318,6 +318,7 @@ class HFWhisperEngine:
         timestamps: bool = False,
         prefixes: Sequence[Sequence[int] | None] | None = None,
         max_new: int | None = None,
+        forced: Sequence[Sequence[int] | None] | None = None,
     ) -> list[DecodeOutput]:
         """Greedy decoding of the batch as one tensor, one output per item (see Engine).
 
@@ -328,7 +329,9 @@ class HFWhisperEngine:
         to), or `max_new` where given (a streaming buffer of a few seconds holds a few words:
         a shorter limit caps what a repetition loop costs). With n_steps (cost-only models),
         item i runs exactly n_steps[i] steps (an int: every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
-        its own positions and the padding is masked out of self-attention. `prefill_ms` is the
+        its own positions and the padding is masked out of self-attention. Forced tokens go
+        in the prompt's pass and begin the timestamp rules' history, as in CTranslate2; every
+        item of a batch must then force as many. `prefill_ms` is the
         batch's time from entry through the first token's argmax: the cross-attention K/V
         projection and the prompt's forward pass, the part of decoding whose cost does not
         grow with the number of tokens.
@@ -338,7 +341,11 @@ class HFWhisperEngine:
         dec, dims, dev = self.dec, self.dims, self.device
         cross = self._cross_kv(enc)
         b = enc.states.shape[0]
-        prompts = batch_prompts(dims, b, timestamps, prefixes)
+        prompts = batch_prompts(dims, b, timestamps, prefixes, forced)
+        starts = [list(f or []) for f in forced] if forced else [[] for _ in range(b)]
+        n_forced = len(starts[0])
+        if any(len(f) != n_forced for f in starts):
+            raise SpecError("hf decode: forced prefixes of different lengths in one batch")
         forced = steps_per_item(n_steps, b)
         # a prompt of length p leaves room for n_text_ctx - p + 1 tokens
         caps = [dims.n_text_ctx - len(p) + 1 for p in prompts]
@@ -360,8 +367,11 @@ class HFWhisperEngine:
         # keys a query may see: its item's own columns (a pad column sees only itself)
         real = torch.arange(columns, device=dev) >= pads[:, None] if pads.any() else None
         rules = self._timestamp_rules() if timestamps else None
-        sampled = torch.empty(b, max(limits), dtype=torch.long, device=dev)
-        out: list[list[int]] = [[] for _ in range(b)]
+        # the timestamp rules' history: the forced tokens, then each step's token
+        sampled = torch.empty(b, n_forced + max(limits), dtype=torch.long, device=dev)
+        if n_forced:
+            sampled[:, :n_forced] = torch.tensor(starts, device=dev)
+        out: list[list[int]] = [list(f) for f in starts]
         done = [False] * b
         hit_max = [False] * b
         item_steps = [0] * b
@@ -379,7 +389,7 @@ class HFWhisperEngine:
             if steps == 1:
                 logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
             if rules is not None:
-                rules.apply(logits, sampled[:, : steps - 1])
+                rules.apply(logits, sampled[:, : n_forced + steps - 1])
             tok = logits.argmax(dim=-1)
             if forced is not None:  # a forced length never ends early: take the runner-up
                 tok = torch.where(tok == eot, logits.topk(2, dim=-1).indices[:, 1], tok)
@@ -402,7 +412,7 @@ class HFWhisperEngine:
                 item_steps[j] = steps
             if all(done):
                 break
-            sampled[:, steps - 1] = tok
+            sampled[:, n_forced + steps - 1] = tok
             fed = tok[:, None]
             pos = (pos[:, -1:] + 1).clamp(max=dims.n_text_ctx - 1)  # finished rows may run on
             finished = [r for r, j in enumerate(rows) if done[j]]
