@@ -225,6 +225,9 @@ def test_stream_settings_validate_and_keep_old_hashes():
         ({"chunk_ms": 500, "vad_threshold": 1.5}, "vad_threshold"),
         ({"chunk_ms": 500, "vad": "yes"}, "vad"),
         ({"chunk_ms": 500, "final_pass": "words"}, "final_pass"),
+        ({"chunk_ms": 500, "force_committed": 1}, "force_committed"),
+        ({"chunk_ms": 500, "vad": True, "step_pass": "words"}, "step_pass"),
+        ({"chunk_ms": 500, "step_pass": "plain"}, "step_pass: 'plain' needs vad"),
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
@@ -235,7 +238,8 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     they say so, and their hash is the one computed then (the field is left out of it)."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    del stored["stream"]["final_pass"]
+    for later in ("final_pass", "force_committed", "step_pass"):  # fields added since
+        del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old.stream.final_pass == "timestamps" and new.stream.final_pass == "plain"
     assert old.hash_dict()["stream"] == stored["stream"]  # the dict hashed before the field
@@ -243,6 +247,34 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     assert "final=timestamps" in old.label() and "final=" not in new.label()
     assert RunSpec.from_dict(new.to_dict()) == new
     assert RunSpec.from_dict(RunSpec().to_dict()).spec_hash == RunSpec().spec_hash
+
+
+def test_a_stream_stored_before_force_committed_decoded_committed_words_again():
+    new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
+    stored = new.to_dict()
+    for later in ("force_committed", "step_pass"):
+        del stored["stream"][later]
+    old = RunSpec.from_dict(stored)
+    assert not old.stream.force_committed and new.stream.force_committed
+    assert old.hash_dict()["stream"] == stored["stream"]
+    assert old.spec_hash != new.spec_hash
+    assert "-forced" in old.label() and "-forced" not in new.label()
+
+
+def test_known_leading_words_are_cut_without_matching():
+    """A hypothesis forced to start with the committed words is cut right after them, even
+    where their times (spread evenly over a longer buffer) moved by more than the text cut's
+    tolerance: without `known` they fall past the time cut and are committed twice."""
+    restated = hyp("the cat sat on the mat", start=4.0)  # the committed words 4 s later
+    for known, expected in ((5, "mat"), (0, "the cat sat on the mat")):
+        p = LocalAgreement(1)
+        p.insert(hyp("the cat sat on the"), buffer_start=0.0)
+        assert texts(p.insert(restated, buffer_start=0.0, known=known)) == expected
+    # known counts words as they come, those with no text (punctuation only) included
+    p = LocalAgreement(1)
+    p.insert(hyp("go"), buffer_start=0.0)
+    out = p.insert([Word(0, 1, "go"), Word(1, 1.1, "..."), Word(1.1, 2, "home")], 0.0, known=2)
+    assert texts(out) == "home"
 
 
 def test_matching_stays_within_each_utterance_when_text_recurs():

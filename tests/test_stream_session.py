@@ -122,6 +122,79 @@ def test_with_a_vad_each_utterance_starts_unprompted(ct2_engine):
     assert text(session._prompt()).strip() == "Again."
 
 
+def test_committed_words_are_forced_at_the_next_step_and_dropped_at_a_cut(
+    ct2_engine, default_clips, monkeypatch
+):
+    """force_committed: each step after a commit starts its decode with the newest
+    hypothesis's tokens through the last committed word, which it gives back unchanged; a cut
+    of the buffer (or an utterance's end) empties that prefix, since its timestamps are
+    relative to the old buffer start."""
+    engine, _ = ct2_engine
+    audio, _ = speech(default_clips, n=2)
+    calls: list[tuple[list[int], list[int]]] = []
+    decode = engine.decode
+
+    def spy(enc, *args, forced=None, **kw):
+        out = decode(enc, *args, forced=forced, **kw)
+        calls.append((list(forced[0]) if forced else [], out[0].tokens))
+        return out
+
+    monkeypatch.setattr(engine, "decode", spy)
+    spec = CT2.with_(stream_chunk_ms=500, stream_agreement=2, stream_trim_s=3.0)
+    session = make_session(engine, spec)
+    cut_then_free = forced_steps = 0
+    for i in range(0, len(audio), 8000):
+        session.insert_audio(audio[i : i + 8000])
+        start, n = session.buffer_start_s, len(calls)
+        step = session.process()
+        if len(calls) == n:
+            continue
+        forced, tokens = calls[-1]
+        assert tokens[: len(forced)] == forced
+        if forced:
+            forced_steps += 1
+        if step.committed:
+            prefix = session._forced if session.buffer_start_s == start else []
+            text = engine.tokenizer.decode([t for t in prefix if t < session.eot])
+            if prefix:  # the prefix's text ends with the last committed word
+                assert text.endswith(step.committed[-1].text), (text, step.committed)
+        if session.buffer_start_s != start:
+            assert session._forced == []
+            cut_then_free += 1
+    assert forced_steps >= 5 and cut_then_free >= 1
+    session.finish_utterance()
+    assert session._forced == []
+
+
+def test_plain_steps_decode_without_timestamps_and_force_text_only(
+    ct2_engine, default_clips, monkeypatch
+):
+    """step_pass="plain" (with a VAD): every step decodes without timestamp tokens, forced
+    starts hold text tokens only, and the stream's text is as good as with timestamps."""
+    engine, _ = ct2_engine
+    audio, ref = speech(default_clips, n=2)
+    seen: list[tuple[bool, list[int]]] = []
+    decode = engine.decode
+
+    def spy(enc, *args, timestamps=False, forced=None, **kw):
+        seen.append((timestamps, list(forced[0]) if forced else []))
+        return decode(enc, *args, timestamps=timestamps, forced=forced, **kw)
+
+    monkeypatch.setattr(engine, "decode", spy)
+    wers = {}
+    for step_pass in ("plain", "timestamps"):
+        seen.clear()
+        spec = CT2.with_(stream_chunk_ms=500, stream_vad=True, stream_step_pass=step_pass)
+        trace = replay(make_session(engine, spec), ArrayAudio(audio))
+        wers[step_pass] = corpus_wer([ref], [trace.text]).wer
+        assert len(seen) > 10
+        if step_pass == "plain":
+            assert not any(ts for ts, _ in seen)
+            forced = [f for _, f in seen if f]
+            assert forced and all(t < engine.ids["eot"] for f in forced for t in f)
+    assert wers["plain"] < 35 and wers["timestamps"] < 35, wers
+
+
 @pytest.mark.parametrize("final_pass", ["plain", "timestamps"])
 def test_the_final_pass_decodes_the_utterance_as_configured(ct2_engine, default_clips, final_pass):
     """With nothing committed yet, the last pass commits the buffer's own transcription:

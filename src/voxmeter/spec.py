@@ -307,9 +307,14 @@ class WorkloadSettings:
 
 
 FINAL_PASSES = ("plain", "timestamps")
+STEP_PASSES = ("timestamps", "plain")
 # StreamSettings fields added after stream specs were stored, with the value those specs
 # measured: a stored stream spec without the field reads as that value and keeps its hash
-_LATER_STREAM_VALUES = {"final_pass": "timestamps"}
+_LATER_STREAM_VALUES = {
+    "final_pass": "timestamps",
+    "force_committed": False,
+    "step_pass": "timestamps",
+}
 
 # WorkloadSettings fields added after specs with a workload were stored
 _LATER_WORKLOAD_DEFAULTS = {"pool_recordings": False, "encoder_batch": 0}
@@ -331,6 +336,12 @@ class StreamSettings:
     final_pass: how the last pass over an utterance (VAD end, or the stream's end) decodes:
     "plain" (no timestamp tokens, as `bench` decodes a clip) or "timestamps" (as every other
     step; what streams did before the field existed). See stream/session.py.
+    force_committed: the words already committed from the buffer are fed to the decoder as
+    forced tokens (with their timestamps) rather than decoded again at every step; False is
+    what streams did before the field existed. See stream/session.py.
+    step_pass: how every other step decodes: "timestamps" (segment times, where the buffer
+    may be cut) or "plain" (no timestamp tokens: fewer tokens per step; needs vad, since the
+    buffer then has no segment end to be cut at and is emptied at each utterance's end).
     """
 
     chunk_ms: int = 0
@@ -346,6 +357,8 @@ class StreamSettings:
     gap_s: float = 2.0
     duration_s: float = 0.0
     final_pass: str = "plain"
+    force_committed: bool = True
+    step_pass: str = "timestamps"
 
     @property
     def enabled(self) -> bool:
@@ -406,9 +419,16 @@ class StreamSettings:
                 raise SpecError(f"{name}: must be {what}, got {getattr(self, name)!r}")
         if self.final_pass not in FINAL_PASSES:
             raise SpecError(f"final_pass: expected one of {FINAL_PASSES}, got {self.final_pass!r}")
-        for name in ("prompt", "vad", "realtime"):
+        if self.step_pass not in STEP_PASSES:
+            raise SpecError(f"step_pass: expected one of {STEP_PASSES}, got {self.step_pass!r}")
+        for name in ("prompt", "vad", "realtime", "force_committed"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.step_pass == "plain" and self.enabled and not self.vad:
+            raise SpecError(
+                "step_pass: 'plain' needs vad (without timestamps the buffer has no segment "
+                "end to be cut at; the VAD empties it at each utterance's end)"
+            )
         if self.chunk_ms / 1000 > self.trim_s:
             raise SpecError(f"chunk_ms: {self.chunk_ms} ms is longer than trim_s {self.trim_s} s")
         return self
@@ -433,6 +453,10 @@ class StreamSettings:
             s += " -prompt"
         if self.final_pass != "plain":
             s += f" final={self.final_pass}"
+        if not self.force_committed:
+            s += " -forced"
+        if self.step_pass != "timestamps":
+            s += f" step={self.step_pass}"
         return s
 
 

@@ -47,6 +47,12 @@ def serve(
     final_pass: str = typer.Option(
         "plain", help="an utterance's last pass: 'plain' (no timestamps) or 'timestamps'"
     ),
+    step_pass: str = typer.Option(
+        "timestamps", help="every other step: 'timestamps' or 'plain' (fewer tokens; needs --vad)"
+    ),
+    force_committed: bool = typer.Option(
+        True, help="start each step's decode with the words already committed from the buffer"
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
@@ -75,6 +81,8 @@ def serve(
             vad=vad,
             prompt=prompt,
             final_pass=final_pass,
+            step_pass=step_pass,
+            force_committed=force_committed,
             realtime=True,
         ),
     ).validate()

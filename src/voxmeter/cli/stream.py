@@ -63,6 +63,12 @@ def stream(
     final_pass: str = typer.Option(
         "plain", help="an utterance's last pass: 'plain' (no timestamps) or 'timestamps'"
     ),
+    step_pass: str = typer.Option(
+        "timestamps", help="every other step: 'timestamps' or 'plain' (fewer tokens; needs --vad)"
+    ),
+    force_committed: bool = typer.Option(
+        True, help="start each step's decode with the words already committed from the buffer"
+    ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
     data: str = typer.Option("default", help="without FILE: data set streamed into the store"),
@@ -98,6 +104,8 @@ def stream(
             vad=vad,
             prompt=prompt,
             final_pass=final_pass,
+            step_pass=step_pass,
+            force_committed=force_committed,
             realtime=realtime,
             gap_s=gap_s,
             duration_s=duration_s,

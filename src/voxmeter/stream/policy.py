@@ -21,7 +21,9 @@ alone is not enough here: our word times are interpolated within timestamp segme
 for good. Then a leading 1- to 5-word n-gram equal to
 the committed tail is removed (the back end is prompted with the committed text before the
 buffer and may repeat it). Words compare by their normalised text (case and punctuation
-ignored), so "Hello," and "hello" agree.
+ignored), so "Hello," and "hello" agree. Where the caller knows how many leading words restate
+committed ones (the session forced the decoder to start with them), the hypothesis is cut
+there, with no matching.
 """
 
 from __future__ import annotations
@@ -92,10 +94,11 @@ class LocalAgreement:
     def committed_end(self) -> float:
         return self.committed[-1].end if self.committed else 0.0
 
-    def _tail(self, words: list[Word], buffer_start: float | None) -> list[Word]:
+    def _tail(self, words: list[Word], buffer_start: float | None, known: int = 0) -> list[Word]:
         """The part of a hypothesis that follows the committed text (see module doc)."""
+        skip = sum(1 for w in words[:known] if w.key)
         words = [w for w in words if w.key]
-        at = self._text_cut(words, buffer_start)
+        at = skip if skip else self._text_cut(words, buffer_start)
         if at is not None:
             out = words[at:]
         else:
@@ -128,11 +131,17 @@ class LocalAgreement:
         return None
 
     def insert(
-        self, words: list[Word], buffer_start: float | None = None, until: float | None = None
+        self,
+        words: list[Word],
+        buffer_start: float | None = None,
+        until: float | None = None,
+        known: int = 0,
     ) -> list[Word]:
         """Take a new hypothesis of the buffer starting at `buffer_start` (stream seconds);
-        commit and return what the last n agree on, up to words ending by `until` if given."""
-        tail = self._tail(words, buffer_start)
+        commit and return what the last n agree on, up to words ending by `until` if given.
+        `known`: the hypothesis's first words are known to restate committed ones (the
+        decoder was forced to start with them): it is cut right after them."""
+        tail = self._tail(words, buffer_start, known)
         hyps = [*self._recent, tail]
         if len(hyps) < self.n:
             self._recent = hyps

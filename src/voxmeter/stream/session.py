@@ -36,6 +36,30 @@ words' times are spread evenly over the buffer: they place the words in the stre
 the time fallback of the policy's cut (stream/policy.py), never a latency figure. Measured with
 benchmarks/diag_stream_gap.py (ct2 int8, fit, 500 ms, LA-3, VAD, prompt; mean of four shifts):
 streaming WER 15.03 with a timestamped final pass, 14.50 plain.
+
+Committed words are not decoded again (`force_committed`, the default). Once a step commits
+words of the buffer, the next steps' decodes start with the newest hypothesis's tokens through
+the last committed word (timestamp tokens included), forced as faster-whisper's `prefix` is,
+and the policy is told how many leading words of the hypothesis restate committed ones, so it
+cuts there without matching. Before, every step decoded the whole buffer freely and the policy
+found the committed words again by text and time, which fails where interpolated or evenly
+spread times move by seconds. CTranslate2 feeds forced tokens one decoder step each, as it
+generates them (tiny.en int8, 2 cores: a decode forced to all but its last 3 tokens took as
+long as the free one), so on ct2 this saves no compute; the hf engine feeds them in one pass.
+Measured with benchmarks/diag_stream_gap.py (ct2 int8, 500 ms, LA-3, VAD; mean of four
+shifts): WER gap 0.84 forced against 0.90 decoded again, compute/elapsed 0.318 against 0.324:
+the same within their noise.
+
+`step_pass="plain"` (VAD only) decodes every step without timestamp tokens, as the final pass
+does: fewer tokens per step (no segment's two timestamps) and no timestamp rules. Its words'
+times are spread evenly over the buffer, which is why it relies on the forced start to find
+the committed words; without segment ends the buffer is only emptied at an utterance's end
+(or cut at max_buffer_s), hence the VAD. Same measure (forced starts, before the policy was
+told their length): compute/elapsed 0.282 against 0.318, WER gap 1.27 against 0.84. With
+benchmarks/bench_stream.py (500:3:vad against 500:3:vad:plain, current code): commit p99
+3463 against 5629 ms, p50 1304 against 1331 ms, churn 0.68 against 0.84 words revised per
+committed word, WER gap 1.32 against 0.76 (SE about 0.85 each: not told apart), the timed
+run's compute/elapsed 0.291 in both (one draw each).
 """
 
 from __future__ import annotations
@@ -79,23 +103,29 @@ class Step:
     final: bool = False  # an utterance (or the stream) ended here
 
 
-def words_of(pieces: Sequence[str], start_s: float, end_s: float) -> list[Word]:
-    """Words of one timestamp segment, times interpolated linearly over its text tokens.
+def word_spans(pieces: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(first token, token past the last, text) of each word of a run of text tokens.
     `pieces[i]` is token i's text; a piece starting with a space starts a word."""
-    n = len(pieces)
-    if n == 0:
-        return []
-    span = max(end_s - start_s, 0.0)
-    out: list[Word] = []
+    out: list[tuple[int, int, str]] = []
     text, first = "", 0
     for i, piece in enumerate(pieces):
         if piece.startswith(" ") and text.strip():
-            out.append(Word(start_s + span * first / n, start_s + span * i / n, text.strip()))
+            out.append((first, i, text.strip()))
             text, first = "", i
         text += piece
     if text.strip():
-        out.append(Word(start_s + span * first / n, end_s, text.strip()))
+        out.append((first, len(pieces), text.strip()))
     return out
+
+
+def words_of(pieces: Sequence[str], start_s: float, end_s: float) -> list[Word]:
+    """Words of one timestamp segment, times interpolated linearly over its text tokens."""
+    n = len(pieces)
+    span = max(end_s - start_s, 0.0)
+    return [
+        Word(start_s + span * a / n, end_s if b == n else start_s + span * b / n, text)
+        for a, b, text in word_spans(pieces)
+    ]
 
 
 class StreamSession:
@@ -126,6 +156,13 @@ class StreamSession:
         self._prompt_upto = 0  # committed words already in the prompt
         self._utterance_words = 0  # policy.n_committed when the current utterance began
         self._segment_ends: list[float] = []
+        # the newest hypothesis's tokens through its last committed word, forced at the next
+        # step (force_committed; emptied whenever the buffer is cut)
+        self._forced: list[int] = []
+        self._word_ends: dict[int, int] = {}  # id(word) -> its end in the hypothesis' tokens
+        self._hypothesis: list[int] = []
+        self._forced_ts = True  # whether _forced came from a timestamped decode
+        self._known = 0  # leading words of the last hypothesis that were forced
         self._vad = vad
         self._vad_state = vad.initial_state() if vad is not None else None
         self._vad_rest = np.zeros(0, dtype=np.float32)
@@ -200,9 +237,17 @@ class StreamSession:
         t0 = time.perf_counter()
         if self.buffer_s < MIN_BUFFER_S:  # nothing worth a model call yet
             return Step([], self.policy.pending, time.perf_counter() - t0, self.buffer_s)
-        words, n_frames, stages = self._transcribe()
+        plain = self.config.step_pass == "plain"
+        words, n_frames, stages = self._transcribe(timestamps=not plain)
         until = self.buffer_start_s + self.buffer_s - self.config.holdback_s
-        new = self.policy.insert(words, self.buffer_start_s, until) if words is not None else []
+        new = (
+            self.policy.insert(words, self.buffer_start_s, until, self._known)
+            if words is not None
+            else []
+        )
+        if new and self.config.force_committed:
+            self._forced = self._hypothesis[: self._word_ends[id(new[-1])]]
+            self._forced_ts = not plain
         self._trim()
         self.n_steps += 1
         step = Step(new, self.policy.pending, 0.0, self.buffer_s, n_frames, stages)
@@ -220,13 +265,13 @@ class StreamSession:
             plain = self.config.final_pass == "plain"
             words, n_frames, stages = self._transcribe(timestamps=not plain)
             if words is not None:
-                new = self.policy.insert(words, self.buffer_start_s)
+                new = self.policy.insert(words, self.buffer_start_s, known=self._known)
         new += self.policy.finish()
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_start_s = self.received_s
         self._utterance_words = self.policy.n_committed
         self._prompt_tokens, self._prompt_upto = [], 0  # the new utterance's prompt is empty
-        self._segment_ends = []
+        self._segment_ends, self._forced = [], []
         for t, frame in self._held:  # speech that began after the end, in the same chunk
             self._append(frame, t)
         self._held = []
@@ -254,8 +299,13 @@ class StreamSession:
         t2 = t()
         prompt = self._prompt()
         max_new = int(MIN_TOKENS + TOKENS_PER_S * len(audio) / SAMPLE_RATE)
+        forced = [self._forced] if self._forced and self._forced_ts == timestamps else None
         (res,) = e.decode(
-            enc, timestamps=timestamps, prefixes=[prompt] if prompt else None, max_new=max_new
+            enc,
+            timestamps=timestamps,
+            prefixes=[prompt] if prompt else None,
+            max_new=max_new,
+            forced=forced,
         )
         t3 = t()
         stages = {"feat": (t1 - t0) * 1e3, "enc": (t2 - t1) * 1e3, "dec": (t3 - t2) * 1e3}
@@ -267,12 +317,29 @@ class StreamSession:
             )
             cap_segment_ends(segments, end_s)
             words: list[Word] = []
+            # where each word ends in res.tokens: segments hold the text tokens in order
+            text_at = [i for i, tok in enumerate(res.tokens) if tok < self.ts_begin]
+            self._hypothesis, self._word_ends, seen = res.tokens, {}, 0
+            starts: list[int] = []  # each word's first token in res.tokens
             for s in segments:
                 pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
-                words += words_of(pieces, min(s.start_s, s.end_s), s.end_s)
+                mine = words_of(pieces, min(s.start_s, s.end_s), s.end_s)
+                for w, (a, b, _) in zip(mine, word_spans(pieces)):
+                    self._word_ends[id(w)] = text_at[seen + b - 1] + 1
+                    starts.append(text_at[seen + a])
+                words += mine
+                seen += len(s.tokens)
         else:
             pieces = [e.tokenizer.piece(tok) for tok in res.tokens if tok < self.eot]
             words = words_of(pieces, self.buffer_start_s, end_s)
+            spans = word_spans(pieces)
+            self._hypothesis = res.tokens
+            self._word_ends = {id(w): b for w, (_, b, _) in zip(words, spans)}
+            starts = [a for a, _, _ in spans]
+        # the words the forced tokens begin (the last may go on past them: "clubs" + "."):
+        # the policy knows they restate committed ones
+        n = len(forced[0]) if forced else 0
+        self._known = sum(1 for a in starts if a < n)
         if res.hit_max_length or longest_repeat([w.key for w in words]) >= LOOP_MIN_REPEATS:
             self.looped_steps += 1
             return None, int(feats.shape[-1]), stages
@@ -314,6 +381,8 @@ class StreamSession:
     def _cut(self, at_s: float) -> None:
         n = round((at_s - self.buffer_start_s) * SAMPLE_RATE)
         n = max(0, min(n, len(self.buffer)))
+        if n:
+            self._forced = []  # its timestamps were relative to the old buffer start
         self.buffer = self.buffer[n:].copy()
         self.buffer_start_s += n / SAMPLE_RATE
         self._release_heap()
