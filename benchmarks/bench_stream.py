@@ -7,7 +7,11 @@ Targets (issue "Stream"): compute/elapsed <= 0.3 per stream; first partial <= 1.
 speech starts; median commit latency <= 1.5 s; streaming WER within 1.5 points of offline;
 RSS slope < 5 MB/hour over 60 minutes; >= 4 concurrent streams at p99 commit latency <= 3 s.
 
-How two of them are judged:
+How three of them are judged:
+- compute/elapsed is the mean over the timed run and every shift's replay (each a
+  computation-aware replay of the whole set: five draws, which spread by about +-0.03 on 2
+  cores); the timed run's own figure is kept as `compute_ratio_single`, each draw in
+  `compute_ratio_draws`.
 - The WER gap is the mean over `--shifts-ms` (default 0,4,10,20 ms of silence before every
   clip, stream and offline alike; benchmarks/diag_stream_gap.py's method, run in a child
   process per configuration): tiny.en's hypotheses move with shifts far below a word's length,
@@ -18,7 +22,7 @@ How two of them are judged:
   each 5 minutes, less the replay's own trace, Theil-Sen with its 95% interval); the
   least-squares slope through every sample (`rss_slope_mb_h`) is reported beside it.
 
-    python benchmarks/bench_stream.py [--grid 500:2:vad,500:3:vad,1000:2:vad,500:2]
+    python benchmarks/bench_stream.py [--grid 500:2:vad,500:3:vad:plain:force,1000:2:vad,500:2]
         [--shifts-ms 0,4,10,20] [--long-config 500:3:vad] [--long-minutes 60]
         [--load-duration 30] [--skip-load]
 """
@@ -78,8 +82,9 @@ TARGETS = {
 def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
     """'500:3:vad:hb0.3' -> chunk 500 ms, LocalAgreement-3, VAD on, 0.3 s held back from
     commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'ts' decodes
-    each utterance's final pass with timestamps (the default is plain); 'hf' runs the torch
-    engine at fp32."""
+    each utterance's final pass with timestamps (the default is plain); 'plain' decodes every
+    step without timestamps (step_pass); 'force' starts each step's decode with the committed
+    words (force_committed); 'hf' runs the torch engine at fp32."""
     parts = config.split(":")
     holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
     hf = "hf" in parts[2:]  # the torch engine at fp32 instead of ct2 int8
@@ -96,6 +101,8 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             vad="vad" in parts[2:],
             prompt="prompt" in parts[2:],
             final_pass="timestamps" if "ts" in parts[2:] else "plain",
+            step_pass="plain" if "plain" in parts[2:] else "timestamps",
+            force_committed="force" in parts[2:],
             duration_s=minutes * 60,
         ),
     ).validate()
@@ -136,7 +143,10 @@ def gap_over_shifts(spec: RunSpec, shifts: list[float]) -> dict:
         # the spread of one draw, and the mean's standard error (n - 1 in the deviation)
         "gap_sd": sd,
         "gap_se": None if sd is None else sd / float(np.sqrt(len(gaps))),
-        "per_shift": [{"shift_ms": r["shift_ms"], **r["wer"]} for r in out["runs"]],
+        "per_shift": [
+            {"shift_ms": r["shift_ms"], **r["wer"], "compute_ratio": r["compute_ratio"]}
+            for r in out["runs"]
+        ],
     }
 
 
@@ -168,7 +178,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="default")
     ap.add_argument("--max-clips", type=int, default=0)
-    ap.add_argument("--grid", default="500:2:vad,500:3:vad,500:3:vad:hb0.3,1000:2:vad,500:2,1000:2")
+    ap.add_argument(
+        "--grid",
+        default="500:2:vad,500:3:vad,500:2:vad:force,500:3:vad:force,500:3:vad:plain:force,"
+        "500:3:vad:hb0.3,1000:2:vad,500:2,1000:2",
+    )
     ap.add_argument("--shifts-ms", default="0,4,10,20", help="'' for the single draw only")
     ap.add_argument("--long-config", default="500:3:vad")
     ap.add_argument("--long-minutes", type=float, default=60.0)
@@ -187,6 +201,14 @@ def main() -> None:
         if shifts:
             row["wer_gap_shifts"] = gap_over_shifts(spec, shifts)
             row["wer_gap"] = row["wer_gap_shifts"]["gap"]
+            # each shift's replay is a timed draw too: the target is judged on the mean of
+            # all of them, the timed run's included (one draw moves by +-0.03)
+            draws = [row["compute_ratio"]] + [
+                r["compute_ratio"] for r in row["wer_gap_shifts"]["per_shift"]
+            ]
+            row["compute_ratio_single"] = row["compute_ratio"]
+            row["compute_ratio"] = float(np.mean(draws))
+            row["compute_ratio_draws"] = draws
         row["meets"] = verdicts(row)
         payload["grid"][config] = row
         print(

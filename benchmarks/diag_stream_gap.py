@@ -18,7 +18,8 @@ Prints the clips whose texts differ (first shift) and the corpus WERs per shift 
 mean; writes benchmarks/results/diag_stream_gap.json.
 
     python benchmarks/diag_stream_gap.py [--agreement 3] [--chunk-ms 500] [--holdback-s 0]
-        [--no-prompt] [--final-pass plain|timestamps] [--shifts-ms 0]
+        [--no-prompt] [--final-pass plain|timestamps] [--step-pass timestamps|plain]
+        [--force] [--shifts-ms 0]
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def main() -> None:
     ap.add_argument("--no-vad", action="store_true")
     ap.add_argument("--no-prompt", action="store_true")
     ap.add_argument("--final-pass", default="plain", choices=("plain", "timestamps"))
+    ap.add_argument(
+        "--force", action="store_true", help="start each step's decode with the committed words"
+    )
+    ap.add_argument("--step-pass", default="timestamps", choices=("timestamps", "plain"))
     ap.add_argument("--shifts-ms", default="0", help="comma-separated, e.g. 0,4,10")
     args = ap.parse_args()
     spec = RunSpec(engine=args.engine, data=args.data, repeats=1).with_(
@@ -65,6 +70,8 @@ def main() -> None:
         stream_holdback_s=args.holdback_s,
         stream_prompt=not args.no_prompt,
         stream_final_pass=args.final_pass,
+        stream_force_committed=args.force,
+        stream_step_pass=args.step_pass,
     )
     shifts = [float(s) for s in args.shifts_ms.split(",")]
     out = over_shifts(spec, shifts)
@@ -75,8 +82,10 @@ def main() -> None:
             for k in ("ref", "stream", "offline", "offline_ts"):
                 print(f"  {k:10s} {row[k]}")
     for shift, run in zip(shifts, runs):
-        print(f"shift {shift:g} ms: " + "  ".join(f"{k} {v:.2f}" for k, v in run["wer"].items()))
+        wers = "  ".join(f"{k} {v:.2f}" for k, v in run["wer"].items())
+        print(f"shift {shift:g} ms: {wers}  compute/elapsed {run['compute_ratio']:.3f}")
     print("mean: " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()))
+    print(f"compute/elapsed, mean: {out['compute_ratio']:.3f}")
     print(f"gap stream - offline: {mean['stream'] - mean['offline']:.2f} points")
     write("diag_stream_gap", {"spec": spec.to_dict(), **out})
 
@@ -101,6 +110,7 @@ def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> 
         "shifts_ms": shifts,
         "mean_wer": mean,
         "gap": mean["stream"] - mean["offline"],
+        "compute_ratio": float(np.mean([r["compute_ratio"] for r in runs])),
         "runs": runs,
     }
 
@@ -139,7 +149,8 @@ def compare(
     refs = [r["ref"] for r in rows]
     kinds = KINDS if offline_ts else KINDS[:2]
     wers = {k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer for k in kinds}
-    return {"shift_ms": shift_ms, "wer": wers, "clips": rows}
+    ratio = trace.compute_s / trace.audio_s
+    return {"shift_ms": shift_ms, "wer": wers, "compute_ratio": ratio, "clips": rows}
 
 
 if __name__ == "__main__":

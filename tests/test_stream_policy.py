@@ -249,16 +249,18 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     assert RunSpec.from_dict(RunSpec().to_dict()).spec_hash == RunSpec().spec_hash
 
 
-def test_a_stream_stored_before_force_committed_decoded_committed_words_again():
+def test_streams_stored_before_force_committed_and_step_pass_keep_their_meaning_and_hash():
+    """Both fields default to what every stream did before them."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
     for later in ("force_committed", "step_pass"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
-    assert not old.stream.force_committed and new.stream.force_committed
+    assert old == new and old.spec_hash == new.spec_hash
     assert old.hash_dict()["stream"] == stored["stream"]
-    assert old.spec_hash != new.spec_hash
-    assert "-forced" in old.label() and "-forced" not in new.label()
+    forced = new.with_(stream_force_committed=True, stream_step_pass="plain")
+    assert forced.spec_hash != new.spec_hash
+    assert "+forced step=plain" in forced.label() and "forced" not in new.label()
 
 
 def test_known_leading_words_are_cut_without_matching():

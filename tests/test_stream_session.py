@@ -140,7 +140,9 @@ def test_committed_words_are_forced_at_the_next_step_and_dropped_at_a_cut(
         return out
 
     monkeypatch.setattr(engine, "decode", spy)
-    spec = CT2.with_(stream_chunk_ms=500, stream_agreement=2, stream_trim_s=3.0)
+    spec = CT2.with_(
+        stream_chunk_ms=500, stream_agreement=2, stream_trim_s=3.0, stream_force_committed=True
+    )
     session = make_session(engine, spec)
     cut_then_free = forced_steps = 0
     for i in range(0, len(audio), 8000):
@@ -164,6 +166,13 @@ def test_committed_words_are_forced_at_the_next_step_and_dropped_at_a_cut(
     assert forced_steps >= 5 and cut_then_free >= 1
     session.finish_utterance()
     assert session._forced == []
+    # off by default: every step decodes the whole buffer afresh
+    calls.clear()
+    plain = make_session(engine, CT2.with_(stream_chunk_ms=500, stream_agreement=2))
+    for i in range(0, 16000 * 6, 8000):
+        plain.insert_audio(audio[i : i + 8000])
+        plain.process()
+    assert plain.policy.n_committed and calls and not any(f for f, _ in calls)
 
 
 def test_plain_steps_decode_without_timestamps_and_force_text_only(
@@ -184,7 +193,12 @@ def test_plain_steps_decode_without_timestamps_and_force_text_only(
     wers = {}
     for step_pass in ("plain", "timestamps"):
         seen.clear()
-        spec = CT2.with_(stream_chunk_ms=500, stream_vad=True, stream_step_pass=step_pass)
+        spec = CT2.with_(
+            stream_chunk_ms=500,
+            stream_vad=True,
+            stream_step_pass=step_pass,
+            stream_force_committed=True,
+        )
         trace = replay(make_session(engine, spec), ArrayAudio(audio))
         wers[step_pass] = corpus_wer([ref], [trace.text]).wer
         assert len(seen) > 10

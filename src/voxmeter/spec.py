@@ -337,8 +337,8 @@ class StreamSettings:
     "plain" (no timestamp tokens, as `bench` decodes a clip) or "timestamps" (as every other
     step; what streams did before the field existed). See stream/session.py.
     force_committed: the words already committed from the buffer are fed to the decoder as
-    forced tokens (with their timestamps) rather than decoded again at every step; False is
-    what streams did before the field existed. See stream/session.py.
+    forced tokens (with their timestamps) rather than decoded again at every step. Off by
+    default: with LocalAgreement-2 it pins early mistakes (see stream/session.py).
     step_pass: how every other step decodes: "timestamps" (segment times, where the buffer
     may be cut) or "plain" (no timestamp tokens: fewer tokens per step; needs vad, since the
     buffer then has no segment end to be cut at and is emptied at each utterance's end).
@@ -357,7 +357,7 @@ class StreamSettings:
     gap_s: float = 2.0
     duration_s: float = 0.0
     final_pass: str = "plain"
-    force_committed: bool = True
+    force_committed: bool = False
     step_pass: str = "timestamps"
 
     @property
@@ -453,8 +453,8 @@ class StreamSettings:
             s += " -prompt"
         if self.final_pass != "plain":
             s += f" final={self.final_pass}"
-        if not self.force_committed:
-            s += " -forced"
+        if self.force_committed:
+            s += " +forced"
         if self.step_pass != "timestamps":
             s += f" step={self.step_pass}"
         return s

@@ -51,7 +51,7 @@ def serve(
         "timestamps", help="every other step: 'timestamps' or 'plain' (fewer tokens; needs --vad)"
     ),
     force_committed: bool = typer.Option(
-        True, help="start each step's decode with the words already committed from the buffer"
+        False, help="start each step's decode with the words already committed from the buffer"
     ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),

@@ -67,7 +67,7 @@ def stream(
         "timestamps", help="every other step: 'timestamps' or 'plain' (fewer tokens; needs --vad)"
     ),
     force_committed: bool = typer.Option(
-        True, help="start each step's decode with the words already committed from the buffer"
+        False, help="start each step's decode with the words already committed from the buffer"
     ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),

@@ -37,29 +37,34 @@ the time fallback of the policy's cut (stream/policy.py), never a latency figure
 benchmarks/diag_stream_gap.py (ct2 int8, fit, 500 ms, LA-3, VAD, prompt; mean of four shifts):
 streaming WER 15.03 with a timestamped final pass, 14.50 plain.
 
-Committed words are not decoded again (`force_committed`, the default). Once a step commits
+`force_committed` (off by default) stops decoding committed words again. Once a step commits
 words of the buffer, the next steps' decodes start with the newest hypothesis's tokens through
 the last committed word (timestamp tokens included), forced as faster-whisper's `prefix` is,
 and the policy is told how many leading words of the hypothesis restate committed ones, so it
-cuts there without matching. Before, every step decoded the whole buffer freely and the policy
-found the committed words again by text and time, which fails where interpolated or evenly
-spread times move by seconds. CTranslate2 feeds forced tokens one decoder step each, as it
-generates them (tiny.en int8, 2 cores: a decode forced to all but its last 3 tokens took as
-long as the free one), so on ct2 this saves no compute; the hf engine feeds them in one pass.
-Measured with benchmarks/diag_stream_gap.py (ct2 int8, 500 ms, LA-3, VAD; mean of four
-shifts): WER gap 0.84 forced against 0.90 decoded again, compute/elapsed 0.318 against 0.324:
-the same within their noise.
+cuts there without matching by text and time. CTranslate2 feeds forced tokens one decoder step
+each, as it generates them (tiny.en int8, 2 cores: a decode forced to all but its last 3
+tokens took as long as the free one), so on ct2 it saves no compute; the hf engine feeds them
+in one pass. It is off because it pins early mistakes: a forced wrong word steers what
+follows. Measured with benchmarks/bench_stream.py (ct2 int8, 500 ms, VAD; WER gap = mean of
+four shifts, SE about 0.8):
+- LA-2: WER gap 4.00 forced against 3.15 decoded again, commit p99 4487 against 2665 ms;
+- LA-3: WER gap 0.76 against 1.52, commit p99 5629 against 6572 ms;
+(decoded again: the previous grid run, before VAD time counted as compute), and with
+diag_stream_gap.py, both on today's code, LA-3: WER gap 0.84 against 0.90, compute/elapsed
+0.318 against 0.324.
 
 `step_pass="plain"` (VAD only) decodes every step without timestamp tokens, as the final pass
 does: fewer tokens per step (no segment's two timestamps) and no timestamp rules. Its words'
-times are spread evenly over the buffer, which is why it relies on the forced start to find
-the committed words; without segment ends the buffer is only emptied at an utterance's end
-(or cut at max_buffer_s), hence the VAD. Same measure (forced starts, before the policy was
-told their length): compute/elapsed 0.282 against 0.318, WER gap 1.27 against 0.84. With
-benchmarks/bench_stream.py (500:3:vad against 500:3:vad:plain, current code): commit p99
-3463 against 5629 ms, p50 1304 against 1331 ms, churn 0.68 against 0.84 words revised per
-committed word, WER gap 1.32 against 0.76 (SE about 0.85 each: not told apart), the timed
-run's compute/elapsed 0.291 in both (one draw each).
+times are spread evenly over the buffer, so it should go with force_committed, which finds
+the committed words without those times (it was only measured so); without segment ends the
+buffer is only emptied at an utterance's end (or cut at max_buffer_s), hence the VAD. Against
+timestamped steps, both forced (bench_stream.py, 500 ms, VAD):
+- LA-3: commit p99 3463 against 5629 ms, churn 0.68 against 0.84, WER gap 1.32 against 0.76
+  (not told apart); compute/elapsed 0.291 in both timed runs, 0.282 against 0.318 as the
+  mean of four diag_stream_gap.py shifts (before the policy was told the forced length);
+- LA-2: WER gap 7.09: plain hypotheses of a buffer that ends in the silence before the VAD
+  closes the utterance add a " you", or repeat the forced words ("go forward 10 meters go
+  forward 10 meters"), and two steps agree on it often enough to commit it.
 """
 
 from __future__ import annotations
@@ -284,8 +289,10 @@ class StreamSession:
         """The buffer's words with stream times; None for a hypothesis caught in a repetition
         loop (stopped by the length limit, or an n-gram repeated LOOP_MIN_REPEATS times),
         which is left out of the agreement rather than compared (two loops can agree).
-        Without timestamps (the final pass, see module doc) the words' times are spread evenly
-        over the buffer and no segment end is recorded."""
+        Without timestamps (the final pass, or every step with step_pass "plain"; see module
+        doc) the words' times are spread evenly over the buffer and no segment end is
+        recorded. Records the hypothesis's tokens, where each word ends in them, and how many
+        of its leading words the forced tokens began (`_known`)."""
         from voxmeter.engines.longform import cap_segment_ends, split_segments
         from voxmeter.metrics import LOOP_MIN_REPEATS, longest_repeat
 
