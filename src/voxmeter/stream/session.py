@@ -166,7 +166,6 @@ class StreamSession:
         self._forced: list[int] = []
         self._word_ends: dict[int, int] = {}  # id(word) -> its end in the hypothesis' tokens
         self._hypothesis: list[int] = []
-        self._forced_ts = True  # whether _forced came from a timestamped decode
         self._known = 0  # leading words of the last hypothesis that were forced
         self._vad = vad
         self._vad_state = vad.initial_state() if vad is not None else None
@@ -252,7 +251,6 @@ class StreamSession:
         )
         if new and self.config.force_committed:
             self._forced = self._hypothesis[: self._word_ends[id(new[-1])]]
-            self._forced_ts = not plain
         self._trim()
         self.n_steps += 1
         step = Step(new, self.policy.pending, 0.0, self.buffer_s, n_frames, stages)
@@ -306,7 +304,9 @@ class StreamSession:
         t2 = t()
         prompt = self._prompt()
         max_new = int(MIN_TOKENS + TOKENS_PER_S * len(audio) / SAMPLE_RATE)
-        forced = [self._forced] if self._forced and self._forced_ts == timestamps else None
+        # forced tokens come from a step's decode: usable by decodes of the same kind only
+        same_kind = timestamps == (self.config.step_pass == "timestamps")
+        forced = [self._forced] if self._forced and same_kind else None
         (res,) = e.decode(
             enc,
             timestamps=timestamps,
