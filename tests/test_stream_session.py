@@ -291,6 +291,8 @@ def test_cli_streams_a_file(cli, cache_dir, default_clips, monkeypatch):
         (["stream", "/nonexistent.wav"], "/nonexistent.wav"),
         (["stream", "--policy", "wait-k", "--data", "default"], "--policy"),
         (["stream", "--chunk-ms", "5"], "chunk_ms"),
+        (["stream", "--step-pass", "plain"], "step_pass: 'plain' needs vad"),
+        (["serve", "--step-pass", "words", "--vad"], "step_pass"),
     ],
 )
 def test_cli_bad_input_is_one_line(args, message):
