@@ -346,11 +346,11 @@ class HFWhisperEngine:
         n_forced = len(starts[0])
         if any(len(f) != n_forced for f in starts):
             raise SpecError("hf decode: forced prefixes of different lengths in one batch")
-        forced = steps_per_item(n_steps, b)
+        fixed = steps_per_item(n_steps, b)
         # a prompt of length p leaves room for n_text_ctx - p + 1 tokens
         caps = [dims.n_text_ctx - len(p) + 1 for p in prompts]
         limit = token_limit(max_new, self.max_new_tokens)
-        limits = [min(f if forced else limit, c) for f, c in zip(forced or caps, caps)]
+        limits = [min(f if fixed else limit, c) for f, c in zip(fixed or caps, caps)]
         width = max(len(p) for p in prompts)
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last
@@ -391,7 +391,7 @@ class HFWhisperEngine:
             if rules is not None:
                 rules.apply(logits, sampled[:, : n_forced + steps - 1])
             tok = logits.argmax(dim=-1)
-            if forced is not None:  # a forced length never ends early: take the runner-up
+            if fixed is not None:  # a fixed length never ends early: take the runner-up
                 tok = torch.where(tok == eot, logits.topk(2, dim=-1).indices[:, 1], tok)
             toks = tok.tolist()  # waits for the argmax
             if steps == 1:
@@ -400,15 +400,15 @@ class HFWhisperEngine:
             for r, j in enumerate(rows):
                 if done[j]:
                     continue
-                if forced is not None and steps >= forced[j]:
+                if fixed is not None and steps >= fixed[j]:
                     done[j] = True  # the n-th step's logits were computed; nothing is kept
-                elif forced is None and toks[r] == eot:
+                elif fixed is None and toks[r] == eot:
                     done[j] = True
                 else:
                     out[j].append(toks[r])
                     if steps >= limits[j]:
                         done[j] = True
-                        hit_max[j] = forced is None
+                        hit_max[j] = fixed is None
                 item_steps[j] = steps
             if all(done):
                 break
