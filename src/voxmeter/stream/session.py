@@ -125,13 +125,19 @@ def word_spans(pieces: Sequence[str]) -> list[tuple[int, int, str]]:
     return out
 
 
-def words_of(pieces: Sequence[str], start_s: float, end_s: float) -> list[Word]:
-    """Words of one timestamp segment, times interpolated linearly over its text tokens."""
+def words_of(
+    pieces: Sequence[str],
+    start_s: float,
+    end_s: float,
+    spans: list[tuple[int, int, str]] | None = None,
+) -> list[Word]:
+    """Words of one timestamp segment, times interpolated linearly over its text tokens
+    (`spans`: word_spans(pieces), where the caller has it already)."""
     n = len(pieces)
     span = max(end_s - start_s, 0.0)
     return [
         Word(start_s + span * a / n, end_s if b == n else start_s + span * b / n, text)
-        for a, b, text in word_spans(pieces)
+        for a, b, text in (word_spans(pieces) if spans is None else spans)
     ]
 
 
@@ -332,16 +338,17 @@ class StreamSession:
             starts: list[int] = []  # each word's first token in res.tokens
             for s in segments:
                 pieces = [e.tokenizer.piece(tok) for tok in s.tokens]
-                mine = words_of(pieces, min(s.start_s, s.end_s), s.end_s)
-                for w, (a, b, _) in zip(mine, word_spans(pieces)):
+                spans = word_spans(pieces)
+                mine = words_of(pieces, min(s.start_s, s.end_s), s.end_s, spans)
+                for w, (a, b, _) in zip(mine, spans):
                     self._word_ends[id(w)] = text_at[seen + b - 1] + 1
                     starts.append(text_at[seen + a])
                 words += mine
                 seen += len(s.tokens)
         else:
             pieces = [e.tokenizer.piece(tok) for tok in res.tokens if tok < self.eot]
-            words = words_of(pieces, self.buffer_start_s, end_s)
             spans = word_spans(pieces)
+            words = words_of(pieces, self.buffer_start_s, end_s, spans)
             self._hypothesis = res.tokens
             self._word_ends = {id(w): b for w, (_, b, _) in zip(words, spans)}
             starts = [a for a, _, _ in spans]
