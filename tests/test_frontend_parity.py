@@ -112,6 +112,37 @@ def test_audio_front_end_equals_torch_stft(default_clips, n_frames):
             assert diff < 1e-4, (n_mels, len(audio), diff)
 
 
+def test_the_mel_projection_runs_on_one_blas_thread_and_restores_the_setting(monkeypatch):
+    """OpenBLAS threads left spinning after the projection slow the encoder that runs next
+    (audio/features.py's doc): the product must run on one BLAS thread, and leave the
+    process's own setting as it was."""
+    from threadpoolctl import threadpool_info
+
+    from voxmeter.audio import features
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    real = features.mel_filters
+
+    class Probe:
+        def __init__(self, n_mels: int) -> None:
+            self.filters = real(n_mels)
+
+        def __matmul__(self, other: np.ndarray) -> np.ndarray:
+            seen.append(blas_threads())
+            return self.filters @ other
+
+    before = blas_threads()
+    assert before, "numpy has no BLAS that threadpoolctl sees"
+    monkeypatch.setattr(features, "mel_filters", Probe)
+    out = log_mel(np.zeros(HOP * 100, dtype=np.float32), 100)
+    assert seen == [[1] * len(before)]
+    assert blas_threads() == before
+    assert out.shape == (1, 80, 100)
+
+
 def test_front_ends_return_float32_numpy():
     """numpy in, numpy out: the ct2 engine hands the arrays to CTranslate2 without torch."""
     audio = np.zeros(1000, dtype=np.float32)
