@@ -84,7 +84,8 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
     commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'ts' decodes
     each utterance's final pass with timestamps (the default is plain); 'plain' decodes every
     step without timestamps (step_pass); 'force' starts each step's decode with the committed
-    words (force_committed); 'hf' runs the torch engine at fp32."""
+    words (force_committed); 'cut160' also cuts the buffer in pauses of 160 ms or more inside
+    an utterance (pause_cut_ms); 'hf' runs the torch engine at fp32."""
     parts = config.split(":")
     holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
     hf = "hf" in parts[2:]  # the torch engine at fp32 instead of ct2 int8
@@ -103,6 +104,7 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             final_pass="timestamps" if "ts" in parts[2:] else "plain",
             step_pass="plain" if "plain" in parts[2:] else "timestamps",
             force_committed="force" in parts[2:],
+            pause_cut_ms=next((int(p[3:]) for p in parts[2:] if p.startswith("cut")), 0),
             duration_s=minutes * 60,
         ),
     ).validate()

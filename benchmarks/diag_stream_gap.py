@@ -19,7 +19,7 @@ mean; writes benchmarks/results/diag_stream_gap.json.
 
     python benchmarks/diag_stream_gap.py [--agreement 3] [--chunk-ms 500] [--holdback-s 0]
         [--no-prompt] [--final-pass plain|timestamps] [--step-pass timestamps|plain]
-        [--force] [--shifts-ms 0]
+        [--force] [--shifts-ms 0] [--trim-s 15] [--pause-cut-ms 0]
 """
 
 from __future__ import annotations
@@ -60,6 +60,13 @@ def main() -> None:
     )
     ap.add_argument("--step-pass", default="timestamps", choices=("timestamps", "plain"))
     ap.add_argument("--shifts-ms", default="0", help="comma-separated, e.g. 0,4,10")
+    ap.add_argument("--pause-cut-ms", type=int, default=0, help="cut in pauses this long")
+    ap.add_argument(
+        "--trim-s",
+        type=float,
+        default=15.0,
+        help="cut the buffer at a committed segment end past this",
+    )
     args = ap.parse_args()
     spec = RunSpec(engine=args.engine, data=args.data, repeats=1).with_(
         precision=args.precision,
@@ -72,6 +79,8 @@ def main() -> None:
         stream_final_pass=args.final_pass,
         stream_force_committed=args.force,
         stream_step_pass=args.step_pass,
+        stream_trim_s=args.trim_s,
+        stream_pause_cut_ms=args.pause_cut_ms,
     )
     shifts = [float(s) for s in args.shifts_ms.split(",")]
     out = over_shifts(spec, shifts)

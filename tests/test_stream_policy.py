@@ -228,6 +228,10 @@ def test_stream_settings_validate_and_keep_old_hashes():
         ({"chunk_ms": 500, "force_committed": 1}, "force_committed"),
         ({"chunk_ms": 500, "vad": True, "step_pass": "words"}, "step_pass"),
         ({"chunk_ms": 500, "step_pass": "plain"}, "step_pass: 'plain' needs vad"),
+        ({"chunk_ms": 500, "pause_cut_ms": 160}, "pause_cut_ms: needs vad"),
+        ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 20}, "pause_cut_ms"),
+        ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 500}, "pause_cut_ms"),
+        ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 160.0}, "pause_cut_ms"),
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
@@ -238,7 +242,7 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     they say so, and their hash is the one computed then (the field is left out of it)."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("final_pass", "force_committed", "step_pass"):  # fields added since
+    for later in ("final_pass", "force_committed", "step_pass", "pause_cut_ms"):  # added since
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old.stream.final_pass == "timestamps" and new.stream.final_pass == "plain"
@@ -249,11 +253,11 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     assert RunSpec.from_dict(RunSpec().to_dict()).spec_hash == RunSpec().spec_hash
 
 
-def test_streams_stored_before_force_committed_and_step_pass_keep_their_meaning_and_hash():
-    """Both fields default to what every stream did before them."""
+def test_streams_stored_before_force_committed_step_pass_and_pause_cut_keep_meaning_and_hash():
+    """The fields default to what every stream did before them."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("force_committed", "step_pass"):
+    for later in ("force_committed", "step_pass", "pause_cut_ms"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old == new and old.spec_hash == new.spec_hash
@@ -261,6 +265,9 @@ def test_streams_stored_before_force_committed_and_step_pass_keep_their_meaning_
     forced = new.with_(stream_force_committed=True, stream_step_pass="plain")
     assert forced.spec_hash != new.spec_hash
     assert "+forced step=plain" in forced.label() and "forced" not in new.label()
+    cut = new.with_(stream_pause_cut_ms=160)
+    assert cut.spec_hash != new.spec_hash and "cut@160ms" in cut.label()
+    assert RunSpec.from_dict(cut.to_dict()) == cut
 
 
 def test_known_leading_words_are_cut_without_matching():

@@ -314,6 +314,7 @@ _LATER_STREAM_VALUES = {
     "final_pass": "timestamps",
     "force_committed": False,
     "step_pass": "timestamps",
+    "pause_cut_ms": 0,
 }
 
 # WorkloadSettings fields added after specs with a workload were stored
@@ -342,6 +343,10 @@ class StreamSettings:
     step_pass: how every other step decodes: "timestamps" (segment times, where the buffer
     may be cut) or "plain" (no timestamp tokens: fewer tokens per step; needs vad, since the
     buffer then has no segment end to be cut at and is emptied at each utterance's end).
+    pause_cut_ms: with vad, the buffer is also cut in a pause inside an utterance (speech
+    off for at least this long, but shorter than vad_silence_ms) once the committed words
+    reach past it, so a step decodes the words since the last pause rather than the whole
+    utterance so far; 0 = off (see stream/session.py).
     """
 
     chunk_ms: int = 0
@@ -359,6 +364,7 @@ class StreamSettings:
     final_pass: str = "plain"
     force_committed: bool = False
     step_pass: str = "timestamps"
+    pause_cut_ms: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -429,6 +435,16 @@ class StreamSettings:
                 "step_pass: 'plain' needs vad (without timestamps the buffer has no segment "
                 "end to be cut at; the VAD empties it at each utterance's end)"
             )
+        if not (
+            integer(self.pause_cut_ms)
+            and (self.pause_cut_ms == 0 or 32 <= self.pause_cut_ms < self.vad_silence_ms)
+        ):
+            raise SpecError(
+                "pause_cut_ms: must be 0 (off) or an integer in [32, vad_silence_ms) ms, "
+                f"got {self.pause_cut_ms!r}"
+            )
+        if self.pause_cut_ms and self.enabled and not self.vad:
+            raise SpecError("pause_cut_ms: needs vad (the pauses are the VAD's)")
         if self.chunk_ms / 1000 > self.trim_s:
             raise SpecError(f"chunk_ms: {self.chunk_ms} ms is longer than trim_s {self.trim_s} s")
         return self
@@ -457,6 +473,8 @@ class StreamSettings:
             s += " +forced"
         if self.step_pass != "timestamps":
             s += f" step={self.step_pass}"
+        if self.pause_cut_ms:
+            s += f" cut@{self.pause_cut_ms}ms"
         return s
 
 

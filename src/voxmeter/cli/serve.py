@@ -53,6 +53,9 @@ def serve(
     force_committed: bool = typer.Option(
         False, help="start each step's decode with the words already committed from the buffer"
     ),
+    pause_cut_ms: int = typer.Option(
+        0, help="also cut the buffer in pauses this long inside an utterance (needs --vad; 0: off)"
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
@@ -83,6 +86,7 @@ def serve(
             final_pass=final_pass,
             step_pass=step_pass,
             force_committed=force_committed,
+            pause_cut_ms=pause_cut_ms,
             realtime=True,
         ),
     ).validate()

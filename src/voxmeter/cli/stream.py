@@ -69,6 +69,9 @@ def stream(
     force_committed: bool = typer.Option(
         False, help="start each step's decode with the words already committed from the buffer"
     ),
+    pause_cut_ms: int = typer.Option(
+        0, help="also cut the buffer in pauses this long inside an utterance (needs --vad; 0: off)"
+    ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
     data: str = typer.Option("default", help="without FILE: data set streamed into the store"),
@@ -106,6 +109,7 @@ def stream(
             final_pass=final_pass,
             step_pass=step_pass,
             force_committed=force_committed,
+            pause_cut_ms=pause_cut_ms,
             realtime=realtime,
             gap_s=gap_s,
             duration_s=duration_s,

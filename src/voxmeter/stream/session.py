@@ -67,6 +67,31 @@ timestamped steps, both forced (bench_stream.py, 500 ms, VAD):
   than end-of-text, and two steps agree on it often enough to commit it. Decoding only up to
   the VAD's last speech frame did not stop it; not forcing did (diag_stream_gap.py, one
   shift: no clip ends in " you", WER gap 4.28 on that shift, against 9.23 forced).
+
+The figures above were measured before the log-mel's matrix product ran on one BLAS thread
+(audio/features.py). OpenBLAS's spinning threads had slowed every step: compute/elapsed was
+about 0.05-0.1 higher and computation-aware latencies longer (bench_stream.py, 500 ms, LA-3,
+VAD, after the fix: compute/elapsed 0.276, commit p99 3844 ms against 6572 before). They
+compare configurations measured alike.
+
+`pause_cut_ms` (VAD only; off by default) cuts the buffer inside an utterance too. The VAD
+records the middle of every pause at least that long (non-speech frames, shorter than
+vad_silence_ms, which would end the utterance); once the committed words end PAUSE_MARGIN_S
+past a pause, the buffer is cut there and the committed words before it become the prompt.
+A step then decodes the words since the last pause, not the whole utterance so far. Segment
+ends rarely do this: tiny.en gives one segment to most of a bundled sentence, so cutting at
+them past 3 s instead of 15 s left compute/elapsed where it was (0.326 against 0.324,
+diag_stream_gap.py, four shifts, both before the log-mel's one-BLAS-thread fix; WER gap 1.83
+against 0.90). Measured with bench_stream.py (ct2 int8, 500 ms, LA-3,
+VAD, no prompt; compute/elapsed = mean of five draws, WER gap = mean of four shifts, SE
+about 0.8), 160 ms pauses against none: compute/elapsed 0.203 (draws 0.192-0.218) against
+0.276 (0.254-0.287), WER gap 1.35 against 0.82 (not told apart), commit p50 1302 against
+1308 ms, p99 4038 against 3844 ms, churn 0.97 against 0.81. With LA-2: compute/elapsed 0.203
+against 0.285, commit p99 2775 against 3388 ms, but a WER gap of 4.05 against 2.42. What it
+costs in words: the committed words past the pause are decoded again from the new buffer
+start, without the audio before it, and the policy's match by text and time does not always
+recognise them, so a word either side of a cut is at times committed twice or misheard
+("her for only 19" became "her lonely only 19" on tts-08). It stays off by default.
 """
 
 from __future__ import annotations
@@ -95,6 +120,10 @@ TOKENS_PER_S = 7
 PREROLL_FRAMES = 12
 # a shorter buffer holds no word; on 0.13 s the model hallucinated a whole phrase
 MIN_BUFFER_S = 0.3
+# pause_cut_ms: a pause is a cut point once the committed words end this far past its middle
+# (their times are interpolated over each segment's tokens, so a margin keeps an uncommitted
+# word before the pause from being cut away)
+PAUSE_MARGIN_S = 0.3
 
 
 @dataclass
@@ -180,6 +209,8 @@ class StreamSession:
         self._vad_rest = np.zeros(0, dtype=np.float32)
         self._in_speech = False
         self._silence_s = 0.0
+        self._pause_from = 0.0  # stream time the current run of non-speech frames began
+        self._pauses: list[float] = []  # middles of the pauses in the buffer (pause_cut_ms)
         self._preroll: list[tuple[float, np.ndarray]] = []
         self._held: list[tuple[float, np.ndarray]] = []
 
@@ -219,8 +250,12 @@ class StreamSession:
                     for pt, pf in self._preroll:
                         self._append_speech(pf, pt, ended)
                     self._preroll = []
+                elif c.pause_cut_ms and self._silence_s * 1000 >= c.pause_cut_ms:
+                    self._pauses.append((self._pause_from + t) / 2)  # speech resumes
                 self._in_speech, self._silence_s = True, 0.0
             elif self._in_speech and p < speech_off(c.vad_threshold):
+                if not self._silence_s:
+                    self._pause_from = t
                 self._silence_s += VAD_FRAME / SAMPLE_RATE
                 if self._silence_s * 1000 >= c.vad_silence_ms:
                     self._in_speech = False
@@ -282,7 +317,7 @@ class StreamSession:
         self.buffer_start_s = self.received_s
         self._utterance_words = self.policy.n_committed
         self._prompt_tokens, self._prompt_upto = [], 0  # the new utterance's prompt is empty
-        self._segment_ends, self._forced = [], []
+        self._segment_ends, self._forced, self._pauses = [], [], []
         for t, frame in self._held:  # speech that began after the end, in the same chunk
             self._append(frame, t)
         self._held = []
@@ -381,6 +416,11 @@ class StreamSession:
 
     def _trim(self) -> None:
         committed_end = self.policy.committed_end
+        if self._pauses:  # pause_cut_ms: the last pause the committed words reach past
+            cuts = [p for p in self._pauses if p <= committed_end - PAUSE_MARGIN_S]
+            if cuts and max(cuts) > self.buffer_start_s:
+                self._cut(max(cuts))
+            self._pauses = [p for p in self._pauses if p > self.buffer_start_s]
         if self.buffer_s > self.config.trim_s:
             cuts = [
                 e for e in self._segment_ends if self.buffer_start_s < e <= committed_end + 1e-6
