@@ -77,14 +77,15 @@ compare configurations measured alike.
 `pause_cut_ms` (VAD only; off by default) cuts the buffer inside an utterance too. The VAD
 records the middle of every pause at least that long (non-speech frames, shorter than
 vad_silence_ms, which would end the utterance); once the committed words end PAUSE_MARGIN_S
-past a pause, the buffer is cut there and the committed words before it become the prompt.
+past a pause, the buffer is cut there (with `prompt`, the committed words before it join the
+prompt).
 A step then decodes the words since the last pause, not the whole utterance so far. Segment
 ends rarely do this: tiny.en gives one segment to most of a bundled sentence, so cutting at
 them past 3 s instead of 15 s left compute/elapsed where it was (0.326 against 0.324,
 diag_stream_gap.py, four shifts, both before the log-mel's one-BLAS-thread fix; WER gap 1.83
-against 0.90). Measured with bench_stream.py (ct2 int8, 500 ms, LA-3,
-VAD, no prompt; compute/elapsed = mean of five draws, WER gap = mean of four shifts, SE
-about 0.8), 160 ms pauses against none: compute/elapsed 0.203 (draws 0.192-0.218) against
+against 0.90). Measured with bench_stream.py (ct2 int8, 500 ms, LA-3, VAD, no prompt;
+compute/elapsed = mean of five draws, WER gap = mean of four shifts, SE about 0.7), 160 ms
+pauses against none: compute/elapsed 0.203 (draws 0.192-0.218) against
 0.276 (0.254-0.287), WER gap 1.35 against 0.82 (not told apart), commit p50 1302 against
 1308 ms, p99 4038 against 3844 ms, churn 0.97 against 0.81. With LA-2: compute/elapsed 0.203
 against 0.285, commit p99 2775 against 3388 ms, but a WER gap of 4.05 against 2.42. What it
