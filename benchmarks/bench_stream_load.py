@@ -20,6 +20,8 @@ SERVER_CONFIGS = {
     + ["--threads", "1", "--replicas", "2"],
     "1000:2:vad": ["--chunk-ms", "1000", "--policy", "local-agreement-2", "--vad"],
     # and cutting the buffer in 160 ms pauses inside an utterance (serve --pause-cut-ms)
+    "500:2:vad:cut160": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
+    + ["--pause-cut-ms", "160"],
     "500:2:vad:cut160:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
     + ["--threads", "1", "--replicas", "2", "--pause-cut-ms", "160"],
 }
