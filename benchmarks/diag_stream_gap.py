@@ -67,6 +67,8 @@ def main() -> None:
         default=15.0,
         help="cut the buffer at a committed segment end past this",
     )
+    ap.add_argument("--stride", type=int, default=1, help="xV: subsample encoder states by k")
+    ap.add_argument("--pool", default="stride", choices=("stride", "avg"))
     args = ap.parse_args()
     spec = RunSpec(engine=args.engine, data=args.data, repeats=1).with_(
         precision=args.precision,
@@ -81,6 +83,8 @@ def main() -> None:
         stream_step_pass=args.step_pass,
         stream_trim_s=args.trim_s,
         stream_pause_cut_ms=args.pause_cut_ms,
+        stride=args.stride,
+        pool=args.pool,
     )
     shifts = [float(s) for s in args.shifts_ms.split(",")]
     out = over_shifts(spec, shifts)
