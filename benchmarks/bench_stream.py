@@ -85,7 +85,8 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
     each utterance's final pass with timestamps (the default is plain); 'plain' decodes every
     step without timestamps (step_pass); 'force' starts each step's decode with the committed
     words (force_committed); 'cut160' also cuts the buffer in pauses of 160 ms or more inside
-    an utterance (pause_cut_ms); 'rt' feeds the audio at real-time pace (realtime: the run
+    an utterance (pause_cut_ms); 'mw1.5' commits a word not agreed on 1.5 s after its end
+    anyway (max_wait_s); 'rt' feeds the audio at real-time pace (realtime: the run
     takes as long as the audio, and the model idles between chunks as a live stream's does;
     see main); 'hf' runs the torch engine at fp32."""
     parts = config.split(":")
@@ -108,6 +109,7 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             force_committed="force" in parts[2:],
             pause_cut_ms=next((int(p[3:]) for p in parts[2:] if p.startswith("cut")), 0),
             realtime="rt" in parts[2:],
+            max_wait_s=next((float(p[2:]) for p in parts[2:] if p.startswith("mw")), 0.0),
             duration_s=minutes * 60,
         ),
     ).validate()
@@ -249,7 +251,11 @@ def main() -> None:
         from bench_stream_load import capacity
 
         names = [c for c in args.load_configs.split(",") if c]
-        payload["load"] = capacity(args.load_duration, args.cache_dir, names)
+        # a run of some configurations keeps the other curves' last figures
+        curves = {c["config"]: c for c in payload.get("load", {}).get("capacity", [])}
+        for curve in capacity(args.load_duration, args.cache_dir, names)["capacity"]:
+            curves[curve["config"]] = curve
+        payload["load"] = {"capacity": list(curves.values())}
         write("bench_stream", payload)
 
 

@@ -24,6 +24,11 @@ SERVER_CONFIGS = {
     + ["--pause-cut-ms", "160"],
     "500:2:vad:cut160:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
     + ["--threads", "1", "--replicas", "2", "--pause-cut-ms", "160"],
+    # and committing a word not agreed on 1.5 s after its end anyway (serve --max-wait-s)
+    "500:2:vad:mw1.5": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
+    + ["--max-wait-s", "1.5"],
+    "500:2:vad:mw1.5:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
+    + ["--threads", "1", "--replicas", "2", "--max-wait-s", "1.5"],
 }
 
 

@@ -95,9 +95,33 @@ def test_time_cut_and_prompt_repetition_are_dropped():
     assert texts(la.insert(again)) == "d"
 
 
+def test_max_wait_commits_a_disputed_word_once_it_is_old_enough():
+    # words of 0.5 s each: "the" ends at 0.5, "cat" at 1.0, "sat" at 1.5
+    la = LocalAgreement(2, max_wait_s=1.0)
+    assert la.insert(hyp("the cat"), now=1.2) == []  # nothing ended 1 s ago yet
+    # the hypotheses disagree from the first word; at 1.6 s only "the" (ended 0.5) is overdue
+    assert texts(la.insert(hyp("a cat sat"), now=1.6)) == "a"
+    assert texts(la.pending) == "cat sat"
+    # agreement still commits as before: "cat" is shared, and "sat" ends only 0.6 s before now
+    assert texts(la.insert(hyp("a cat sad on", step=0.5), now=2.1)) == "cat"
+    # without the bound, the same disputes commit nothing
+    plain = LocalAgreement(2)
+    plain.insert(hyp("the cat"), now=1.2)
+    assert plain.insert(hyp("a cat sat"), now=1.6) == []
+
+
+def test_max_wait_with_one_hypothesis_of_n_3():
+    la = LocalAgreement(3, max_wait_s=0.5)
+    # the first hypothesis of LA-3 commits only what is overdue; the rest waits for agreement
+    assert texts(la.insert(hyp("one two three"), now=1.5)) == "one two"
+    assert texts(la.pending) == "three"
+
+
 def test_bad_agreement_is_refused():
     with pytest.raises(ValueError):
         LocalAgreement(0)
+    with pytest.raises(ValueError):
+        LocalAgreement(2, max_wait_s=-1.0)
 
 
 def test_words_of_interpolates_over_tokens():
@@ -232,6 +256,8 @@ def test_stream_settings_validate_and_keep_old_hashes():
         ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 20}, "pause_cut_ms"),
         ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 500}, "pause_cut_ms"),
         ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 160.0}, "pause_cut_ms"),
+        ({"chunk_ms": 500, "max_wait_s": 0.05}, "max_wait_s"),
+        ({"chunk_ms": 500, "max_wait_s": float("nan")}, "max_wait_s"),
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
@@ -242,7 +268,7 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     they say so, and their hash is the one computed then (the field is left out of it)."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("final_pass", "force_committed", "step_pass", "pause_cut_ms"):  # added since
+    for later in ("final_pass", "force_committed", "step_pass", "pause_cut_ms", "max_wait_s"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old.stream.final_pass == "timestamps" and new.stream.final_pass == "plain"
@@ -257,7 +283,7 @@ def test_streams_stored_before_force_committed_step_pass_and_pause_cut_keep_mean
     """The fields default to what every stream did before them."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("force_committed", "step_pass", "pause_cut_ms"):
+    for later in ("force_committed", "step_pass", "pause_cut_ms", "max_wait_s"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old == new and old.spec_hash == new.spec_hash
@@ -268,6 +294,9 @@ def test_streams_stored_before_force_committed_step_pass_and_pause_cut_keep_mean
     cut = new.with_(stream_pause_cut_ms=160)
     assert cut.spec_hash != new.spec_hash and "cut@160ms" in cut.label()
     assert RunSpec.from_dict(cut.to_dict()) == cut
+    wait = new.with_(stream_max_wait_s=1.5)
+    assert wait.spec_hash != new.spec_hash and "wait<=1.5s" in wait.label()
+    assert RunSpec.from_dict(wait.to_dict()) == wait
 
 
 def test_known_leading_words_are_cut_without_matching():

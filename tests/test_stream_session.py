@@ -344,6 +344,7 @@ def test_cli_streams_a_file(cli, cache_dir, default_clips, monkeypatch):
         (["serve", "--step-pass", "words", "--vad"], "step_pass"),
         (["stream", "--pause-cut-ms", "160"], "pause_cut_ms: needs vad"),
         (["serve", "--vad", "--pause-cut-ms", "600"], "pause_cut_ms"),
+        (["stream", "--max-wait-s", "-1"], "max_wait_s"),
     ],
 )
 def test_cli_bad_input_is_one_line(args, message):

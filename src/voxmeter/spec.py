@@ -315,6 +315,7 @@ _LATER_STREAM_VALUES = {
     "force_committed": False,
     "step_pass": "timestamps",
     "pause_cut_ms": 0,
+    "max_wait_s": 0.0,
 }
 
 # WorkloadSettings fields added after specs with a workload were stored
@@ -347,6 +348,9 @@ class StreamSettings:
     off for at least this long, but shorter than vad_silence_ms) once the committed words
     reach past it, so a step decodes the words since the last pause rather than the whole
     utterance so far; 0 = off (see stream/session.py).
+    max_wait_s: a word still not agreed on this long after its (estimated) end is committed
+    from the newest hypothesis, bounding commit latency at the cost of words committed without
+    agreement; 0 = off (see stream/policy.py).
     """
 
     chunk_ms: int = 0
@@ -365,6 +369,7 @@ class StreamSettings:
     force_committed: bool = False
     step_pass: str = "timestamps"
     pause_cut_ms: int = 0
+    max_wait_s: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -418,6 +423,11 @@ class StreamSettings:
                 "duration_s",
                 number(self.duration_s) and 0.0 <= self.duration_s <= 86_400.0,
                 "in [0, 86400] s (0 = the data set once)",
+            ),
+            (
+                "max_wait_s",
+                number(self.max_wait_s) and (self.max_wait_s == 0 or 0.1 <= self.max_wait_s <= 30),
+                "0 (off) or in [0.1, 30] s",
             ),
         ]
         for name, ok, what in checks:
@@ -475,6 +485,8 @@ class StreamSettings:
             s += f" step={self.step_pass}"
         if self.pause_cut_ms:
             s += f" cut@{self.pause_cut_ms}ms"
+        if self.max_wait_s:
+            s += f" wait<={self.max_wait_s:g}s"
         return s
 
 

@@ -56,6 +56,9 @@ def serve(
     pause_cut_ms: int = typer.Option(
         0, help="also cut the buffer in pauses this long inside an utterance (needs --vad; 0: off)"
     ),
+    max_wait_s: float = typer.Option(
+        0.0, help="commit a word not agreed on this long after its end anyway (s; 0: off)"
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
@@ -87,6 +90,7 @@ def serve(
             step_pass=step_pass,
             force_committed=force_committed,
             pause_cut_ms=pause_cut_ms,
+            max_wait_s=max_wait_s,
             realtime=True,
         ),
     ).validate()

@@ -72,6 +72,9 @@ def stream(
     pause_cut_ms: int = typer.Option(
         0, help="also cut the buffer in pauses this long inside an utterance (needs --vad; 0: off)"
     ),
+    max_wait_s: float = typer.Option(
+        0.0, help="commit a word not agreed on this long after its end anyway (s; 0: off)"
+    ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
     data: str = typer.Option("default", help="without FILE: data set streamed into the store"),
@@ -110,6 +113,7 @@ def stream(
             step_pass=step_pass,
             force_committed=force_committed,
             pause_cut_ms=pause_cut_ms,
+            max_wait_s=max_wait_s,
             realtime=realtime,
             gap_s=gap_s,
             duration_s=duration_s,

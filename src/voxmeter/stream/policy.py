@@ -24,6 +24,13 @@ buffer and may repeat it). Words compare by their normalised text (case and punc
 ignored), so "Hello," and "hello" agree. Where the caller knows how many leading words restate
 committed ones (the session forced the decoder to start with them), the hypothesis is cut
 there, with no matching.
+
+`max_wait_s` (off by default) bounds how long a word may wait for agreement: once the stream
+has run that far past a pending word's (estimated) end, the newest hypothesis's copy of it is
+committed, with every word before it, agreed or not. LocalAgreement alone commits a word whose
+hypotheses keep changing only when they settle or the utterance ends, seconds later; that tail
+is what sets a stream's p99 commit latency. The bound trades it for words that had no
+agreement: word times are interpolated estimates, so it is approximate by about a word.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ class LocalAgreement:
     every hypothesis as it comes (no stability check), the lower bound on latency."""
 
     n: int = 2
+    max_wait_s: float = 0.0  # 0: off (see module doc)
     committed: list[Word] = field(default_factory=list)  # the last KEEP_COMMITTED of them
     n_committed: int = 0
     _recent: list[list[Word]] = field(default_factory=list)  # last n-1 uncommitted tails
@@ -89,6 +97,8 @@ class LocalAgreement:
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"LocalAgreement: n must be an integer >= 1, got {self.n!r}")
+        if not self.max_wait_s >= 0:
+            raise ValueError(f"LocalAgreement: max_wait_s must be >= 0, got {self.max_wait_s!r}")
 
     @property
     def committed_end(self) -> float:
@@ -136,22 +146,34 @@ class LocalAgreement:
         buffer_start: float | None = None,
         until: float | None = None,
         known: int = 0,
+        now: float | None = None,
     ) -> list[Word]:
         """Take a new hypothesis of the buffer starting at `buffer_start` (stream seconds);
         commit and return what the last n agree on, up to words ending by `until` if given.
         `known`: the hypothesis's first words are known to restate committed ones (the
-        decoder was forced to start with them): it is cut right after them."""
+        decoder was forced to start with them): it is cut right after them. `now`: the
+        stream time heard so far; with max_wait_s, the words of this hypothesis that ended
+        max_wait_s before it are committed too (module doc)."""
         tail = self._tail(words, buffer_start, known)
         hyps = [*self._recent, tail]
-        if len(hyps) < self.n:
+        overdue = 0
+        if self.max_wait_s and now is not None:
+            due = now - self.max_wait_s
+            overdue = next((i for i, w in enumerate(tail) if w.end > due), len(tail))
+        if len(hyps) < self.n and not overdue:
             self._recent = hyps
             return []
-        k = common_prefix(hyps[-self.n :])
+        k = common_prefix(hyps[-self.n :]) if len(hyps) >= self.n else 0
         if until is not None:
             k = next((i for i, w in enumerate(tail[:k]) if w.end > until), k)
+        agreed = k
+        k = max(k, overdue)
         new = tail[:k]  # the newest hypothesis's copy: its times are the latest estimate
         self._commit(new)
-        self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []
+        if k > agreed:  # the older hypotheses did not agree this far: only the newest goes on
+            self._recent = [tail[k:]] if self.n > 1 else []
+        else:
+            self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []
         return new
 
     def _commit(self, words: list[Word]) -> None:

@@ -181,7 +181,7 @@ class StreamSession:
         self.config = config.validate()
         if not config.enabled:
             raise ValueError("StreamSession: stream settings with chunk_ms 0 (not a stream)")
-        self.policy = LocalAgreement(config.agreement)
+        self.policy = LocalAgreement(config.agreement, max_wait_s=config.max_wait_s)
         ids = special_ids(engine.dims)
         self.ts_begin = ids["no_timestamps"] + 1
         self.eot = ids["eot"]
@@ -289,7 +289,7 @@ class StreamSession:
         words, n_frames, stages = self._transcribe(timestamps=not plain)
         until = self.buffer_start_s + self.buffer_s - self.config.holdback_s
         new = (
-            self.policy.insert(words, self.buffer_start_s, until, self._known)
+            self.policy.insert(words, self.buffer_start_s, until, self._known, self.received_s)
             if words is not None
             else []
         )
