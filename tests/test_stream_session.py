@@ -368,3 +368,31 @@ def test_realtime_replay_runs_at_the_pace_of_the_audio(ct2_engine, default_clips
     assert trace.wall_s >= 3.0 - 0.05  # the audio arrives no faster than it was spoken
     # on the wall clock, a step's output is seen after its audio arrived and its compute ran
     assert all(s.t_aware >= s.audio_s for s in trace.steps)
+
+
+def test_max_wait_leaves_no_pending_word_older_than_the_bound(ct2_engine, default_clips):
+    """max_wait_s: after every step that gave a hypothesis, no pending word ended more than
+    max_wait_s before the audio heard so far (LA-3 leaves such words pending without it)."""
+    engine, _ = ct2_engine
+    audio, ref = speech(default_clips)
+    oldest, wers = {}, {}
+    for wait in (0.0, 1.0):
+        spec = CT2.with_(
+            stream_chunk_ms=500, stream_agreement=3, stream_vad=True, stream_max_wait_s=wait
+        )
+        session = make_session(engine, spec)
+        words, ages = [], []
+        for i in range(0, len(audio), 8000):
+            if session.insert_audio(audio[i : i + 8000]):
+                words += session.finish_utterance().committed
+                continue
+            looped = session.looped_steps
+            step = session.process()
+            words += step.committed
+            if step.n_frames and session.looped_steps == looped and step.partial:
+                ages.append(session.received_s - min(w.end for w in step.partial))
+        words += session.finish_utterance().committed
+        oldest[wait] = max(ages)
+        wers[wait] = corpus_wer([ref], [" ".join(w.text for w in words)]).wer
+    assert oldest[1.0] < 1.0 < oldest[0.0], oldest
+    assert wers[1.0] < 35 and wers[0.0] < 35, wers
