@@ -67,6 +67,7 @@ def main() -> None:
         default=15.0,
         help="cut the buffer at a committed segment end past this",
     )
+    ap.add_argument("--max-wait-s", type=float, default=0.0, help="commit unagreed words after")
     ap.add_argument("--stride", type=int, default=1, help="xV: subsample encoder states by k")
     ap.add_argument("--pool", default="stride", choices=("stride", "avg"))
     args = ap.parse_args()
@@ -83,6 +84,7 @@ def main() -> None:
         stream_step_pass=args.step_pass,
         stream_trim_s=args.trim_s,
         stream_pause_cut_ms=args.pause_cut_ms,
+        stream_max_wait_s=args.max_wait_s,
         stride=args.stride,
         pool=args.pool,
     )
