@@ -67,7 +67,12 @@ def main() -> None:
         default=15.0,
         help="cut the buffer at a committed segment end past this",
     )
-    ap.add_argument("--max-wait-s", type=float, default=0.0, help="commit unagreed words after")
+    ap.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=0.0,
+        help="commit a word not agreed on this long after its end (s; 0: off)",
+    )
     ap.add_argument("--stride", type=int, default=1, help="xV: subsample encoder states by k")
     ap.add_argument("--pool", default="stride", choices=("stride", "avg"))
     args = ap.parse_args()
