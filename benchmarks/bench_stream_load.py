@@ -29,6 +29,9 @@ SERVER_CONFIGS = {
     + ["--max-wait-s", "1.5"],
     "500:2:vad:mw1.5:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
     + ["--threads", "1", "--replicas", "2", "--max-wait-s", "1.5"],
+    # LA-3 with a 2 s bound: WER gap 1.49 over four shifts (diag_stream_gap.py)
+    "500:3:vad:mw2:r2": ["--chunk-ms", "500", "--policy", "local-agreement-3", "--vad"]
+    + ["--threads", "1", "--replicas", "2", "--max-wait-s", "2"],
 }
 
 
