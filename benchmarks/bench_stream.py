@@ -30,6 +30,7 @@ How three of them are judged:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -79,6 +80,11 @@ TARGETS = {
 }
 
 
+# the tokens after 'chunk_ms:agreement' (stream_spec's docstring; 'rN' in load configs only)
+TOKEN = re.compile(r"vad|prompt|ts|plain|force|rt|hf|cut\d+|mw\d+(\.\d+)?|hb\d+(\.\d+)?")
+REPLICAS = re.compile(r"r(\d+)")
+
+
 def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) -> RunSpec:
     """'500:3:vad:hb0.3' -> chunk 500 ms, LocalAgreement-3, VAD on, 0.3 s held back from
     commits (ct2 int8, frames=fit); 'prompt' prompts with the committed text; 'ts' decodes
@@ -88,8 +94,11 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
     an utterance (pause_cut_ms); 'mw1.5' commits a word not agreed on 1.5 s after its end
     anyway (max_wait_s); 'rt' feeds the audio at real-time pace (realtime: the run
     takes as long as the audio, and the model idles between chunks as a live stream's does;
-    see main); 'hf' runs the torch engine at fp32."""
+    see main); 'hf' runs the torch engine at fp32. An unknown token is refused."""
     parts = config.split(":")
+    bad = [p for p in parts[2:] if not TOKEN.fullmatch(p)]
+    if bad or len(parts) < 2:
+        raise SystemExit(f"stream config {config!r}: unknown tokens {bad or parts}")
     holdback = next((float(p[2:]) for p in parts[2:] if p.startswith("hb")), 0.0)
     hf = "hf" in parts[2:]  # the torch engine at fp32 instead of ct2 int8
     return RunSpec(
@@ -113,6 +122,35 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             duration_s=minutes * 60,
         ),
     ).validate()
+
+
+def serve_args(config: str) -> list[str]:
+    """The `voxmeter serve` arguments of a load config: a stream_spec config, plus 'rN' for N
+    model replicas of one thread each ('500:2:vad:mw1.5:r2'). One parser for both, so a load
+    curve and a grid row of one name run one stream setting."""
+    parts = config.split(":")
+    replicas = [int(m.group(1)) for p in parts[2:] if (m := REPLICAS.fullmatch(p))]
+    spec = stream_spec(":".join(p for p in parts if not REPLICAS.fullmatch(p)), "default", 0)
+    st = spec.stream
+    if st.realtime or st.holdback_s:
+        raise SystemExit(
+            f"load config {config!r}: 'rt' and 'hb' have no server form "
+            "(load clients are always real-time; serve has no holdback option)"
+        )
+    args = ["--chunk-ms", str(st.chunk_ms), "--policy", f"local-agreement-{st.agreement}"]
+    args += ["--vad" if st.vad else "--no-vad", "--prompt" if st.prompt else "--no-prompt"]
+    args += ["--final-pass", st.final_pass, "--step-pass", st.step_pass]
+    if st.force_committed:
+        args.append("--force-committed")
+    if st.pause_cut_ms:
+        args += ["--pause-cut-ms", str(st.pause_cut_ms)]
+    if st.max_wait_s:
+        args += ["--max-wait-s", str(st.max_wait_s)]
+    if spec.engine == "hf":
+        args += ["--engine", "hf", "--precision", "fp32"]
+    if replicas and replicas[-1] > 1:
+        args += ["--threads", "1", "--replicas", str(replicas[-1])]
+    return args
 
 
 def measure(spec: RunSpec, cache_dir: str | None) -> dict:
@@ -195,7 +233,12 @@ def main() -> None:
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--load-duration", type=float, default=30.0)
     ap.add_argument("--skip-load", action="store_true")
-    ap.add_argument("--load-configs", default="", help="e.g. 500:2:vad:r2 (default: all)")
+    ap.add_argument(
+        "--load-configs",
+        default="",
+        help="e.g. 500:3:vad:mw2:r2 (grid tokens, plus rN: N replicas of one thread; "
+        "default: bench_stream_load.SERVER_CONFIGS)",
+    )
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     payload = previous()  # a run of one part keeps the others' last figures
@@ -248,12 +291,13 @@ def main() -> None:
         )
         write("bench_stream", payload)
     if not args.skip_load:
-        from bench_stream_load import capacity
+        from bench_stream_load import SERVER_CONFIGS, capacity
 
-        names = [c for c in args.load_configs.split(",") if c]
+        names = [c for c in args.load_configs.split(",") if c] or list(SERVER_CONFIGS)
+        configs = {name: serve_args(name) for name in names}  # a bad name fails before any run
         # a run of some configurations keeps the other curves' last figures
         curves = {c["config"]: c for c in payload.get("load", {}).get("capacity", [])}
-        for curve in capacity(args.load_duration, args.cache_dir, names)["capacity"]:
+        for curve in capacity(args.load_duration, args.cache_dir, configs)["capacity"]:
             curves[curve["config"]] = curve
         payload["load"] = {"capacity": list(curves.values())}
         write("bench_stream", payload)

@@ -13,26 +13,18 @@ import sys
 import time
 
 SLO_MS = 3000.0  # the issue's target: >= 4 concurrent streams at p99 commit latency <= 3 s
-SERVER_CONFIGS = {
-    "500:2:vad": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"],
-    # two model replicas of one thread each (serve --replicas): sessions step in parallel
-    "500:2:vad:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
-    + ["--threads", "1", "--replicas", "2"],
-    "1000:2:vad": ["--chunk-ms", "1000", "--policy", "local-agreement-2", "--vad"],
-    # and cutting the buffer in 160 ms pauses inside an utterance (serve --pause-cut-ms)
-    "500:2:vad:cut160": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
-    + ["--pause-cut-ms", "160"],
-    "500:2:vad:cut160:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
-    + ["--threads", "1", "--replicas", "2", "--pause-cut-ms", "160"],
-    # and committing a word not agreed on 1.5 s after its end anyway (serve --max-wait-s)
-    "500:2:vad:mw1.5": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
-    + ["--max-wait-s", "1.5"],
-    "500:2:vad:mw1.5:r2": ["--chunk-ms", "500", "--policy", "local-agreement-2", "--vad"]
-    + ["--threads", "1", "--replicas", "2", "--max-wait-s", "1.5"],
-    # LA-3 with a 2 s bound: WER gap 1.49 over four shifts (diag_stream_gap.py)
-    "500:3:vad:mw2:r2": ["--chunk-ms", "500", "--policy", "local-agreement-3", "--vad"]
-    + ["--threads", "1", "--replicas", "2", "--max-wait-s", "2"],
-}
+# the configurations a plain load run measures, in bench_stream.py's config tokens (read by
+# bench_stream.serve_args); 'rN' runs N model replicas of one thread each (serve --replicas)
+SERVER_CONFIGS = (
+    "500:2:vad",
+    "500:2:vad:r2",
+    "1000:2:vad",
+    "500:2:vad:cut160",
+    "500:2:vad:cut160:r2",
+    "500:2:vad:mw1.5",
+    "500:2:vad:mw1.5:r2",
+    "500:3:vad:mw2:r2",  # LA-3 with a 2 s bound: WER gap 1.49 over four shifts
+)
 
 
 def free_port() -> int:
@@ -85,13 +77,11 @@ def capacity_of(name: str, args: list[str], duration: float, cache_dir: str | No
     return {"config": name, "sustained": report.capacity, "slo_ms": SLO_MS, "levels": levels}
 
 
-def capacity(duration: float, cache_dir: str | None, names: list[str] | None = None) -> dict:
-    """Capacity curves of each server configuration (or of `names`), in the report's
-    --capacity format."""
+def capacity(duration: float, cache_dir: str | None, configs: dict[str, list[str]]) -> dict:
+    """Capacity curves of each server configuration (name -> `voxmeter serve` arguments), in
+    the report's --capacity format."""
     curves = []
-    for name, args in SERVER_CONFIGS.items():
-        if names and name not in names:
-            continue
+    for name, args in configs.items():
         curve = capacity_of(name, args, duration, cache_dir)
         print("capacity", name, curve["sustained"], file=sys.stderr, flush=True)
         curves.append(curve)
