@@ -33,7 +33,7 @@ from common import write
 
 from voxmeter.assets.bundled import default_cache_dir
 from voxmeter.engines.longform import ArrayAudio, transcribe_sequential
-from voxmeter.metrics import corpus_wer, normalize
+from voxmeter.metrics import corpus_wer, normalize, wer_gap_ci
 from voxmeter.run.harness import prepare_data
 from voxmeter.spec import RunSpec
 from voxmeter.stream import open_engine
@@ -106,7 +106,9 @@ def main() -> None:
         print(f"shift {shift:g} ms: {wers}  compute/elapsed {run['compute_ratio']:.3f}")
     print("mean: " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()))
     print(f"compute/elapsed, mean: {out['compute_ratio']:.3f}")
-    print(f"gap stream - offline: {mean['stream'] - mean['offline']:.2f} points")
+    ci = out["gap_ci95"]
+    band = "" if ci is None else f" (95% CI {ci[0]:.2f} to {ci[1]:.2f}, clips resampled, paired)"
+    print(f"gap stream - offline: {out['gap']:.2f} points{band}")
     write("diag_stream_gap", {"spec": spec.to_dict(), **out})
 
 
@@ -126,10 +128,15 @@ def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> 
         engine.close()
     kinds = [k for k in KINDS if k in runs[0]["wer"]]
     mean = {k: float(np.mean([r["wer"][k] for r in runs])) for k in kinds}
+    # the gap's 95% interval: clips resampled, stream and offline paired, shifts averaged
+    refs = [c["ref"] for c in runs[0]["clips"]]
+    draws = {k: [[c[k] for c in r["clips"]] for r in runs] for k in ("stream", "offline")}
+    ci = wer_gap_ci(refs, draws["stream"], draws["offline"], normalized=True)
     return {
         "shifts_ms": shifts,
         "mean_wer": mean,
         "gap": mean["stream"] - mean["offline"],
+        "gap_ci95": None if ci is None else [ci[1], ci[2]],
         "compute_ratio": float(np.mean([r["compute_ratio"] for r in runs])),
         "runs": runs,
     }

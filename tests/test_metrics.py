@@ -16,6 +16,7 @@ from voxmeter.metrics import (
     unweighted_accuracy,
     weighted_accuracy,
     wer_bootstrap_ci,
+    wer_gap_ci,
 )
 
 # --- normalizer ----------------------------------------------------------------------------
@@ -119,6 +120,37 @@ def test_bootstrap_from_counts_matches_hand_resampling():
     idx = rng.integers(0, 3, size=(200, 3))
     w = 100 * errors[idx].sum(1) / words[idx].sum(1)
     assert (lo, hi) == pytest.approx(tuple(np.percentile(w, [2.5, 97.5])))
+
+
+def test_wer_gap_is_the_mean_over_draws_against_hand_counts():
+    refs = ["one two three four", "five six seven eight"]  # 8 words
+    a1 = ["one two three", "five six seven eight"]  # 1 deletion: 12.5
+    a2 = ["one two three four", "five six seven eight nine"]  # 1 insertion: 12.5
+    a3 = ["one two three four", "five six seven eight"]  # 0
+    b = ["one two three four", "five six seven eight"]
+    gap, lo, hi = wer_gap_ci(refs, [a1, a2, a3], [b], normalized=True)
+    assert gap == pytest.approx((12.5 + 12.5 + 0) / 3)
+    assert lo <= gap <= hi
+
+
+def test_wer_gap_interval_is_paired():
+    # b is noisy; a is b with one more word dropped in every fifth clip: the clips' own
+    # difficulty is shared by both sides and must not widen the gap's interval
+    refs, b = noisy_corpus(80)
+    a = [" ".join(h.split()[1:]) if i % 5 == 0 else h for i, h in enumerate(b)]
+    gap, lo, hi = wer_gap_ci(refs, [a], [b], seed=0)
+    assert gap == pytest.approx(corpus_wer(refs, a).wer - corpus_wer(refs, b).wer)
+    assert 0 < lo < gap < hi
+    lo_a, hi_a = wer_bootstrap_ci(refs, a, seed=0)
+    assert hi - lo < (hi_a - lo_a) / 2  # unpaired, the two WERs' intervals would overlap
+    assert wer_gap_ci(refs, [a], [b], seed=0) == (gap, lo, hi)
+    assert wer_gap_ci(refs, [b], [b]) == (0.0, 0.0, 0.0)
+
+
+def test_wer_gap_refuses_no_draws_and_has_no_figure_without_words():
+    with pytest.raises(ValueError, match="at least one draw"):
+        wer_gap_ci(["a b"], [], [["a b"]])
+    assert wer_gap_ci(["hmm"], [["hello"]], [["hmm"]]) is None
 
 
 def test_bootstrap_without_reference_words_is_none():

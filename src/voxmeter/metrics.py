@@ -164,6 +164,59 @@ def bootstrap_ci_from_counts(
     return float(lo), float(hi)
 
 
+def wer_gap_ci(
+    refs: Sequence[str],
+    draws_a: Sequence[Sequence[str]],
+    draws_b: Sequence[Sequence[str]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    normalized: bool = False,
+) -> tuple[float, float, float] | None:
+    """WER(a) - WER(b) in points, with a paired percentile bootstrap interval over clips.
+
+    `draws_a` and `draws_b` hold one hypothesis list per draw (e.g. one per shift of a
+    stream's timing), all over `refs`; the gap is the mean over draws of each side's corpus
+    WER. Both sides of a resample take the same clips, so what the clips share (speaker,
+    difficulty) cancels and the interval is that of the difference, far narrower than two
+    separate WER intervals. The resampling is scipy.stats.bootstrap's (paired). None when
+    there are no reference words.
+    """
+    from scipy.stats import bootstrap
+
+    if not draws_a or not draws_b:
+        raise ValueError("wer_gap_ci needs at least one draw on each side")
+
+    def edits(draws: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        counts = [_all_counts(refs, hyps, normalized) for hyps in draws]
+        # per clip: mean edits over the draws; reference words are the same in every draw
+        return np.mean([c[:, :3].sum(axis=1) for c in counts], axis=0), counts[0][:, 3]
+
+    ea, n = edits(draws_a)
+    eb, _ = edits(draws_b)
+    if not len(n) or n.sum() == 0:
+        return None
+    gap = 100.0 * (ea.sum() - eb.sum()) / n.sum()
+    if len(n) < 2:
+        return float(gap), float(gap), float(gap)
+
+    def stat(a: np.ndarray, b: np.ndarray, w: np.ndarray, axis: int = -1) -> np.ndarray:
+        return 100.0 * (a.sum(axis=axis) - b.sum(axis=axis)) / np.maximum(w.sum(axis=axis), 1)
+
+    res = bootstrap(
+        (ea, eb, n.astype(np.float64)),
+        stat,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    lo, hi = res.confidence_interval
+    return float(gap), float(lo), float(hi)
+
+
 def failure_flags(
     hyp: str, duration_s: float, ref: str | None = None, hit_max_length: bool = False
 ) -> list[str]:
