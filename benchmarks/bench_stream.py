@@ -131,7 +131,7 @@ def serve_args(config: str) -> list[str]:
     model replicas of one thread each ('500:2:vad:mw1.5:r2'). One parser for both, so a load
     curve and a grid row of one name run one stream setting."""
     parts = config.split(":")
-    replicas = [int(m.group(1)) for p in parts[2:] if (m := REPLICAS.fullmatch(p))]
+    replicas = next((int(m.group(1)) for p in parts[2:] if (m := REPLICAS.fullmatch(p))), 1)
     spec = stream_spec(":".join(p for p in parts if not REPLICAS.fullmatch(p)), "default", 0)
     st = spec.stream
     if st.realtime or st.holdback_s:
@@ -150,8 +150,8 @@ def serve_args(config: str) -> list[str]:
         args += ["--max-wait-s", str(st.max_wait_s)]
     if spec.engine == "hf":
         args += ["--engine", "hf", "--precision", "fp32"]
-    if replicas and replicas[-1] > 1:
-        args += ["--threads", "1", "--replicas", str(replicas[-1])]
+    if replicas > 1:
+        args += ["--threads", "1", "--replicas", str(replicas)]
     return args
 
 
