@@ -55,6 +55,8 @@ KEYS = (
     "offline_wer",
     "stream_wer_vs_offline",
     "words_matched_share",
+    "words_relaxed_share",
+    "words_unagreed_share",
     "compute_ratio",
     "compute_ratio_worst_60s",
     "looped_steps",
@@ -83,7 +85,7 @@ TARGETS = {
 
 
 # the tokens after 'chunk_ms:agreement' (stream_spec's docstring; 'rN' in load configs only)
-TOKEN = re.compile(r"vad|prompt|ts|plain|force|rt|hf|cut\d+|mw\d+(\.\d+)?|hb\d+(\.\d+)?")
+TOKEN = re.compile(r"vad|prompt|ts|plain|force|rt|hf|cut\d+|(mw|rx|hb)\d+(\.\d+)?")
 REPLICAS = re.compile(r"r(\d+)")
 
 
@@ -94,7 +96,8 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
     step without timestamps (step_pass); 'force' starts each step's decode with the committed
     words (force_committed); 'cut160' also cuts the buffer in pauses of 160 ms or more inside
     an utterance (pause_cut_ms); 'mw1.5' commits a word not agreed on 1.5 s after its end
-    anyway (max_wait_s); 'rt' feeds the audio at real-time pace (realtime: the run
+    anyway (max_wait_s); 'rx1.0' needs only the last two hypotheses to agree on a word 1.0 s
+    after its end (relax_s, LocalAgreement-3 and up); 'rt' feeds the audio at real-time pace (realtime: the run
     takes as long as the audio, and the model idles between chunks as a live stream's does;
     see main); 'hf' runs the torch engine at fp32. An unknown token is refused."""
     parts = config.split(":")
@@ -121,6 +124,7 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
             pause_cut_ms=next((int(p[3:]) for p in parts[2:] if p.startswith("cut")), 0),
             realtime="rt" in parts[2:],
             max_wait_s=next((float(p[2:]) for p in parts[2:] if p.startswith("mw")), 0.0),
+            relax_s=next((float(p[2:]) for p in parts[2:] if p.startswith("rx")), 0.0),
             duration_s=minutes * 60,
         ),
     ).validate()
@@ -148,6 +152,8 @@ def serve_args(config: str) -> list[str]:
         args += ["--pause-cut-ms", str(st.pause_cut_ms)]
     if st.max_wait_s:
         args += ["--max-wait-s", str(st.max_wait_s)]
+    if st.relax_s:
+        args += ["--relax-s", str(st.relax_s)]
     if spec.engine == "hf":
         args += ["--engine", "hf", "--precision", "fp32"]
     if replicas > 1:

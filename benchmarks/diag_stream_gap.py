@@ -37,6 +37,8 @@ from voxmeter.metrics import corpus_wer, normalize, wer_gap_ci
 from voxmeter.run.harness import prepare_data
 from voxmeter.spec import RunSpec
 from voxmeter.stream import open_engine
+from voxmeter.stream.align import Aligner, Span
+from voxmeter.stream.measures import match_by_utterance, p50_p90_p99
 from voxmeter.stream.replay import JoinedAudio, replay
 from voxmeter.stream.run import make_session, offline_text, warm_up
 from voxmeter.stream.session import SAMPLE_RATE
@@ -73,6 +75,12 @@ def main() -> None:
         default=0.0,
         help="commit a word not agreed on this long after its end (s; 0: off)",
     )
+    ap.add_argument(
+        "--relax-s",
+        type=float,
+        default=0.0,
+        help="a word not agreed on this long after its end needs only two hypotheses (s)",
+    )
     ap.add_argument("--stride", type=int, default=1, help="xV: subsample encoder states by k")
     ap.add_argument("--pool", default="stride", choices=("stride", "avg"))
     args = ap.parse_args()
@@ -90,6 +98,7 @@ def main() -> None:
         stream_trim_s=args.trim_s,
         stream_pause_cut_ms=args.pause_cut_ms,
         stream_max_wait_s=args.max_wait_s,
+        stream_relax_s=args.relax_s,
         stride=args.stride,
         pool=args.pool,
     )
@@ -103,9 +112,20 @@ def main() -> None:
                 print(f"  {k:10s} {row[k]}")
     for shift, run in zip(shifts, runs):
         wers = "  ".join(f"{k} {v:.2f}" for k, v in run["wer"].items())
-        print(f"shift {shift:g} ms: {wers}  compute/elapsed {run['compute_ratio']:.3f}")
+        n = run["committed"]
+        print(
+            f"shift {shift:g} ms: {wers}  compute/elapsed {run['compute_ratio']:.3f}  "
+            f"committed {n['all']} words ({n['relaxed']} on two hypotheses, "
+            f"{n['unagreed']} on none)"
+        )
     print("mean: " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()))
     print(f"compute/elapsed, mean: {out['compute_ratio']:.3f}")
+    lat = out["commit_ms"]
+    if lat["p50"] is not None:
+        print(
+            "commit latency over all shifts (as fast as possible, compute counted): "
+            f"p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  p99 {lat['p99']:.0f} ms"
+        )
     ci = out["gap_ci95"]
     band = "" if ci is None else f" (95% CI {ci[0]:.2f} to {ci[1]:.2f}, clips resampled, paired)"
     print(f"gap stream - offline: {out['gap']:.2f} points{band}")
@@ -120,10 +140,10 @@ def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> 
     the mean gap (stream - offline). bench_stream.py calls it in a child process per
     configuration, without offline_ts (the sequential long-form pass is the diagnosis only)."""
     clips = [c for c in prepare_data(spec).clips if not c.is_long]
-    engine, _, _ = open_engine(spec, default_cache_dir(None))
+    engine, source, _ = open_engine(spec, default_cache_dir(None))
     try:
         warm_up(engine, spec, clips[0].audio)
-        runs = [compare(engine, spec, clips, shift, offline_ts) for shift in shifts]
+        runs = [compare(engine, spec, clips, shift, offline_ts, source) for shift in shifts]
     finally:
         engine.close()
     kinds = [k for k in KINDS if k in runs[0]["wer"]]
@@ -138,15 +158,23 @@ def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> 
         "gap": mean["stream"] - mean["offline"],
         "gap_ci95": None if ci is None else [ci[1], ci[2]],
         "compute_ratio": float(np.mean([r["compute_ratio"] for r in runs])),
+        # commit latency (computation-aware, as fast as possible) over all shifts' words
+        "commit_ms": p50_p90_p99([x for r in runs for x in r.get("commit_ms", [])]),
         "runs": runs,
     }
 
 
 def compare(
-    engine: Any, spec: RunSpec, clips: list, shift_ms: float, offline_ts: bool = True
+    engine: Any,
+    spec: RunSpec,
+    clips: list,
+    shift_ms: float,
+    offline_ts: bool = True,
+    source: Any = None,
 ) -> dict:
     """The three transcriptions of every clip, each clip led by `shift_ms` of silence
-    (offline_ts left out when `offline_ts` is False)."""
+    (offline_ts left out when `offline_ts` is False); with the model's `source`, also every
+    matched word's commit latency (ms, against the aligned reference, as measure_stream)."""
     lead = np.zeros(round(shift_ms * SAMPLE_RATE / 1000), dtype=np.float32)
     audios = [np.concatenate([lead, c.audio]) for c in clips]
     audio = JoinedAudio(audios, spec.stream.gap_s, spec.stream.duration_s)
@@ -177,7 +205,24 @@ def compare(
     kinds = KINDS if offline_ts else KINDS[:2]
     wers = {k: corpus_wer(refs, [r[k] for r in rows], normalized=True).wer for k in kinds}
     ratio = trace.compute_s / trace.audio_s
-    return {"shift_ms": shift_ms, "wer": wers, "compute_ratio": ratio, "clips": rows}
+    out = {"shift_ms": shift_ms, "wer": wers, "compute_ratio": ratio, "clips": rows}
+    # words committed before n hypotheses agreed: on two (relax_s), on none (max_wait_s)
+    out["committed"] = {
+        "all": len(words),
+        "relaxed": trace.relaxed_words,
+        "unagreed": trace.unagreed_words,
+    }
+    if source is not None:
+        aligner = Aligner(source)
+        ref_words: list = []
+        utterances = []
+        for start, i in placed:
+            aligned = aligner.words(Span(start, audios[i], clips[i].text))
+            utterances.append((len(ref_words), len(ref_words) + len(aligned)))
+            ref_words += aligned
+        pairs = match_by_utterance(words, ref_words, utterances)
+        out["commit_ms"] = [(trace.committed[h][1] - ref_words[r].end) * 1e3 for h, r in pairs]
+    return out
 
 
 if __name__ == "__main__":

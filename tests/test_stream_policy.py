@@ -102,6 +102,7 @@ def test_max_wait_commits_a_disputed_word_once_it_is_old_enough():
     # the hypotheses disagree from the first word; at 1.6 s only "the" (ended 0.5) is overdue
     assert texts(la.insert(hyp("a cat sat"), now=1.6)) == "a"
     assert texts(la.pending) == "cat sat"
+    assert (la.n_unagreed, la.n_relaxed) == (1, 0)
     # agreement still commits as before: "cat" is shared, and "sat" ends only 0.6 s before now
     assert texts(la.insert(hyp("a cat sad on", step=0.5), now=2.1)) == "cat"
     # without the bound, the same disputes commit nothing
@@ -115,6 +116,53 @@ def test_max_wait_with_one_hypothesis_of_n_3():
     # the first hypothesis of LA-3 commits only what is overdue; the rest waits for agreement
     assert texts(la.insert(hyp("one two three"), now=1.5)) == "one two"
     assert texts(la.pending) == "three"
+
+
+def test_relax_commits_an_old_word_two_hypotheses_agree_on():
+    # LA-3, words of 0.5 s: "one" ends at 0.5, "two" at 1.0, "three" at 1.5
+    la = LocalAgreement(3, relax_s=1.0)
+    assert la.insert(hyp("one two"), now=1.0) == []  # nothing ended 1 s before 1.0
+    # the first two hypotheses agree on "one two"; only "one" ended 1 s before 1.6
+    assert texts(la.insert(hyp("one two three"), now=1.6)) == "one"
+    assert texts(la.pending) == "two three"
+    # a third hypothesis: "two" agreed by all three (LA-3), "three" disputed by the newest
+    assert texts(la.insert(hyp("one two tree"), now=2.0)) == "two"
+    # "three"/"tree": the last two ("tree", "tree") agree and it is old enough: committed
+    # with the newest copy's text, though the third-last read "three"
+    assert texts(la.insert(hyp("one two tree four"), now=2.6)) == "tree"
+    assert (la.n_committed, la.n_relaxed, la.n_unagreed) == (3, 2, 0)  # "one", "tree"
+    # without relax_s LA-3 still waits on "tree" (three readings do not yet agree)
+    plain = LocalAgreement(3)
+    plain.insert(hyp("one two"), now=1.0)
+    plain.insert(hyp("one two three"), now=1.6)
+    assert texts(plain.insert(hyp("one two tree"), now=2.0)) == "one two"
+    assert plain.insert(hyp("one two tree four"), now=2.6) == []
+
+
+def test_relax_leaves_a_word_the_last_two_dispute_to_max_wait():
+    la = LocalAgreement(3, relax_s=0.5, max_wait_s=1.5)
+    la.insert(hyp("a b"), now=0.5)
+    # "a" is old enough for relax_s, but the last two read it differently: nothing yet
+    assert la.insert(hyp("x b c"), now=1.2) == []
+    assert la.insert(hyp("y b c"), now=1.4) == []
+    # past max_wait_s (a ended at 0.5, now 2.1) the newest copy goes in, agreed or not;
+    # agreement is a common prefix, so nothing after the disputed word counts as agreed
+    assert texts(la.insert(hyp("z b c d"), now=2.1)) == "z"
+    # the newest alone goes on as history: "b c" (ended by 1.5, past relax_s at 2.3) is
+    # committed once one more hypothesis agrees with it
+    assert texts(la.pending) == "b c d"
+    assert texts(la.insert(hyp("z b c e"), now=2.3)) == "b c"
+    assert texts(la.pending) == "e"
+    assert (la.n_committed, la.n_relaxed, la.n_unagreed) == (3, 2, 1)  # "b c"; "z"
+
+
+def test_relax_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="n >= 3"):
+        LocalAgreement(2, relax_s=1.0)
+    with pytest.raises(ValueError, match="shorter than max_wait_s"):
+        LocalAgreement(3, relax_s=1.5, max_wait_s=1.5)
+    with pytest.raises(ValueError, match="relax_s"):
+        LocalAgreement(3, relax_s=-0.5)
 
 
 def test_bad_agreement_is_refused():
@@ -258,6 +306,9 @@ def test_stream_settings_validate_and_keep_old_hashes():
         ({"chunk_ms": 500, "vad": True, "pause_cut_ms": 160.0}, "pause_cut_ms"),
         ({"chunk_ms": 500, "max_wait_s": 0.05}, "max_wait_s"),
         ({"chunk_ms": 500, "max_wait_s": float("nan")}, "max_wait_s"),
+        ({"chunk_ms": 500, "agreement": 3, "relax_s": 0.05}, "relax_s"),
+        ({"chunk_ms": 500, "agreement": 2, "relax_s": 1.0}, "relax_s: needs agreement >= 3"),
+        ({"chunk_ms": 500, "agreement": 3, "relax_s": 2.0, "max_wait_s": 1.5}, "shorter than"),
     ]:
         with pytest.raises(SpecError, match=field):
             RunSpec(stream=StreamSettings(**bad)).validate()
@@ -268,7 +319,8 @@ def test_a_stream_stored_before_final_pass_reads_as_what_it_measured_and_keeps_i
     they say so, and their hash is the one computed then (the field is left out of it)."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("final_pass", "force_committed", "step_pass", "pause_cut_ms", "max_wait_s"):
+    later_fields = ("final_pass", "force_committed", "step_pass", "pause_cut_ms", "max_wait_s")
+    for later in (*later_fields, "relax_s"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old.stream.final_pass == "timestamps" and new.stream.final_pass == "plain"
@@ -283,7 +335,7 @@ def test_streams_stored_before_force_committed_step_pass_and_pause_cut_keep_mean
     """The fields default to what every stream did before them."""
     new = RunSpec(stream=StreamSettings(chunk_ms=500, vad=True))
     stored = new.to_dict()
-    for later in ("force_committed", "step_pass", "pause_cut_ms", "max_wait_s"):
+    for later in ("force_committed", "step_pass", "pause_cut_ms", "max_wait_s", "relax_s"):
         del stored["stream"][later]
     old = RunSpec.from_dict(stored)
     assert old == new and old.spec_hash == new.spec_hash
@@ -297,6 +349,9 @@ def test_streams_stored_before_force_committed_step_pass_and_pause_cut_keep_mean
     wait = new.with_(stream_max_wait_s=1.5)
     assert wait.spec_hash != new.spec_hash and "wait<=1.5s" in wait.label()
     assert RunSpec.from_dict(wait.to_dict()) == wait
+    relax = new.with_(stream_agreement=3, stream_relax_s=1.0)
+    assert "LA-2@1s" in relax.label() and RunSpec.from_dict(relax.to_dict()) == relax
+    assert relax.spec_hash != new.with_(stream_agreement=3).spec_hash
 
 
 def test_known_leading_words_are_cut_without_matching():

@@ -345,6 +345,7 @@ def test_cli_streams_a_file(cli, cache_dir, default_clips, monkeypatch):
         (["stream", "--pause-cut-ms", "160"], "pause_cut_ms: needs vad"),
         (["serve", "--vad", "--pause-cut-ms", "600"], "pause_cut_ms"),
         (["stream", "--max-wait-s", "-1"], "max_wait_s"),
+        (["stream", "--relax-s", "1"], "relax_s: needs agreement >= 3"),
     ],
 )
 def test_cli_bad_input_is_one_line(args, message):
@@ -372,13 +373,18 @@ def test_realtime_replay_runs_at_the_pace_of_the_audio(ct2_engine, default_clips
 
 def test_max_wait_leaves_no_pending_word_older_than_the_bound(ct2_engine, default_clips):
     """max_wait_s: after every step that gave a hypothesis, no pending word ended more than
-    max_wait_s before the audio heard so far (LA-3 leaves such words pending without it)."""
+    max_wait_s before the audio heard so far (LA-3 leaves such words pending without it).
+    relax_s commits through its own tier (two hypotheses agreed), max_wait_s through its."""
     engine, _ = ct2_engine
     audio, ref = speech(default_clips)
-    oldest, wers = {}, {}
-    for wait in (0.0, 1.0):
+    oldest, wers, tiers = {}, {}, {}
+    for wait, relax in ((0.0, 0.0), (1.0, 0.0), (0.0, 0.5)):
         spec = CT2.with_(
-            stream_chunk_ms=500, stream_agreement=3, stream_vad=True, stream_max_wait_s=wait
+            stream_chunk_ms=500,
+            stream_agreement=3,
+            stream_vad=True,
+            stream_max_wait_s=wait,
+            stream_relax_s=relax,
         )
         session = make_session(engine, spec)
         words, ages = [], []
@@ -392,7 +398,12 @@ def test_max_wait_leaves_no_pending_word_older_than_the_bound(ct2_engine, defaul
             if step.n_frames and session.looped_steps == looped and step.partial:
                 ages.append(session.received_s - min(w.end for w in step.partial))
         words += session.finish_utterance().committed
-        oldest[wait] = max(ages)
-        wers[wait] = corpus_wer([ref], [" ".join(w.text for w in words)]).wer
-    assert oldest[1.0] < 1.0 < oldest[0.0], oldest
-    assert wers[1.0] < 35 and wers[0.0] < 35, wers
+        oldest[wait, relax] = max(ages)
+        wers[wait, relax] = corpus_wer([ref], [" ".join(w.text for w in words)]).wer
+        tiers[wait, relax] = (session.policy.n_relaxed, session.policy.n_unagreed)
+    assert oldest[1.0, 0.0] < 1.0 < oldest[0.0, 0.0], oldest
+    assert all(w < 35 for w in wers.values()), wers
+    # each bound commits through its own tier only, and plain LA-3 through neither
+    assert tiers[0.0, 0.0] == (0, 0), tiers
+    assert tiers[1.0, 0.0][0] == 0 < tiers[1.0, 0.0][1], tiers
+    assert tiers[0.0, 0.5][1] == 0 < tiers[0.0, 0.5][0], tiers

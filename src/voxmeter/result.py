@@ -104,6 +104,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "first_partial_unaware_s": ("s", "stream: time to first partial, compute-unaware"),
     "words_committed": ("", "stream: words committed"),
     "words_matched_share": ("%", "stream: reference words matched by a committed word"),
+    "words_relaxed_share": ("%", "stream: words committed on two hypotheses' agreement (relax_s)"),
+    "words_unagreed_share": ("%", "stream: words committed with no agreement (max_wait_s)"),
     "churn": ("", "stream: partial words revised or withdrawn per committed word"),
     "stream_wer": ("%", "stream: WER of the committed text against the reference"),
     "offline_wer": ("%", "stream: WER of the same audio transcribed offline"),

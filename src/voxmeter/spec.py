@@ -316,6 +316,7 @@ _LATER_STREAM_VALUES = {
     "step_pass": "timestamps",
     "pause_cut_ms": 0,
     "max_wait_s": 0.0,
+    "relax_s": 0.0,
 }
 
 # WorkloadSettings fields added after specs with a workload were stored
@@ -351,6 +352,9 @@ class StreamSettings:
     max_wait_s: a word still not agreed on this long after its (estimated) end is committed
     from the newest hypothesis, bounding commit latency at the cost of words committed without
     agreement; 0 = off (see stream/policy.py).
+    relax_s: a word still not agreed on by `agreement` hypotheses this long after its end is
+    committed once the last two agree on it (agreement >= 3 only; shorter than max_wait_s when
+    both are set); 0 = off (see stream/policy.py).
     """
 
     chunk_ms: int = 0
@@ -370,6 +374,7 @@ class StreamSettings:
     step_pass: str = "timestamps"
     pause_cut_ms: int = 0
     max_wait_s: float = 0.0
+    relax_s: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -429,6 +434,11 @@ class StreamSettings:
                 number(self.max_wait_s) and (self.max_wait_s == 0 or 0.1 <= self.max_wait_s <= 30),
                 "0 (off) or in [0.1, 30] s",
             ),
+            (
+                "relax_s",
+                number(self.relax_s) and (self.relax_s == 0 or 0.1 <= self.relax_s <= 30),
+                "0 (off) or in [0.1, 30] s",
+            ),
         ]
         for name, ok, what in checks:
             if not ok:
@@ -455,6 +465,16 @@ class StreamSettings:
             )
         if self.pause_cut_ms and self.enabled and not self.vad:
             raise SpecError("pause_cut_ms: needs vad (the pauses are the VAD's)")
+        if self.relax_s and self.agreement < 3:
+            raise SpecError(
+                f"relax_s: needs agreement >= 3 (it relaxes LocalAgreement-n to "
+                f"LocalAgreement-2), got agreement {self.agreement}"
+            )
+        if self.relax_s and self.max_wait_s and self.relax_s >= self.max_wait_s:
+            raise SpecError(
+                f"relax_s: must be shorter than max_wait_s ({self.max_wait_s:g} s), "
+                f"got {self.relax_s:g} s"
+            )
         if self.chunk_ms / 1000 > self.trim_s:
             raise SpecError(f"chunk_ms: {self.chunk_ms} ms is longer than trim_s {self.trim_s} s")
         return self
@@ -487,6 +507,8 @@ class StreamSettings:
             s += f" cut@{self.pause_cut_ms}ms"
         if self.max_wait_s:
             s += f" wait<={self.max_wait_s:g}s"
+        if self.relax_s:
+            s += f" LA-2@{self.relax_s:g}s"
         return s
 
 

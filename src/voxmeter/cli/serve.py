@@ -59,6 +59,11 @@ def serve(
     max_wait_s: float = typer.Option(
         0.0, help="commit a word not agreed on this long after its end anyway (s; 0: off)"
     ),
+    relax_s: float = typer.Option(
+        0.0,
+        help="with LocalAgreement-3 or more: a word not agreed on this long after its end "
+        "needs only the last two hypotheses to agree (s; 0: off)",
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
@@ -91,6 +96,7 @@ def serve(
             force_committed=force_committed,
             pause_cut_ms=pause_cut_ms,
             max_wait_s=max_wait_s,
+            relax_s=relax_s,
             realtime=True,
         ),
     ).validate()

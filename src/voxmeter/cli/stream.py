@@ -75,6 +75,11 @@ def stream(
     max_wait_s: float = typer.Option(
         0.0, help="commit a word not agreed on this long after its end anyway (s; 0: off)"
     ),
+    relax_s: float = typer.Option(
+        0.0,
+        help="with LocalAgreement-3 or more: a word not agreed on this long after its end "
+        "needs only the last two hypotheses to agree (s; 0: off)",
+    ),
     realtime: bool = typer.Option(False, help="feed audio at real-time pace (wall clock)"),
     ref: str | None = typer.Option(None, help="FILE's reference text (for WER and latency)"),
     data: str = typer.Option("default", help="without FILE: data set streamed into the store"),
@@ -114,6 +119,7 @@ def stream(
             force_committed=force_committed,
             pause_cut_ms=pause_cut_ms,
             max_wait_s=max_wait_s,
+            relax_s=relax_s,
             realtime=realtime,
             gap_s=gap_s,
             duration_s=duration_s,

@@ -155,6 +155,9 @@ def stream_metrics(
     m.update(percentiles([x * 1e3 for x in aware], "commit_ms"))
     m.update(percentiles([x * 1e3 for x in unaware], "commit_unaware_ms"))
     m["words_committed"] = len(words)
+    # the share committed before the policy's n hypotheses agreed (relax_s, max_wait_s)
+    m["words_relaxed_share"] = 100 * trace.relaxed_words / len(words) if words else None
+    m["words_unagreed_share"] = 100 * trace.unagreed_words / len(words) if words else None
     m["words_matched_share"] = 100 * len(pairs) / len(ref_words) if ref_words else None
     speech_start = ref_words[0].start if ref_words else 0.0
     first = next((s for s in trace.steps if s.shows_text), None)

@@ -31,6 +31,12 @@ committed, with every word before it, agreed or not. LocalAgreement alone commit
 hypotheses keep changing only when they settle or the utterance ends, seconds later; that tail
 is what sets a stream's p99 commit latency. The bound trades it for words that had no
 agreement: word times are interpolated estimates, so it is approximate by about a word.
+
+`relax_s` (off by default; n >= 3 only) is a softer bound before that one: once the stream has
+run that far past a pending word's end, the word needs only the last two hypotheses to agree
+on it (LocalAgreement-2) rather than the last n. A word the model keeps changing still waits
+for max_wait_s (or for agreement); one that two hypotheses already read alike, but a third
+older one did not, is committed earlier, and with agreement behind it.
 """
 
 from __future__ import annotations
@@ -90,8 +96,11 @@ class LocalAgreement:
 
     n: int = 2
     max_wait_s: float = 0.0  # 0: off (see module doc)
+    relax_s: float = 0.0  # 0: off (see module doc)
     committed: list[Word] = field(default_factory=list)  # the last KEEP_COMMITTED of them
     n_committed: int = 0
+    n_relaxed: int = 0  # of n_committed: by relax_s, with two hypotheses' agreement
+    n_unagreed: int = 0  # of n_committed: by max_wait_s, with no agreement
     _recent: list[list[Word]] = field(default_factory=list)  # last n-1 uncommitted tails
 
     def __post_init__(self) -> None:
@@ -99,6 +108,18 @@ class LocalAgreement:
             raise ValueError(f"LocalAgreement: n must be an integer >= 1, got {self.n!r}")
         if not self.max_wait_s >= 0:
             raise ValueError(f"LocalAgreement: max_wait_s must be >= 0, got {self.max_wait_s!r}")
+        if not self.relax_s >= 0:
+            raise ValueError(f"LocalAgreement: relax_s must be >= 0, got {self.relax_s!r}")
+        if self.relax_s and self.n < 3:
+            raise ValueError(
+                f"LocalAgreement: relax_s needs n >= 3 (it relaxes LocalAgreement-n to "
+                f"LocalAgreement-2), got n={self.n}"
+            )
+        if self.relax_s and self.max_wait_s and self.relax_s >= self.max_wait_s:
+            raise ValueError(
+                f"LocalAgreement: relax_s ({self.relax_s:g} s) must be shorter than "
+                f"max_wait_s ({self.max_wait_s:g} s)"
+            )
 
     @property
     def committed_end(self) -> float:
@@ -153,28 +174,42 @@ class LocalAgreement:
         `known`: the hypothesis's first words are known to restate committed ones (the
         decoder was forced to start with them): it is cut right after them. `now`: the
         stream time heard so far; with max_wait_s, the words of this hypothesis that ended
-        max_wait_s before it are committed too (module doc)."""
+        max_wait_s before it are committed too; with relax_s, those that ended relax_s before
+        it and that the last two hypotheses agree on (module doc)."""
         tail = self._tail(words, buffer_start, known)
         hyps = [*self._recent, tail]
-        overdue = 0
-        if self.max_wait_s and now is not None:
-            due = now - self.max_wait_s
-            overdue = next((i for i, w in enumerate(tail) if w.end > due), len(tail))
-        if len(hyps) < self.n and not overdue:
+        overdue = self._older_than(tail, now, self.max_wait_s)
+        relaxed = 0  # the overdue-for-relax_s words the last two hypotheses agree on
+        if self.relax_s and len(hyps) >= 2:
+            relaxed = min(self._older_than(tail, now, self.relax_s), common_prefix(hyps[-2:]))
+        if len(hyps) < self.n and not overdue and not relaxed:
             self._recent = hyps
             return []
         k = common_prefix(hyps[-self.n :]) if len(hyps) >= self.n else 0
         if until is not None:
             k = next((i for i, w in enumerate(tail[:k]) if w.end > until), k)
         agreed = k
-        k = max(k, overdue)
+        k = max(k, relaxed, overdue)
         new = tail[:k]  # the newest hypothesis's copy: its times are the latest estimate
         self._commit(new)
-        if k > agreed:  # the older hypotheses did not agree this far: only the newest goes on
+        self.n_unagreed += max(0, k - max(agreed, relaxed))
+        self.n_relaxed += max(0, min(k, relaxed) - agreed)
+        if k > max(agreed, relaxed):  # no two hypotheses agreed this far: the newest goes on
             self._recent = [tail[k:]] if self.n > 1 else []
+        elif k > agreed:  # the last two agreed this far, the older ones did not
+            self._recent = [h[k:] for h in hyps[-2:]]
         else:
             self._recent = [h[k:] for h in hyps[-(self.n - 1) :]] if self.n > 1 else []
         return new
+
+    @staticmethod
+    def _older_than(tail: list[Word], now: float | None, wait_s: float) -> int:
+        """How many leading words of `tail` ended at least `wait_s` before `now` (0 when
+        the bound is off or the time unknown)."""
+        if not wait_s or now is None:
+            return 0
+        due = now - wait_s
+        return next((i for i, w in enumerate(tail) if w.end > due), len(tail))
 
     def _commit(self, words: list[Word]) -> None:
         self.committed += words

@@ -62,6 +62,8 @@ class Trace:
     rss: list[tuple[float, float]] = field(default_factory=list)  # (stream s, MiB)
     buffer_s_max: float = 0.0
     own: list[tuple[float, float]] = field(default_factory=list)  # (stream s, trace MiB)
+    relaxed_words: int = 0  # committed by the policy's relax_s (two hypotheses agreed)
+    unagreed_words: int = 0  # committed by the policy's max_wait_s (no agreement)
 
     @property
     def committed(self) -> list[tuple[Word, float, float]]:
@@ -166,6 +168,8 @@ def replay(
         rss=rss,
         buffer_s_max=buffer_max,
         own=own,
+        relaxed_words=session.policy.n_relaxed,
+        unagreed_words=session.policy.n_unagreed,
     )
 
 

@@ -181,7 +181,9 @@ class StreamSession:
         self.config = config.validate()
         if not config.enabled:
             raise ValueError("StreamSession: stream settings with chunk_ms 0 (not a stream)")
-        self.policy = LocalAgreement(config.agreement, max_wait_s=config.max_wait_s)
+        self.policy = LocalAgreement(
+            config.agreement, max_wait_s=config.max_wait_s, relax_s=config.relax_s
+        )
         ids = special_ids(engine.dims)
         self.ts_begin = ids["no_timestamps"] + 1
         self.eot = ids["eot"]
