@@ -97,9 +97,10 @@ def stream_spec(config: str, data: str, max_clips: int, minutes: float = 0.0) ->
     words (force_committed); 'cut160' also cuts the buffer in pauses of 160 ms or more inside
     an utterance (pause_cut_ms); 'mw1.5' commits a word not agreed on 1.5 s after its end
     anyway (max_wait_s); 'rx1.0' needs only the last two hypotheses to agree on a word 1.0 s
-    after its end (relax_s, LocalAgreement-3 and up); 'rt' feeds the audio at real-time pace (realtime: the run
-    takes as long as the audio, and the model idles between chunks as a live stream's does;
-    see main); 'hf' runs the torch engine at fp32. An unknown token is refused."""
+    after its end (relax_s, LocalAgreement-3 and up); 'rt' feeds the audio at real-time pace
+    (realtime: the run takes as long as the audio, and the model idles between chunks as a
+    live stream's does; see main); 'hf' runs the torch engine at fp32. An unknown token is
+    refused."""
     parts = config.split(":")
     bad = [p for p in parts[2:] if not TOKEN.fullmatch(p)]
     if bad or len(parts) < 2:

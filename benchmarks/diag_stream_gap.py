@@ -37,10 +37,10 @@ from voxmeter.metrics import corpus_wer, normalize, wer_gap_ci
 from voxmeter.run.harness import prepare_data
 from voxmeter.spec import RunSpec
 from voxmeter.stream import open_engine
-from voxmeter.stream.align import Aligner, Span
+from voxmeter.stream.align import Span
 from voxmeter.stream.measures import match_by_utterance, p50_p90_p99
 from voxmeter.stream.replay import JoinedAudio, replay
-from voxmeter.stream.run import make_session, offline_text, warm_up
+from voxmeter.stream.run import make_session, offline_text, reference_words, warm_up
 from voxmeter.stream.session import SAMPLE_RATE
 
 EDGE_S = 0.3  # a committed word belongs to the clip its middle falls in, this much early
@@ -213,13 +213,8 @@ def compare(
         "unagreed": trace.unagreed_words,
     }
     if source is not None:
-        aligner = Aligner(source)
-        ref_words: list = []
-        utterances = []
-        for start, i in placed:
-            aligned = aligner.words(Span(start, audios[i], clips[i].text))
-            utterances.append((len(ref_words), len(ref_words) + len(aligned)))
-            ref_words += aligned
+        spans = [Span(start, audios[i], clips[i].text) for start, i in placed]
+        ref_words, utterances = reference_words(source, spans)
         pairs = match_by_utterance(words, ref_words, utterances)
         out["commit_ms"] = [(trace.committed[h][1] - ref_words[r].end) * 1e3 for h, r in pairs]
     return out

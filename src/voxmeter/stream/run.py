@@ -87,6 +87,15 @@ def measure_stream(
     trace = replay(
         session, audio, realtime=spec.stream.realtime, progress=progress, on_step=on_step
     )
+    ref_words, utterances = reference_words(source, spans)
+    metrics, utts = stream_metrics(trace, ref_words, utterances, ref_text, offline)
+    metrics["stream_reference"] = REFERENCE_NOTE if ref_text else OFFLINE_NOTE
+    return StreamRun(trace, metrics, utts)
+
+
+def reference_words(source: Any, spans: list[Span]) -> tuple[list[Word], list[tuple[int, int]]]:
+    """Every span's reference words, aligned to its audio (stream/align.py), and each span's
+    [first, last) range of them: what latency is measured against."""
     aligner = Aligner(source)
     ref_words: list[Word] = []
     utterances: list[tuple[int, int]] = []
@@ -94,9 +103,7 @@ def measure_stream(
         words = aligner.words(span)
         utterances.append((len(ref_words), len(ref_words) + len(words)))
         ref_words += words
-    metrics, utts = stream_metrics(trace, ref_words, utterances, ref_text, offline)
-    metrics["stream_reference"] = REFERENCE_NOTE if ref_text else OFFLINE_NOTE
-    return StreamRun(trace, metrics, utts)
+    return ref_words, utterances
 
 
 def run_stream_spec(
