@@ -1,0 +1,82 @@
+"""The faster-whisper comparison's measurement (benchmarks/fw_run.py, fresh.py, common.py).
+
+fw_run's peak RSS must be its own process's, not a mark inherited from the process that
+started it: Linux carries a parent's high-water mark across fork and exec into the child's
+ru_maxrss, which is what fw_run once reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # the benchmarks import each other as scripts do
+
+import common
+import fresh
+
+MIB = 1024 * 1024
+BALLAST_MIB = 512
+
+
+def own_hwm_mb() -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split("VmHWM:")[1].split("kB")[0]) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_fw_run_peak_is_not_inherited_from_a_big_parent():
+    ballast = b"\x01" * (BALLAST_MIB * MIB)  # every page written: resident in this process
+    row = fresh.run_json(fresh.python_script(str(BENCH / "fw_run.py"), "--no-model"))
+    parent = own_hwm_mb()
+    assert len(ballast) == BALLAST_MIB * MIB
+    assert parent > BALLAST_MIB
+    child = row["process_peak_rss_mb"]
+    # a bare interpreter with voxmeter's memory module: tens of MiB, never the parent's mark
+    assert 0 < child < 150, (child, parent)
+    assert child < parent - 0.8 * BALLAST_MIB
+    assert row["peak_rss_definition"] == fresh.PEAK_RSS_DEFINITION
+    assert row["warmup_definition"] == fresh.WARMUP_DEFINITION
+
+
+def test_run_json_reports_the_childs_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        fresh.run_json([sys.executable, "-c", "import sys; sys.exit('boom')"])
+
+
+@pytest.mark.parametrize(
+    ("model", "flags", "slug"),
+    [
+        ("AMD EPYC", ["avx", "avx2"], "amd-epyc-avx2"),
+        ("AMD EPYC 9R14 96-Core Processor", ["avx2", "avx512f", "avx512_vnni"],
+         "amd-epyc-9r14-avx512vnni"),
+        ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", ["avx512f"],
+         "intel-xeon-platinum-8375c-avx512"),
+        (None, [], "unknown-cpu"),
+    ],
+)  # fmt: skip
+def test_cpu_slug(model, flags, slug):
+    assert common.cpu_slug(model, flags) == slug
+
+
+def test_result_path_names_benchmark_date_and_cpu():
+    env = {"cpu_model": "AMD EPYC", "cpu_flags": ["avx2"], "device": "cpu"}
+    path = common.result_path("bench_longform", env, dt.date(2026, 12, 7))
+    assert path == common.RESULTS / "bench_longform-2026-12-07-amd-epyc-avx2.json"
+
+
+def test_results_are_not_ignored_by_git():
+    import subprocess
+
+    root = BENCH.parent
+    probe = "benchmarks/results/bench_longform-2026-12-07-amd-epyc-avx2.json"
+    out = subprocess.run(
+        ["git", "-C", str(root), "check-ignore", "-q", probe], capture_output=True, check=False
+    )
+    if out.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert out.returncode == 1, "benchmarks/results/*.json is ignored: results cannot be committed"
