@@ -222,13 +222,14 @@ def verdicts(row: dict) -> dict:
 def previous() -> dict:
     import json
 
-    from common import RESULTS
+    from common import latest
 
-    path = RESULTS / "bench_stream.json"
-    if not path.is_file():
+    path = latest("bench_stream")  # this machine's newest: figures of one CPU only
+    if path is None:
         return {}
     old = json.loads(path.read_text())
-    return {k: old[k] for k in ("grid", "long_session", "load") if k in old}
+    kept = {k: old[k] for k in ("grid", "long_session", "load") if k in old}
+    return dict(kept, carried_from=path.name) if kept else {}  # says which figures are older
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ every clip (in the stream and offline alike). tiny.en's hypotheses move with shi
 a word's length (the log-mel frames fall elsewhere on the audio, 10 ms apart), so one shift is
 one draw: the mean over a few shifts is the figure to compare configurations with.
 Prints the clips whose texts differ (first shift) and the corpus WERs per shift and their
-mean; writes benchmarks/results/diag_stream_gap.json.
+mean; writes benchmarks/results/diag_stream_gap-DATE-CPU.json.
 
     python benchmarks/diag_stream_gap.py [--agreement 3] [--chunk-ms 500] [--holdback-s 0]
         [--no-prompt] [--final-pass plain|timestamps] [--step-pass timestamps|plain]
