@@ -113,7 +113,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engines", default="hf,ct2")
     ap.add_argument("--only", default="", help="regex: run only the matching labels")
-    ap.add_argument("--name", default="bench_gpu", help="benchmark name: results/NAME-DATE-CPU-GPU.json")
+    ap.add_argument(
+        "--name", default="bench_gpu", help="benchmark name: results/NAME-DATE-CPU-GPU.json"
+    )
     args = ap.parse_args()
     try:
         import torch
