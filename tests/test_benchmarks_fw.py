@@ -23,19 +23,28 @@ MIB = 1024 * 1024
 BALLAST_MIB = 512
 
 
-def own_hwm_mb() -> float:
-    text = Path("/proc/self/status").read_text()
-    return int(text.split("VmHWM:")[1].split("kB")[0]) / 1024
+# A parent holding BALLAST_MIB resident starts fw_run as bench_longform does; run in a process
+# of its own, so the ballast never raises this pytest process's own high-water mark.
+PARENT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import fresh
+ballast = b"\\x01" * ({mib} * 1024 * 1024)  # every page written: resident
+row = fresh.run_json(fresh.python_script({fw!r}, "--no-model"))
+status = Path("/proc/self/status").read_text()
+parent = int(status.split("VmHWM:")[1].split("kB")[0]) / 1024
+print(json.dumps(dict(row, parent_peak_mb=parent, ballast=len(ballast))))
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
 def test_fw_run_peak_is_not_inherited_from_a_big_parent():
-    ballast = b"\x01" * (BALLAST_MIB * MIB)  # every page written: resident in this process
-    row = fresh.run_json(fresh.python_script(str(BENCH / "fw_run.py"), "--no-model"))
-    parent = own_hwm_mb()
-    assert len(ballast) == BALLAST_MIB * MIB
+    code = PARENT.format(bench=str(BENCH), fw=str(BENCH / "fw_run.py"), mib=BALLAST_MIB)
+    row = fresh.run_json([sys.executable, "-c", code])
+    assert row["ballast"] == BALLAST_MIB * MIB
+    parent, child = row["parent_peak_mb"], row["process_peak_rss_mb"]
     assert parent > BALLAST_MIB
-    child = row["process_peak_rss_mb"]
     # a bare interpreter with voxmeter's memory module: tens of MiB, never the parent's mark
     assert 0 < child < 150, (child, parent)
     assert child < parent - 0.8 * BALLAST_MIB
@@ -80,3 +89,15 @@ def test_results_are_not_ignored_by_git():
     if out.returncode == 128:
         pytest.skip("not a git checkout")
     assert out.returncode == 1, "benchmarks/results/*.json is ignored: results cannot be committed"
+
+
+def test_bench_longform_readme_configs_are_the_readmes_comparison():
+    import bench_longform
+
+    from voxmeter.spec import RunSpec
+
+    base = RunSpec(engine="ct2", data="longform", repeats=1)
+    keys = [k for k, _ in bench_longform.plan(base, "readme")]
+    assert keys == ["fw-seq-int8", "fw-batched8-int8", "ct2-int8-batched-pooled16-enc1-fit-k2avg"]
+    full = [k for k, _ in bench_longform.plan(base, "full")]
+    assert set(keys) < set(full) and len(full) == len(set(full)) == 44
