@@ -21,6 +21,7 @@ import random
 import statistics
 
 from common import pick, write
+from fresh import PEAK_RSS_DEFINITION
 
 from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
@@ -34,6 +35,7 @@ KEYS = (
     "padding_share",
     "peak_rss_mb",
     "process_peak_rss_mb",
+    "rss_method",
     "wer",
     "n_clips",
 )
@@ -79,7 +81,8 @@ def main() -> None:
         print(f"{engine} b={b}", {k: round(v, 2) if isinstance(v, float) else v
                                   for k, v in row.items()})  # fmt: skip
     rows = {name: median_row(runs) for name, runs in draws.items()}
-    out = {"order": configs, "draws": max(1, args.draws), "rows": rows, "target": TARGET}
+    out = {"order": configs, "draws": max(1, args.draws), "rows": rows, "target": TARGET,
+           "peak_rss_definition": PEAK_RSS_DEFINITION}  # fmt: skip
     for engine in args.engines.split(","):
         one, eight = rows.get(f"{engine}-b1"), rows.get(f"{engine}-b8")
         if one and eight:

@@ -28,12 +28,13 @@ import re
 import sys
 
 from common import pick, write
+from fresh import PEAK_RSS_DEFINITION
 
 from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import QUANT_SCHEMES, RunSpec
 
 KEYS = ("wer", "wer_ci_lo", "wer_ci_hi", "rtfx", "weight_bytes", "peak_rss_mb",
-        "process_peak_rss_mb", "n_flagged", "gflops_analytic_total", "compress_s", "param_count")  # fmt: skip
+        "process_peak_rss_mb", "rss_method", "n_flagged", "gflops_analytic_total", "compress_s", "param_count")  # fmt: skip
 
 
 def configs(model: str, quick: bool) -> dict[str, dict]:
@@ -138,7 +139,10 @@ def main() -> None:
     goals = targets(rows)
     for name, goal in goals.items():
         print(f"target {name}: {goal}")
-    write("bench_compress-" + args.models.replace(",", "-"), {"rows": rows, "targets": goals})
+    write(
+        "bench_compress-" + args.models.replace(",", "-"),
+        {"rows": rows, "targets": goals, "peak_rss_definition": PEAK_RSS_DEFINITION},
+    )
 
 
 def targets(rows: dict[str, dict]) -> dict:

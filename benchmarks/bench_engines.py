@@ -10,11 +10,13 @@ import argparse
 import random
 
 from common import pick, write
+from fresh import PEAK_RSS_DEFINITION
 
 from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
 
-KEYS = ("rtfx", "enc_ms_p50", "dec_ms_per_token", "peak_rss_mb", "wer", "e2e_ms_p50", "n_clips")
+KEYS = ("rtfx", "enc_ms_p50", "dec_ms_per_token", "peak_rss_mb", "process_peak_rss_mb",
+        "rss_method", "wer", "e2e_ms_p50", "n_clips")  # fmt: skip
 
 
 def main() -> None:
@@ -37,6 +39,7 @@ def main() -> None:
         "bench_engines",
         {
             "order": configs,
+            "peak_rss_definition": PEAK_RSS_DEFINITION,
             "rows": rows,
             "hf_fp32_over_ct2_fp32_rtfx": ratio,
             "target": 0.8,

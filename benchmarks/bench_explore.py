@@ -12,6 +12,7 @@ import argparse
 import itertools
 
 from common import pick, write
+from fresh import PEAK_RSS_DEFINITION
 
 from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
@@ -23,6 +24,8 @@ KEYS = (
     "enc_ms_p50",
     "dec_ms_per_token",
     "peak_rss_mb",
+    "process_peak_rss_mb",
+    "rss_method",
     "gflops_analytic_total",
     "n_flagged",
 )
@@ -67,6 +70,7 @@ def main() -> None:
     write(
         "bench_explore",
         {
+            "peak_rss_definition": PEAK_RSS_DEFINITION,
             "full_hf_fp32": full_hf,
             "full_ct2_int8": full_ct2,
             "wer_limit": limit,
