@@ -227,3 +227,16 @@ def test_load_report_counts_timed_words_and_names_compute_elapsed(capsys):
     assert "only words matched to a reference word have a commit latency" in out
     assert "server RTF" not in out and "compute/elapsed" in out and COMPUTE_RATIO_NOTE in out
     assert "0.250" in out  # 2.5 s of compute over 10 s streamed
+
+
+def test_compute_elapsed_has_one_name_in_every_view():
+    """The stream summary, the load table, the HTML report and the metric's description call
+    the figure by one name."""
+    from voxmeter.report.html import STREAM_COLUMNS
+    from voxmeter.result import METRIC_UNITS
+    from voxmeter.stream_display import COMPUTE_RATIO, SUMMARY
+
+    assert {k: h for k, h, _ in SUMMARY}["compute_ratio"] == COMPUTE_RATIO == "compute/elapsed"
+    assert {k: h for k, h, _ in STREAM_COLUMNS}["compute_ratio"] == COMPUTE_RATIO
+    for key in ("compute_ratio", "compute_ratio_worst_60s"):
+        assert COMPUTE_RATIO in METRIC_UNITS[key][1]
