@@ -88,7 +88,8 @@ class LiveText:
         """The terminal line after `step` (the last 40 committed words, then the partial)."""
         text = Text.assemble((_stamp(step.audio_s), "dim"), " ".join(self.committed[-40:]))
         if step.partial:
-            text.append(" " + " ".join(w.text for w in step.partial), style="italic yellow")
+            gap = " " if self.committed else ""
+            text.append(gap + " ".join(w.text for w in step.partial), style="italic yellow")
         return text
 
     def on_step(self, step: Any) -> None:

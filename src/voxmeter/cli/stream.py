@@ -102,6 +102,7 @@ def _stream_data(
 
 
 def _print(spec: Any, metrics: dict[str, Any], note: str, as_json: bool) -> None:
+    """One JSON document, or the summary table with its notes (stream_display)."""
     if as_json:
         doc = {"spec": spec.to_dict(), "label": spec.label(), "metrics": metrics, "note": note}
         typer.echo(json.dumps(doc, indent=2, default=str))
