@@ -96,7 +96,7 @@ def test_a_trimmed_buffer_is_prompted_with_the_text_before_it(
         return decode(enc, *args, prefixes=prefixes, **kw)
 
     monkeypatch.setattr(engine, "decode", spy)
-    spec = CT2.with_(stream_chunk_ms=1000, stream_trim_s=2.0)
+    spec = CT2.with_(stream_chunk_ms=1000, stream_trim_s=2.0, stream_prompt=True)
     trace = replay(make_session(engine, spec), ArrayAudio(audio))
     assert prompts
     assert all(normalize(p) in normalize(trace.text) for p in prompts)
@@ -108,7 +108,8 @@ def test_with_a_vad_each_utterance_starts_unprompted(ct2_engine):
     from voxmeter.stream.policy import Word
 
     engine, _ = ct2_engine
-    session = make_session(engine, CT2.with_(stream_chunk_ms=500, stream_vad=True))
+    spec = CT2.with_(stream_chunk_ms=500, stream_vad=True, stream_prompt=True)
+    session = make_session(engine, spec)
     text = engine.tokenizer.decode
     session.policy.insert([Word(0.0, 0.5, "Hello"), Word(0.5, 1.0, "world.")])
     session.policy.finish()

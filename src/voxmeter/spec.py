@@ -319,6 +319,9 @@ _LATER_STREAM_VALUES = {
     "relax_s": 0.0,
 }
 
+# StreamSettings.prompt's default before it became False (hash_dict)
+_OLD_PROMPT = True
+
 # WorkloadSettings fields added after specs with a workload were stored
 _LATER_WORKLOAD_DEFAULTS = {"pool_recordings": False, "encoder_batch": 0}
 
@@ -330,7 +333,8 @@ class StreamSettings:
     chunk_ms: audio per processing step. agreement: LocalAgreement-n. holdback_s: no word
     ending this close to the buffer's end is committed (the last word is often cut). trim_s:
     the buffer is cut at a committed segment end once longer; max_buffer_s: a forced cut past
-    this. prompt: the committed text before the buffer prompts the decoder. vad: Silero VAD
+    this. prompt: the committed text before the buffer prompts the decoder (off by default:
+    the README's stream figures and benchmarks/bench_stream.py ran without it). vad: Silero VAD
     keeps silence out and ends utterances after vad_silence_ms. realtime: the audio arrives at
     real-time pace (wall clock) rather than as fast as possible (a simulated clock that still
     counts compute).
@@ -362,7 +366,7 @@ class StreamSettings:
     holdback_s: float = 0.0
     trim_s: float = 15.0
     max_buffer_s: float = 30.0
-    prompt: bool = True
+    prompt: bool = False
     vad: bool = False
     vad_threshold: float = 0.5
     vad_silence_ms: int = 500
@@ -495,8 +499,8 @@ class StreamSettings:
             s += " +vad"
         if self.realtime:
             s += " realtime"
-        if not self.prompt:
-            s += " -prompt"
+        if self.prompt:
+            s += " +prompt"
         if self.final_pass != "plain":
             s += f" final={self.final_pass}"
         if self.force_committed:
@@ -589,6 +593,8 @@ class RunSpec:
             w = work if isinstance(work, WorkloadSettings) else WorkloadSettings(**work)
             if isinstance(strm, dict) and strm.get("chunk_ms"):  # a stream stored earlier
                 strm = {**_LATER_STREAM_VALUES, **strm}
+            elif isinstance(strm, dict):  # not a stream: its prompt means nothing (hash_dict)
+                strm = {k: v for k, v in strm.items() if k != "prompt"}
             st = strm if isinstance(strm, StreamSettings) else StreamSettings(**strm)
         except TypeError as e:
             raise SpecError(f"spec: {e}") from None
@@ -606,8 +612,12 @@ class RunSpec:
             for k, v in _LATER_WORKLOAD_DEFAULTS.items():
                 if d["workload"][k] == v:
                     d["workload"].pop(k)
-        if self.stream == StreamSettings():
-            d.pop("stream")  # likewise: a spec that is not a stream keeps its hash
+        if replace(self.stream, prompt=_OLD_PROMPT) == replace(
+            StreamSettings(), prompt=_OLD_PROMPT
+        ):
+            # likewise: a spec that is not a stream keeps its hash (whatever its prompt, whose
+            # default changed: a stream's hash holds its prompt value, never the default)
+            d.pop("stream")
         else:
             for k, v in _LATER_STREAM_VALUES.items():
                 if d["stream"][k] == v:

@@ -8,33 +8,42 @@ from pathlib import Path
 import typer
 
 from voxmeter.cli.common import (
-    CACHE_HELP,
-    COMPRESS_HELP,
-    STORE_HELP,
+    AsJson,
+    CacheDir,
+    Compress,
+    Data,
+    Engine,
+    Frames,
+    MaxClips,
+    Model,
+    Precision,
+    Store,
+    Threads,
     app,
     parse_compress,
     parse_frames,
     setup_logging,
 )
+from voxmeter.spec import RunSpec
 from voxmeter.store import DEFAULT_STORE_PATH
+
+D = RunSpec()  # every default of bench's spec options is the spec's (cli/common.py)
 
 
 @app.command(rich_help_panel="Measure")
 def bench(
-    model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
-    engine: str = typer.Option("hf", help="hf (torch + transformers) or ct2 (CTranslate2)"),
-    data: str = typer.Option(
-        "default", help="default, noisy, longform, calib, a JSONL manifest or LibriSpeech dir"
-    ),
+    model: Model = D.model,
+    engine: Engine = D.engine,
+    data: Data = D.data,
     repeats: int = typer.Option(3, min=1, help="measured passes over the data set"),
-    threads: int = typer.Option(2, min=1, help="intra-op threads"),
+    threads: Threads = D.threads,
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    precision: str = typer.Option("fp32", help="fp32, bf16, fp16 (cuda) or int8"),
-    frames: str = typer.Option("3000", help="xT: encoder input frames (even, <=3000) or 'fit'"),
+    precision: Precision = D.axes.precision,
+    frames: Frames = str(D.axes.frames),
     pad: str = typer.Option("silence", help="xT: what the decoder sees past a short input"),
     stride: int = typer.Option(1, help="xV: encoder states subsampled by this factor"),
     pool: str = typer.Option("stride", help="xV: 'stride' or 'avg'"),
-    max_clips: int = typer.Option(0, help="use only the first N clips (0 = all)"),
+    max_clips: MaxClips = D.max_clips,
     batch_size: int = typer.Option(
         1, help="clips per batch (1 = the edge case); long-form: chunks"
     ),
@@ -58,11 +67,11 @@ def bench(
     encoder_batch: int = typer.Option(
         0, help="run the encoder in parts of N items of a batch (0 = whole batch)"
     ),
-    compress: list[str] | None = typer.Option(None, "--compress", help=COMPRESS_HELP),
+    compress: Compress = None,
     seed: int = typer.Option(0),
     warmup: int = typer.Option(1, min=0, help="clips run before measuring"),
-    store: Path = typer.Option(Path(DEFAULT_STORE_PATH), help=STORE_HELP),
-    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    store: Store = Path(DEFAULT_STORE_PATH),
+    cache_dir: CacheDir = None,
     force: bool = typer.Option(False, help="re-measure a spec already in the store"),
     isolated: bool = typer.Option(False, help="run in a fresh child process (own peak RSS)"),
     memory_budget: float | None = typer.Option(
@@ -72,7 +81,7 @@ def bench(
         "its int8, smaller models), isolated, stopping any that passes it",
         show_default=False,
     ),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON document"),
+    as_json: AsJson = False,
     quiet: bool = typer.Option(False, help="no progress bar or notes"),
 ) -> None:
     """Measure one configuration: accuracy, latency, memory, FLOPs, energy, environment."""

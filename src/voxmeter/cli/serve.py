@@ -9,97 +9,77 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from voxmeter.cli.common import CACHE_HELP, app, console, fmt, parse_frames, setup_logging
-from voxmeter.errors import SpecError
+from voxmeter.cli.common import (
+    LIVE,
+    CacheDir,
+    ChunkMs,
+    Engine,
+    FinalPass,
+    ForceCommitted,
+    Frames,
+    MaxWaitS,
+    Model,
+    PauseCutMs,
+    Policy,
+    Precision,
+    Prompt,
+    RelaxS,
+    StepPass,
+    Threads,
+    Vad,
+    app,
+    console,
+    fmt,
+    live_spec,
+    setup_logging,
+)
 
 PANEL = "Stream"
 log = logging.getLogger("voxmeter.cli.serve")
-
-
-def parse_agreement(policy: str) -> int:
-    """`--policy`: local-agreement-N as `voxmeter stream` spells it, or N alone."""
-    m = re.fullmatch(r"(?:local-agreement-)?(\d+)", policy.strip())
-    if not m:
-        raise SpecError(f"--policy: expected local-agreement-N or N (N = 1..5), got {policy!r}")
-    return int(m.group(1))
+S = LIVE.stream  # every default below is the spec's (cli/common.py)
 
 
 @app.command(rich_help_panel=PANEL)
 def serve(
-    model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
-    engine: str = typer.Option("ct2", help="ct2 (CTranslate2) or hf (torch + transformers)"),
-    precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
-    frames: str = typer.Option("fit", help="xT: encoder input frames (even, <=3000) or 'fit'"),
-    threads: int = typer.Option(2, min=1, help="intra-op threads of each model replica"),
+    model: Model = LIVE.model,
+    engine: Engine = LIVE.engine,
+    precision: Precision = LIVE.axes.precision,
+    frames: Frames = str(LIVE.axes.frames),
+    threads: Threads = LIVE.threads,
     replicas: int = typer.Option(
         1, help="ct2: model copies stepping sessions in parallel (replicas x threads ~ cores)"
     ),
-    chunk_ms: int = typer.Option(500, help="audio per processing step, [20, 10000] ms"),
-    policy: str = typer.Option("local-agreement-2", help="commit policy: local-agreement-N or N"),
-    vad: bool = typer.Option(False, help="Silero VAD: drop silence, end utterances"),
-    prompt: bool = typer.Option(False, help="prompt with the committed text before the buffer"),
-    final_pass: str = typer.Option(
-        "plain", help="an utterance's last pass: 'plain' (no timestamps) or 'timestamps'"
-    ),
-    step_pass: str = typer.Option(
-        "timestamps", help="every other step: 'timestamps' or 'plain' (fewer tokens; needs --vad)"
-    ),
-    force_committed: bool = typer.Option(
-        False, help="start each step's decode with the words already committed from the buffer"
-    ),
-    pause_cut_ms: int = typer.Option(
-        0, help="also cut the buffer in pauses this long inside an utterance (needs --vad; 0: off)"
-    ),
-    max_wait_s: float = typer.Option(
-        0.0, help="commit a word not agreed on this long after its end anyway (s; 0: off)"
-    ),
-    relax_s: float = typer.Option(
-        0.0,
-        help="with LocalAgreement-3 or more: a word not agreed on this long after its end "
-        "needs only the last two hypotheses to agree (s; 0: off)",
-    ),
+    chunk_ms: ChunkMs = S.chunk_ms,
+    policy: Policy = S.policy,
+    vad: Vad = S.vad,
+    prompt: Prompt = S.prompt,
+    final_pass: FinalPass = S.final_pass,
+    step_pass: StepPass = S.step_pass,
+    force_committed: ForceCommitted = S.force_committed,
+    pause_cut_ms: PauseCutMs = S.pause_cut_ms,
+    max_wait_s: MaxWaitS = S.max_wait_s,
+    relax_s: RelaxS = S.relax_s,
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every one)"),
     port: int = typer.Option(8765, help="TCP port (0: any free one)"),
     max_sessions: int = typer.Option(4, help="concurrent streams; more get server_full"),
     max_ahead_s: float = typer.Option(
         2.0, help="audio a client may send ahead of real time (0: no guard, for replays)"
     ),
-    cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
+    cache_dir: CacheDir = None,
     quiet: bool = typer.Option(False, help="no log lines"),
 ) -> None:
     """Transcribe live audio over WebSocket (protocol: docs/stream-protocol.md) until Ctrl-C."""
     from dataclasses import replace
 
-    from voxmeter.spec import AxisSettings, RunSpec, StreamSettings
     from voxmeter.stream.server import ServerConfig
     from voxmeter.stream.server import serve as run_server
 
     setup_logging(quiet)
-    spec = RunSpec(
-        model=model,
-        engine=engine,
-        threads=threads,
-        axes=AxisSettings(frames=parse_frames(frames), precision=precision),
-        stream=StreamSettings(
-            chunk_ms=chunk_ms,
-            agreement=parse_agreement(policy),
-            vad=vad,
-            prompt=prompt,
-            final_pass=final_pass,
-            step_pass=step_pass,
-            force_committed=force_committed,
-            pause_cut_ms=pause_cut_ms,
-            max_wait_s=max_wait_s,
-            relax_s=relax_s,
-            realtime=True,
-        ),
-    ).validate()
+    spec = live_spec(locals(), realtime=True)
     base = ServerConfig(host=host, port=port, max_sessions=max_sessions, replicas=replicas)
     config = replace(base, limits=replace(base.limits, max_ahead_s=max_ahead_s)).validate()
     if host not in ("127.0.0.1", "::1", "localhost"):
@@ -182,12 +162,15 @@ def _print_level(report: Any) -> None:
 
 
 def _print_report(report: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from voxmeter.stream.measures import p50_p90_p99
+    from voxmeter.stream_display import COMPUTE_RATIO, COMPUTE_RATIO_NOTE, load_words_line
 
-    t = Table(title=f"load on {report.config.url}: commit latency per stream (ms)")
-    for col in ("stream", "start s", "audio s", "words", "p50", "p99", "server RTF", "error"):
+    t = Table(title=escape(f"load on {report.config.url}: commit latency per stream (ms)"))
+    cols = ("stream", "start s", "audio s", "words", "timed", "p50", "p99", COMPUTE_RATIO, "error")
+    for col in cols:
         t.add_column(col, justify="left" if col == "error" else "right")
     for s in report.streams:
         lat = p50_p90_p99(s.latencies_ms)
@@ -196,17 +179,20 @@ def _print_report(report: Any) -> None:
             fmt(s.start_s, 1),
             fmt(s.audio_s, 1),
             str(s.words),
+            str(len(s.latencies_ms)),
             fmt(lat["p50"], 0),
             fmt(lat["p99"], 0),
             fmt(s.rtf, 3),
-            s.error or ("" if s.final else "no final"),
+            escape(s.error or ("" if s.final else "no final")),
         )
     con = console()
     con.print(t)
-    lat = report.latency
+    words = sum(s.words for s in report.streams)
     verdict = "held" if report.held else "missed"
     con.print(
-        f"all {len(report.latencies_ms)} words: p50 {fmt(lat['p50'], 0)} ms, "
-        f"p90 {fmt(lat['p90'], 0)} ms, p99 {fmt(lat['p99'], 0)} ms; "
-        f"SLO p99 <= {report.config.slo_ms:g} ms {verdict}"
+        load_words_line(words, len(report.latencies_ms), report.latency)
+        + f"; SLO p99 <= {report.config.slo_ms:g} ms {verdict}",
+        highlight=False,
+        markup=False,
     )
+    con.print(f"[dim]{escape(COMPUTE_RATIO_NOTE)}[/dim]", highlight=False)

@@ -68,7 +68,7 @@ STREAM_COLUMNS = (
     ("churn", "churn", 3),
     ("stream_wer", "stream WER %", 2),
     ("offline_wer", "offline WER %", 2),
-    ("compute_ratio", "compute / stream s", 3),
+    ("compute_ratio", "compute/elapsed", 3),
     ("rss_slope_mb_h", "RSS slope MiB/h", 1),
     ("rss_floor_slope_mb_h", "RSS floor slope MiB/h", 1),
 )
