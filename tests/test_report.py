@@ -7,11 +7,12 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_store import make_result, sample_results
 
-from voxmeter.errors import StoreError, VoxmeterError
+from voxmeter.errors import SpecError, StoreError, VoxmeterError
 from voxmeter.report.html import write_report
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, aggregate_results
@@ -148,6 +149,48 @@ def test_command_errors_are_voxmeter_errors(cli, store_path, tmp_path):
     assert not (tmp_path / "e.html").exists()
 
 
+UNWRITABLE = Path("/proc/voxmeter-test-report.html")  # refused even to root
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_report_to_an_unwritable_path_is_one_line_exit_2(store_path):
+    """os.access lets root write almost anywhere, so the path passes the folder checks and
+    used to fail in the write itself: a 46-line traceback and exit 1."""
+    p = subprocess.run(
+        [sys.executable, "-m", "voxmeter.cli", "report", "--store", str(store_path)]
+        + ["-o", str(UNWRITABLE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert str(UNWRITABLE) in lines[0] and "report" in lines[0]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_write_report_to_an_unwritable_path_is_a_spec_error():
+    with pytest.raises(SpecError, match=re.escape(f"report {UNWRITABLE}: cannot write")):
+        write_report(sample_results(), UNWRITABLE)
+
+
+def test_write_report_refused_by_the_file_system_leaves_no_file(tmp_path, monkeypatch):
+    """A write the file system refuses (read-only mount, full disk) is one SpecError naming
+    the report, and the temporary file is gone."""
+    import errno
+
+    def refuse(self, target):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    out = tmp_path / "r.html"
+    with pytest.raises(SpecError, match="r.html: cannot write \\(Read-only file system\\)"):
+        write_report(sample_results(), out)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sweep_dry_run_prints_the_budget_grid(cli, tmp_path):
     sweep = tmp_path / "s.toml"
     sweep.write_text('[sweep]\nmodels = ["tiny.en", "base"]\n[axes]\nstride = [1, 2]\n')
@@ -178,8 +221,8 @@ def test_real_cli_error_is_one_line_exit_2(store_path):
         text=True,
         timeout=120,
     )
-    if "No such command" in p.stderr:
-        pytest.skip("voxmeter.cli does not register the explore commands yet")
+    # a lost command must fail here, not skip: "No such command" is exit 2 and one line too
+    assert "No such command" not in p.stderr, p.stderr
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "no configuration meets max_wer=0.1" in lines[0]

@@ -233,9 +233,20 @@ def _numbered(path: Path, i: int) -> Path:
 
 
 def _writable(path: Path, what: str) -> None:
+    """Refuse an output that cannot be written, in one line, before the store is read.
+
+    os.access says yes to root almost everywhere (/proc, /sys, read-only mounts), so the
+    report's own temporary file is created and removed once as a probe.
+    """
     from voxmeter.paths import writable_output
 
-    writable_output(path, what)
+    p = writable_output(path, what)
+    probe = p.with_name(p.name + ".tmp")
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SpecError(f"{what} {p}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
 @app.command(rich_help_panel="Explore")
