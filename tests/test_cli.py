@@ -103,3 +103,70 @@ def test_bench_json_store_and_skip(tmp_path, default_clips, cache_dir):
     p2 = voxmeter(*args, env_extra=env)
     assert p2.returncode == 0 and "already" in json.loads(p2.stdout)["note"]
     assert len(json.loads(p2.stdout)["repeats"]) == 2
+
+
+# -- bracketed text is text, not rich markup -------------------------------------------------
+def _bench_output(monkeypatch, spec, result, note: str = "") -> str:
+    """What `bench` prints for `result`, rendered wide and without colour."""
+    import io
+
+    from rich.console import Console
+
+    from voxmeter import display
+
+    con = Console(width=250, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr(display, "console", con)
+    display.print_bench(spec, [result], note)
+    return con.file.getvalue()
+
+
+def test_bench_prints_bracketed_hash_ids_and_reasons_literally(monkeypatch):
+    """rich read "[db01…]" (a spec hash that starts with a letter) as a markup tag and
+    dropped it from the title; clip ids, hypotheses, reasons and notes hold brackets too."""
+    from test_store import make_result
+
+    from voxmeter.spec import RunSpec
+
+    spec = next(s for s in (RunSpec(seed=i) for i in range(100)) if s.spec_hash[0].isalpha())
+    r = make_result(spec, 0, wer=5.0, cer=2.0, e2e_ms_p50=10.0, n_clips=1, audio_s=3.0)
+    r.clips = [{"id": "[b]clip[/b]", "e2e_ms": 1.0, "flags": ["loop"], "hyp": "[red] x"}]
+    r.skipped = [{"id": "[gone]", "reason": "[take 2]/y.wav: no such audio file"}]
+    r.warnings = ["[warn] w"]
+    out = _bench_output(monkeypatch, spec, r, note="[note] n")
+    assert f"[{spec.spec_hash}]" in out.splitlines()[0]
+    for text in ("[b]clip[/b]", "'[red] x'", "[gone]", "[take 2]/y.wav", "[warn] w", "[note] n"):
+        assert text in out, text
+    assert "bootstrap over clips [n/a, n/a]" in out  # an interval cell, not a tag
+
+
+def _commands(cmd, path=()):
+    yield list(path), cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_texts_keep_their_brackets():
+    """typer renders help as rich markup, which ate "[constraints]" from `report --help`:
+    every bracketed phrase of every command's and option's help must be shown."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from voxmeter.cli import app
+
+    runner = CliRunner()
+    checked = 0
+    for path, cmd in _commands(typer.main.get_command(app)):
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        phrases = {m for t in texts for m in re.findall(r"\[[^\]\n]*\]", t)}
+        if not phrases:
+            continue
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        flat = re.sub(r"[\s│╭╮╰╯─]+", "", out)
+        for phrase in phrases:
+            assert re.sub(r"\s+", "", phrase) in flat, (path, phrase)
+            checked += 1
+    assert checked >= 4  # sweep's [axes]; recommend's, report's and fit's [constraints]
+    out = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"}).output
+    assert "its [constraints] (options override)" in out

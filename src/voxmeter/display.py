@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from voxmeter.result import METRIC_UNITS, Result
@@ -78,6 +79,12 @@ def ci_note(row: Any, key: str) -> str:
     return f"{m.how}; CI: {m.ci_method}" if m.ci_method else m.how
 
 
+def _row(t: Table, *cells: Any, **kw: Any) -> None:
+    """t.add_row with every text cell taken literally: labels, clip ids, methods and
+    intervals ("[1.2, 3.4]", "[n/a, n/a]") hold brackets that rich would read as markup."""
+    t.add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kw)
+
+
 def _is_estimated(method: str | None) -> bool:
     return bool(method) and str(method).startswith("estimated")
 
@@ -89,9 +96,8 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     row = bench_row(results)
     last = results[-1]
     m = last.metrics
-    t = Table(
-        title=f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)", title_justify="left"
-    )
+    title = f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)"
+    t = Table(title=escape(title), title_justify="left")
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("unit")
@@ -99,7 +105,7 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
 
     def add(name: str, key: str, digits: int = 2, how: str = "") -> None:
         unit = METRIC_UNITS.get(key, ("", ""))[0]
-        t.add_row(name, cell(row, key, digits), unit, how or ci_note(row, key))
+        _row(t, name, cell(row, key, digits), unit, how or ci_note(row, key))
 
     t.add_section()
     _accuracy_rows(t, row, m, last)
@@ -124,23 +130,24 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
 
 def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
     if m.get("wer") is None:
-        t.add_row("WER / CER", "n/a", "", m.get("accuracy_note", "no reference or no weights"))
+        _row(t, "WER / CER", "n/a", "", m.get("accuracy_note", "no reference or no weights"))
     else:
         scope = " (partial)" if m.get("wer_scope") else ""
         ci = f"[{_fmt(m.get('wer_ci_lo'))}, {_fmt(m.get('wer_ci_hi'))}]"
         how = f"corpus, normalised; 95% CI: bootstrap over clips {ci}"
-        t.add_row(f"WER{scope}", _fmt(m["wer"]), "%", how)
-        t.add_row(f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
+        _row(t, f"WER{scope}", _fmt(m["wer"]), "%", how)
+        _row(t, f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
         if scope:
-            t.add_row("", "", "", m["wer_scope"])
-    t.add_row(
+            _row(t, "", "", "", m["wer_scope"])
+    _row(
+        t,
         "clips",
         f"{m.get('n_clips')} ({m.get('n_skipped', 0)} skipped)",
         "",
         f"{_fmt(m.get('audio_s'), 1)} s audio",
     )
     flagged = [c for c in last.clips if c.get("flags")]
-    t.add_row("flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
+    _row(t, "flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
 
 
 def _latency_rows(t: Table, row: Any, add: Any) -> None:
@@ -161,7 +168,8 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
             continue
         label = names.get(stage, labels.get(stage))
         scope = "" if stage in ("batch", "window") else f"{per}, "
-        t.add_row(
+        _row(
+            t,
             f"latency {label or stage}",
             " / ".join(f"{x.mean:.1f}" for x in ms if x is not None),
             "ms",
@@ -176,7 +184,8 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
     if "padding_share" in row.metrics:
         add("batch padding", "padding_share", 1, "input frames that were padding (longest clip)")
     if "n_windows" in row.metrics:
-        t.add_row(
+        _row(
+            t,
             "long-form windows",
             f"{row.value('n_windows'):.0f} ({row.value('n_windows_flagged'):.0f} flagged)",
             "",
@@ -197,8 +206,9 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
 
 
 def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: Any) -> None:
-    t.add_row("parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
-    t.add_row(
+    _row(t, "parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
+    _row(
+        t,
         "weights",
         _fmt((m.get("weight_bytes") or 0) / 2**20),
         "MiB",
@@ -208,7 +218,7 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         c = spec.compression
         shown = c.quant + ("+emb" if c.quant_embed else "") if c.quant != "none" else None
         shown = shown or ("fp32, int8 emb" if c.quant_embed else spec.axes.precision)
-        t.add_row("precision", shown, "", m["precision_method"])
+        _row(t, "precision", shown, "", m["precision_method"])
     add("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     add("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
     add("steady RSS", "steady_rss_mb", 1)
@@ -230,15 +240,17 @@ def _flops_rows(t: Table, m: dict, add: Any) -> None:
         how = "on the same counted clips"
         if ratio is not None:
             how += f"; counted/analytic {ratio:.4f}"
-        t.add_row(
+        _row(
+            t,
             f"GFLOPs {name} counted | analytic",
             f"{_fmt(m.get(f'gflops_counted_{stage}'))} | {_fmt(same)}",
             "GFLOP/clip",
             how,
         )
         add(f"GFLOPs {name} analytic, all clips", f"gflops_analytic_{stage}", 2, "mean over clips")
-    t.add_row("FLOPs counting", "", "", m.get("flops_counted_method", ""))
-    t.add_row(
+    _row(t, "FLOPs counting", "", "", m.get("flops_counted_method", ""))
+    _row(
+        t,
         "GFLOPs total",
         f"{_fmt(m.get('gflops_analytic_total'))} | paper {_fmt(m.get('gflops_paper_total'))}",
         "GFLOP/clip",
@@ -250,23 +262,25 @@ def _flops_rows(t: Table, m: dict, add: Any) -> None:
 
 def _print_footer(spec: RunSpec, results: list[Result], last: Result, note: str) -> None:
     env = last.env
-    console.print(
-        f"[dim]env: voxmeter {env.get('voxmeter_version')} @ {env.get('git_commit')}, "
-        f"python {env.get('python')}, torch {env.get('versions', {}).get('torch')}, "
-        f"ctranslate2 {env.get('versions', {}).get('ctranslate2')}; CPU {env.get('cpu_model')}; "
-        f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}[/dim]"
+    versions = env.get("versions", {})
+    line = (
+        f"env: voxmeter {env.get('voxmeter_version')} @ {env.get('git_commit')}, "
+        f"python {env.get('python')}, torch {versions.get('torch')}, "
+        f"ctranslate2 {versions.get('ctranslate2')}; CPU {env.get('cpu_model')}; "
+        f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}"
     )
-    console.print(f"[dim]identity: {last.identity.short()}[/dim]", highlight=False)
+    console.print(f"[dim]{escape(line)}[/dim]")
+    console.print(f"[dim]identity: {escape(last.identity.short())}[/dim]", highlight=False)
     for c in [c for c in last.clips if c.get("flags")]:
-        console.print(
-            f"[yellow]flagged[/yellow] {c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
-        )
+        text = f"{c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
+        console.print(f"[yellow]flagged[/yellow] {escape(text)}")
     for sk in last.skipped:
-        console.print(f"[yellow]skipped[/yellow] {sk['id']}: {sk['reason']}", highlight=False)
+        text = f"{sk['id']}: {sk['reason']}"
+        console.print(f"[yellow]skipped[/yellow] {escape(text)}", highlight=False)
     for w in sorted({w for r in results for w in r.warnings}):
-        console.print(f"[yellow]warning[/yellow] {w}")
+        console.print(f"[yellow]warning[/yellow] {escape(w)}")
     if note:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{escape(note)}[/dim]")
 
 
 def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> None:
@@ -307,10 +321,11 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
         t.add_column(col)
     for r in rows:
         if r["kind"] == "missing":
-            t.add_row(r["name"], "missing", "", "", "", r["note"])
+            _row(t, r["name"], "missing", "", "", "", r["note"])
             continue
         disk = f"{r['file_bytes'] / 2**20:.1f} MiB" if r["file_bytes"] else ""
-        t.add_row(
+        _row(
+            t,
             r["name"],
             r["kind"],
             f"{r['params'] / 1e6:.1f} M",
@@ -323,18 +338,18 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
 
 
 def print_flops(table: dict[str, Any]) -> None:
-    t = Table(title=f"FLOPs per clip: {table['label']} (GFLOP; 2 FLOPs per multiply-add)")
+    t = Table(title=escape(f"FLOPs per clip: {table['label']} (GFLOP; 2 FLOPs per multiply-add)"))
     for col in ("stage", "counted", "analytic", "paper", "counted/analytic"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for stage in ("encoder", "decoder", "total"):
         c, a, p = (table[k].get(stage) for k in ("counted", "analytic", "paper"))
         ratio = f"{c / a:.4f}" if c is not None and a else "n/a"
-        t.add_row(
-            stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio
+        _row(
+            t, stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio
         )
     console.print(t)
     for line in table.get("notes", []):
-        console.print(f"[dim]{line}[/dim]")
+        console.print(f"[dim]{escape(line)}[/dim]")
 
 
 def print_peak(res: Any, as_json: bool) -> None:

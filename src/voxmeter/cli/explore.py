@@ -46,7 +46,7 @@ def sweep(
     address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
     force: bool = typer.Option(False, help="re-measure specs already in the store"),
     budget_gflops: float | None = typer.Option(
-        None, help="run the iso-FLOPs grid at this many GFLOPs per clip instead of [axes]"
+        None, help=r"run the iso-FLOPs grid at this many GFLOPs per clip instead of \[axes]"
     ),
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     dry_run: bool = typer.Option(False, help="print the specs and stop"),
@@ -97,7 +97,8 @@ def sweep(
         raise typer.Exit(1)
 
 
-SWEEP_HELP = "only this sweep's cells (isolated rows); its [constraints] (options override)"
+# typer renders help as rich markup: "\[" keeps a sweep file's [section] name as text
+SWEEP_HELP = r"only this sweep's cells (isolated rows); its \[constraints] (options override)"
 
 
 def _selection(store: Path, sweep_file: Path | None, empty_note: str = "") -> Any:

@@ -215,7 +215,8 @@ def _print_group(row: Any, prefix: str) -> None:
         m = row.metrics[k]
         ci = f"{m.ci_lo:.4g} - {m.ci_hi:.4g}" if m.ci_lo is not None else ""
         how = m.how + (f"; CI: {m.ci_method}" if m.ci_method else "")
-        t.add_row(k, f"{m.mean:.4g}", ci, METRIC_UNITS.get(k, ("", ""))[0], how)
+        unit = METRIC_UNITS.get(k, ("", ""))[0]
+        t.add_row(*map(escape, (k, f"{m.mean:.4g}", ci, unit, how)))
     con = console()
     con.print(t)
     for k, v in sorted(row.notes.items()):
