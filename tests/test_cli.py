@@ -106,7 +106,7 @@ def test_bench_json_store_and_skip(tmp_path, default_clips, cache_dir):
 
 
 # -- bracketed text is text, not rich markup -------------------------------------------------
-def _bench_output(monkeypatch, spec, result, note: str = "") -> str:
+def _bench_output(monkeypatch, spec, results, note: str = "") -> str:
     """What `bench` prints for `result`, rendered wide and without colour."""
     import io
 
@@ -114,9 +114,9 @@ def _bench_output(monkeypatch, spec, result, note: str = "") -> str:
 
     from voxmeter import display
 
-    con = Console(width=250, file=io.StringIO(), color_system=None)
+    con = Console(width=400, file=io.StringIO(), color_system=None)
     monkeypatch.setattr(display, "console", con)
-    display.print_bench(spec, [result], note)
+    display.print_bench(spec, results, note)
     return con.file.getvalue()
 
 
@@ -132,7 +132,7 @@ def test_bench_prints_bracketed_hash_ids_and_reasons_literally(monkeypatch):
     r.clips = [{"id": "[b]clip[/b]", "e2e_ms": 1.0, "flags": ["loop"], "hyp": "[red] x"}]
     r.skipped = [{"id": "[gone]", "reason": "[take 2]/y.wav: no such audio file"}]
     r.warnings = ["[warn] w"]
-    out = _bench_output(monkeypatch, spec, r, note="[note] n")
+    out = _bench_output(monkeypatch, spec, [r], note="[note] n")
     assert f"[{spec.spec_hash}]" in out.splitlines()[0]
     for text in ("[b]clip[/b]", "'[red] x'", "[gone]", "[take 2]/y.wav", "[warn] w", "[note] n"):
         assert text in out, text
@@ -170,3 +170,54 @@ def test_help_texts_keep_their_brackets():
     assert checked >= 4  # sweep's [axes]; recommend's, report's and fit's [constraints]
     out = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"}).output
     assert "its [constraints] (options override)" in out
+
+
+def _clips(e2e: list[float], frames: int = 3000, tokens: tuple[int, ...] = (20,)) -> list[dict]:
+    return [
+        {"id": f"c{i}", "e2e_ms": v, "n_frames": frames, "n_tokens": tokens[i % len(tokens)]}
+        for i, v in enumerate(e2e)
+    ]
+
+
+def test_bench_latency_rows_print_each_percentiles_interval(monkeypatch):
+    """The rows named a CI method ("bootstrap over clip runs") but printed no interval."""
+    from test_store import make_result
+
+    from voxmeter.display import bench_row
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(repeats=2)
+    rs = [make_result(spec, rep, wer=5.0, e2e_ms_p50=1.0) for rep in range(2)]
+    rs[0].clips = _clips([100.0, 120.0, 180.0, 90.0])
+    rs[1].clips = _clips([110.0, 125.0, 170.0, 95.0])
+    row = bench_row(rs)
+    out = " ".join(_bench_output(monkeypatch, spec, rs).split())
+    aggs = [row.metrics[f"e2e_ms_p{q}"] for q in (50, 90, 99)]
+    assert all(a.ci_lo is not None and a.ci_lo <= a.mean <= a.ci_hi for a in aggs)
+    want = f"95% CI ({aggs[0].ci_method}): " + ", ".join(
+        f"{n} [{a.ci_lo:.1f}, {a.ci_hi:.1f}]" for n, a in zip(("p50", "p90", "p99"), aggs)
+    )
+    assert want in out, out
+
+
+@pytest.mark.parametrize(
+    ("stride", "frames", "analytic", "paper", "enc_tokens"),
+    [(1, 3000, 41.7, 128.8, 1500), (2, 1000, 10.0, 31.0, 750)],
+)
+def test_bench_says_why_the_paper_figure_differs(
+    monkeypatch, stride, frames, analytic, paper, enc_tokens
+):
+    """`GFLOPs total 41.70 | paper 128.80` did not say why the paper's is three times
+    larger: the ratio and the shapes behind each column, taken from the run."""
+    from test_store import make_result
+
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(repeats=1).with_(stride=stride)
+    r = make_result(spec, 0, gflops_analytic_total=analytic, gflops_paper_total=paper)
+    r.clips = _clips([10.0, 11.0], frames=frames, tokens=(10, 14))
+    out = " ".join(_bench_output(monkeypatch, spec, [r]).split())
+    row = out.split("│ paper / analytic")[1].split("│ encoder achieved")[0]
+    assert f"{paper / analytic:.2f}x" in row
+    assert f"3000-frame input ({enc_tokens} encoder tokens at k={stride}) and 20 output" in row
+    assert f"{frames:,} input frames and 12.0 output tokens per clip" in row

@@ -2,8 +2,10 @@
 
 Every figure is summarised by the store's own aggregation (store.aggregate_results), so
 `bench`, `results show` and the report print the same numbers with the same intervals: latency
-percentiles pooled over clips x repeats with a bootstrap CI over those clip runs, WER with a
-bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats.
+percentiles pooled over clips x repeats, each with its bootstrap interval, WER with a
+bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats; every
+interval is printed with the method the aggregation names. Text from data and users (labels,
+clip ids, reasons) is escaped, so rich never reads its brackets as markup.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     t.add_section()
     _memory_rows(t, spec, row, m, last, add)
     t.add_section()
-    _flops_rows(t, m, add)
+    _flops_rows(t, spec, m, last, add)
     t.add_section()
     est = " (estimated)" if _is_estimated(m.get("energy_method")) else ""
     add(f"energy{est}", "energy_j", 2, m.get("energy_method", ""))
@@ -150,6 +152,20 @@ def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
     _row(t, "flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
 
 
+def percentile_cis(aggs: list[Any], names: tuple[str, ...] = ("p50", "p90", "p99")) -> str:
+    """Each percentile's 95% CI, e.g. "95% CI (bootstrap over clip runs): p50 [9.8, 10.4],
+    p90 [...]", its method as the store's aggregation names it; "no CI" where none."""
+    pairs = [(n, a) for n, a in zip(names, aggs) if a is not None]
+    methods = list(dict.fromkeys(a.ci_method for _, a in pairs if a.ci_lo is not None))
+    if not methods:
+        return "no CI (too few runs)"
+    parts = [
+        f"{n} [{a.ci_lo:.1f}, {a.ci_hi:.1f}]" if a.ci_lo is not None else f"{n} no CI"
+        for n, a in pairs
+    ]
+    return f"95% CI ({'; '.join(m or 'method not recorded' for m in methods)}): " + ", ".join(parts)
+
+
 def _latency_rows(t: Table, row: Any, add: Any) -> None:
     from voxmeter.engines.base import ASR_STAGES
 
@@ -173,7 +189,7 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
             f"latency {label or stage}",
             " / ".join(f"{x.mean:.1f}" for x in ms if x is not None),
             "ms",
-            f"p50/p90/p99 {scope}{ms[0].how}; CI: {ms[0].ci_method or 'none'}",
+            f"p50/p90/p99 {scope}{ms[0].how}; {percentile_cis(ms)}",
         )
     add(
         "decoder per token",
@@ -230,7 +246,7 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         add("GPU memory (process)", "gpu_process_mb", 1, m.get("gpu_mem_method", ""))
 
 
-def _flops_rows(t: Table, m: dict, add: Any) -> None:
+def _flops_rows(t: Table, spec: RunSpec, m: dict, last: Result, add: Any) -> None:
     from voxmeter.measure.flops import paper_label
 
     for stage in ("enc", "dec"):
@@ -256,8 +272,57 @@ def _flops_rows(t: Table, m: dict, add: Any) -> None:
         "GFLOP/clip",
         f"analytic | {paper_label()}",
     )
+    gap = paper_gap(spec, m, last.clips)
+    if gap:
+        _row(t, "paper / analytic", gap[0], "", gap[1])
     add("encoder achieved", "enc_gflops_per_s", 1)
     add("share of matmul peak", "enc_peak_share", 1, m.get("peak_note", ""))
+
+
+def _shapes_run(clips: list[dict]) -> tuple[float, float] | None:
+    """Mean input frames and output tokens per clip (a recording: summed over its windows,
+    every item of a batched window counted), from the clip records; None if not recorded."""
+    frames, tokens = [], []
+    for c in clips:
+        wins = [w for w in c.get("windows", []) if "n_frames" in w]
+        if "n_frames" in c:
+            frames.append(c["n_frames"])
+        elif wins:
+            frames.append(
+                sum(sum(w.get("item_frames") or [w["n_frames"]] * w.get("batch", 1)) for w in wins)
+            )
+        else:
+            continue
+        tokens.append(c.get("n_tokens", 0))
+    if not frames:
+        return None
+    return sum(frames) / len(frames), sum(tokens) / len(tokens)
+
+
+def paper_gap(spec: RunSpec, m: dict, clips: list[dict]) -> tuple[str, str] | None:
+    """Why the paper column differs from the analytic one, from the shapes: (ratio, reason).
+
+    The paper's formula assumes one 3000-frame input and 20 output tokens per clip, whatever
+    ran, and charges every parameter 2 FLOPs per token, encoder tokens included; analytic
+    counts each layer on the tokens it really sees, at the frames and tokens this run had.
+    """
+    from voxmeter.measure.flops import PAPER_FRAMES, PAPER_TOKENS
+
+    analytic, paper = m.get("gflops_analytic_total"), m.get("gflops_paper_total")
+    shapes = _shapes_run(clips)
+    if not analytic or paper is None or shapes is None:
+        return None
+    frames, tokens = shapes
+    k = spec.axes.stride
+    enc_tokens = -(-(PAPER_FRAMES // 2) // k)  # Whisper's conv stem halves the frames
+    reason = (
+        f"the paper's formula assumes a {PAPER_FRAMES}-frame input ({enc_tokens} encoder "
+        f"tokens at k={k}) and {PAPER_TOKENS} output tokens per clip, and charges every "
+        "parameter (embeddings and decoder included) 2 FLOPs per token, encoder tokens too; "
+        f"analytic counts each layer on the shapes run: {frames:,.0f} input frames and "
+        f"{tokens:.1f} output tokens per clip on average"
+    )
+    return f"{paper / analytic:.2f}x", reason
 
 
 def _print_footer(spec: RunSpec, results: list[Result], last: Result, note: str) -> None:
