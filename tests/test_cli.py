@@ -221,3 +221,55 @@ def test_bench_says_why_the_paper_figure_differs(
     assert f"{paper / analytic:.2f}x" in row
     assert f"3000-frame input ({enc_tokens} encoder tokens at k={stride}) and 20 output" in row
     assert f"{frames:,} input frames and 12.0 output tokens per clip" in row
+
+
+def test_bench_options_make_the_spec_they_name(cli, monkeypatch, tmp_path):
+    """bench's body is split (spec, input checks, measurement, printing): every option still
+    lands in its RunSpec field, and --memory-budget still takes the budget path."""
+    from voxmeter.cli import measure
+    from voxmeter.spec import AxisSettings, CompressionSettings, RunSpec, WorkloadSettings
+
+    seen = []
+
+    def fake_measure(spec, store, cache_dir, force, isolated, memory_budget, show):
+        seen.append((spec, store, cache_dir, force, isolated, memory_budget, show))
+        return spec, [], "note"
+
+    monkeypatch.setattr(measure, "_measure", fake_measure)
+    monkeypatch.setattr(measure, "_check_inputs", lambda spec, cache_dir: None)
+    args = "--model base --engine hf --data noisy --repeats 2 --threads 3 --precision int8 "
+    args += "--frames fit --pad none --stride 2 --pool avg --max-clips 4 --batch-size 2 "
+    args += "--frontend features --longform batched --condition-on-previous-text "
+    args += "--vad-threshold 0.4 --vad-min-silence-ms 200 --max-segment-s 20 "
+    args += "--pool-recordings --encoder-batch 1 --seed 7 --warmup 0 --force --isolated "
+    args += "--memory-budget 900 --quiet"
+    r = cli("bench", *args.split(), "--store", tmp_path / "s.sqlite", "--cache-dir", tmp_path)
+    assert r.exit_code == 0, r.output
+    want = RunSpec(
+        model="base",
+        engine="hf",
+        data="noisy",
+        device="cpu",
+        threads=3,
+        seed=7,
+        max_clips=4,
+        batch_size=2,
+        repeats=2,
+        warmup=0,
+        axes=AxisSettings(frames="fit", pad="none", stride=2, pool="avg", precision="int8"),
+        workload=WorkloadSettings(
+            frontend="features",
+            longform="batched",
+            condition_on_previous_text=True,
+            vad_threshold=0.4,
+            vad_min_silence_ms=200,
+            max_segment_s=20.0,
+            pool_recordings=True,
+            encoder_batch=1,
+        ),
+        compression=CompressionSettings(),
+    )
+    ((spec, store, cache_dir, force, isolated, budget, show),) = seen
+    assert spec == want and spec.spec_hash == want.spec_hash
+    assert (store, cache_dir) == (tmp_path / "s.sqlite", tmp_path)
+    assert (force, isolated, budget, show) == (True, True, 900.0, False)
