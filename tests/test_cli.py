@@ -103,3 +103,173 @@ def test_bench_json_store_and_skip(tmp_path, default_clips, cache_dir):
     p2 = voxmeter(*args, env_extra=env)
     assert p2.returncode == 0 and "already" in json.loads(p2.stdout)["note"]
     assert len(json.loads(p2.stdout)["repeats"]) == 2
+
+
+# -- bracketed text is text, not rich markup -------------------------------------------------
+def _bench_output(monkeypatch, spec, results, note: str = "") -> str:
+    """What `bench` prints for `result`, rendered wide and without colour."""
+    import io
+
+    from rich.console import Console
+
+    from voxmeter import display
+
+    con = Console(width=400, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr(display, "console", con)
+    display.print_bench(spec, results, note)
+    return con.file.getvalue()
+
+
+def test_bench_prints_bracketed_hash_ids_and_reasons_literally(monkeypatch):
+    """rich read "[db01…]" (a spec hash that starts with a letter) as a markup tag and
+    dropped it from the title; clip ids, hypotheses, reasons and notes hold brackets too."""
+    from test_store import make_result
+
+    from voxmeter.spec import RunSpec
+
+    spec = next(s for s in (RunSpec(seed=i) for i in range(100)) if s.spec_hash[0].isalpha())
+    r = make_result(spec, 0, wer=5.0, cer=2.0, e2e_ms_p50=10.0, n_clips=1, audio_s=3.0)
+    r.clips = [{"id": "[b]clip[/b]", "e2e_ms": 1.0, "flags": ["loop"], "hyp": "[red] x"}]
+    r.skipped = [{"id": "[gone]", "reason": "[take 2]/y.wav: no such audio file"}]
+    r.warnings = ["[warn] w"]
+    out = _bench_output(monkeypatch, spec, [r], note="[note] n")
+    assert f"[{spec.spec_hash}]" in out.splitlines()[0]
+    for text in ("[b]clip[/b]", "'[red] x'", "[gone]", "[take 2]/y.wav", "[warn] w", "[note] n"):
+        assert text in out, text
+    assert "bootstrap over clips [n/a, n/a]" in out  # an interval cell, not a tag
+
+
+def _commands(cmd, path=()):
+    yield list(path), cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_texts_keep_their_brackets():
+    """typer renders help as rich markup, which ate "[constraints]" from `report --help`:
+    every bracketed phrase of every command's and option's help must be shown."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from voxmeter.cli import app
+
+    runner = CliRunner()
+    checked = 0
+    for path, cmd in _commands(typer.main.get_command(app)):
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        phrases = {m for t in texts for m in re.findall(r"\[[^\]\n]*\]", t)}
+        if not phrases:
+            continue
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        flat = re.sub(r"[\s│╭╮╰╯─]+", "", out)
+        for phrase in phrases:
+            assert re.sub(r"\s+", "", phrase) in flat, (path, phrase)
+            checked += 1
+    assert checked >= 4  # sweep's [axes]; recommend's, report's and fit's [constraints]
+    out = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"}).output
+    assert "its [constraints] (options override)" in out
+
+
+def _clips(e2e: list[float], frames: int = 3000, tokens: tuple[int, ...] = (20,)) -> list[dict]:
+    return [
+        {"id": f"c{i}", "e2e_ms": v, "n_frames": frames, "n_tokens": tokens[i % len(tokens)]}
+        for i, v in enumerate(e2e)
+    ]
+
+
+def test_bench_latency_rows_print_each_percentiles_interval(monkeypatch):
+    """The rows named a CI method ("bootstrap over clip runs") but printed no interval."""
+    from test_store import make_result
+
+    from voxmeter.display import bench_row
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(repeats=2)
+    rs = [make_result(spec, rep, wer=5.0, e2e_ms_p50=1.0) for rep in range(2)]
+    rs[0].clips = _clips([100.0, 120.0, 180.0, 90.0])
+    rs[1].clips = _clips([110.0, 125.0, 170.0, 95.0])
+    row = bench_row(rs)
+    out = " ".join(_bench_output(monkeypatch, spec, rs).split())
+    aggs = [row.metrics[f"e2e_ms_p{q}"] for q in (50, 90, 99)]
+    assert all(a.ci_lo is not None and a.ci_lo <= a.mean <= a.ci_hi for a in aggs)
+    want = f"95% CI ({aggs[0].ci_method}): " + ", ".join(
+        f"{n} [{a.ci_lo:.1f}, {a.ci_hi:.1f}]" for n, a in zip(("p50", "p90", "p99"), aggs)
+    )
+    assert want in out, out
+
+
+@pytest.mark.parametrize(
+    ("stride", "frames", "analytic", "paper", "enc_tokens"),
+    [(1, 3000, 41.7, 128.8, 1500), (2, 1000, 10.0, 31.0, 750)],
+)
+def test_bench_says_why_the_paper_figure_differs(
+    monkeypatch, stride, frames, analytic, paper, enc_tokens
+):
+    """`GFLOPs total 41.70 | paper 128.80` did not say why the paper's is three times
+    larger: the ratio and the shapes behind each column, taken from the run."""
+    from test_store import make_result
+
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(repeats=1).with_(stride=stride)
+    r = make_result(spec, 0, gflops_analytic_total=analytic, gflops_paper_total=paper)
+    r.clips = _clips([10.0, 11.0], frames=frames, tokens=(10, 14))
+    out = " ".join(_bench_output(monkeypatch, spec, [r]).split())
+    row = out.split("│ paper / analytic")[1].split("│ encoder achieved")[0]
+    assert f"{paper / analytic:.2f}x" in row
+    assert f"3000-frame input ({enc_tokens} encoder tokens at k={stride}) and 20 output" in row
+    assert f"{frames:,} input frames and 12.0 output tokens per clip" in row
+
+
+def test_bench_options_make_the_spec_they_name(cli, monkeypatch, tmp_path):
+    """bench's body is split (spec, input checks, measurement, printing): every option still
+    lands in its RunSpec field, and --memory-budget still takes the budget path."""
+    from voxmeter.cli import measure
+    from voxmeter.spec import AxisSettings, CompressionSettings, RunSpec, WorkloadSettings
+
+    seen = []
+
+    def fake_measure(spec, store, cache_dir, force, isolated, memory_budget, show):
+        seen.append((spec, store, cache_dir, force, isolated, memory_budget, show))
+        return spec, [], "note"
+
+    monkeypatch.setattr(measure, "_measure", fake_measure)
+    monkeypatch.setattr(measure, "_check_inputs", lambda spec, cache_dir: None)
+    args = "--model base --engine hf --data noisy --repeats 2 --threads 3 --precision int8 "
+    args += "--frames fit --pad none --stride 2 --pool avg --max-clips 4 --batch-size 2 "
+    args += "--frontend features --longform batched --condition-on-previous-text "
+    args += "--vad-threshold 0.4 --vad-min-silence-ms 200 --max-segment-s 20 "
+    args += "--pool-recordings --encoder-batch 1 --seed 7 --warmup 0 --force --isolated "
+    args += "--memory-budget 900 --quiet"
+    r = cli("bench", *args.split(), "--store", tmp_path / "s.sqlite", "--cache-dir", tmp_path)
+    assert r.exit_code == 0, r.output
+    want = RunSpec(
+        model="base",
+        engine="hf",
+        data="noisy",
+        device="cpu",
+        threads=3,
+        seed=7,
+        max_clips=4,
+        batch_size=2,
+        repeats=2,
+        warmup=0,
+        axes=AxisSettings(frames="fit", pad="none", stride=2, pool="avg", precision="int8"),
+        workload=WorkloadSettings(
+            frontend="features",
+            longform="batched",
+            condition_on_previous_text=True,
+            vad_threshold=0.4,
+            vad_min_silence_ms=200,
+            max_segment_s=20.0,
+            pool_recordings=True,
+            encoder_batch=1,
+        ),
+        compression=CompressionSettings(),
+    )
+    ((spec, store, cache_dir, force, isolated, budget, show),) = seen
+    assert spec == want and spec.spec_hash == want.spec_hash
+    assert (store, cache_dir) == (tmp_path / "s.sqlite", tmp_path)
+    assert (force, isolated, budget, show) == (True, True, 900.0, False)

@@ -132,6 +132,37 @@ def test_manifest_missing_audio_is_a_bad_clip_not_an_error(tmp_path):
     assert sum(isinstance(a, LoadedAudio) for a in out.values()) == 7
 
 
+def test_manifest_copied_out_of_its_folder_names_the_path_it_tried(tmp_path, monkeypatch):
+    """A new user copied a manifest away from its clips and got "no such audio file" with
+    no word of which path was tried or against what a relative path was resolved."""
+    write_flac(tmp_path / "data" / "clips" / "a.flac")
+    recs = [{"audio": "clips/a.flac", "text": "x"}, {"audio": "clips/b.flac", "text": "y"}]
+    write_jsonl(tmp_path / "data" / "set.jsonl", recs)
+    assert len(load_manifest(tmp_path / "data" / "set.jsonl").clips) == 2  # beside its clips
+    (tmp_path / "copy").mkdir()
+    write_jsonl(tmp_path / "copy" / "set.jsonl", recs)
+    monkeypatch.chdir(tmp_path / "copy")  # named relatively, as a user types it
+    with pytest.raises(DataError) as e:
+        load_dataset("set.jsonl")
+    msg = str(e.value)
+    assert "none of its 2 audio file(s) exists" in msg
+    assert f"resolve against the manifest's folder {tmp_path / 'copy'} " in msg
+    assert f"line 1: 'clips/a.flac' -> {tmp_path / 'copy' / 'clips' / 'a.flac'}" in msg
+    assert "\n" not in msg
+
+
+def test_missing_clip_of_a_relatively_named_manifest_names_its_absolute_path(tmp_path, monkeypatch):
+    write_flac(tmp_path / "ok.flac")
+    write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": "gone", "audio": "gone.flac", "text": "x"}, {"audio": "ok.flac", "text": "y"}],
+    )
+    monkeypatch.chdir(tmp_path)
+    ds = load_manifest("m.jsonl")
+    (bad,) = [str(a) for c, a in iter_audio(ds) if isinstance(a, AudioError)]
+    assert bad == f"{tmp_path / 'gone.flac'}: no such audio file"  # not "gone.flac: ..."
+
+
 def test_manifest_not_utf8_names_file_and_byte(tmp_path):
     m = tmp_path / "latin1.jsonl"
     m.write_bytes(b'{"audio": "a.flac", "text": "caf\xe9"}\n')  # Latin-1, not UTF-8

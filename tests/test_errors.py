@@ -204,7 +204,10 @@ def test_peak_unknown_device(device):
 def test_all_clips_missing_is_one_error(tmp_path):
     m = write_manifest(tmp_path / "set.jsonl", [{"audio": "gone.wav", "text": "x"}])
     p = bench(tmp_path, "--data", str(m), "--max-clips", "1", "--repeats", "1")
-    assert_one_line_error(p, "no usable clips", str(tmp_path / "gone.wav"), "no such audio file")
+    assert_one_line_error(
+        p, str(m), "none of its 1 audio file(s) exists", str(tmp_path), "'gone.wav' -> "
+    )
+    assert f"{tmp_path / 'gone.wav'}: no such audio file" in p.stderr
 
 
 def test_one_missing_clip_is_skipped_and_counted(tmp_path, cache_dir):

@@ -7,11 +7,12 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_store import make_result, sample_results
 
-from voxmeter.errors import StoreError, VoxmeterError
+from voxmeter.errors import SpecError, StoreError, VoxmeterError
 from voxmeter.report.html import write_report
 from voxmeter.spec import RunSpec
 from voxmeter.store import ResultStore, aggregate_results
@@ -148,6 +149,48 @@ def test_command_errors_are_voxmeter_errors(cli, store_path, tmp_path):
     assert not (tmp_path / "e.html").exists()
 
 
+UNWRITABLE = Path("/proc/voxmeter-test-report.html")  # refused even to root
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_report_to_an_unwritable_path_is_one_line_exit_2(store_path):
+    """os.access lets root write almost anywhere, so the path passes the folder checks and
+    used to fail in the write itself: a 46-line traceback and exit 1."""
+    p = subprocess.run(
+        [sys.executable, "-m", "voxmeter.cli", "report", "--store", str(store_path)]
+        + ["-o", str(UNWRITABLE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert str(UNWRITABLE) in lines[0] and "report" in lines[0]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_write_report_to_an_unwritable_path_is_a_spec_error():
+    with pytest.raises(SpecError, match=re.escape(f"report {UNWRITABLE}: cannot write")):
+        write_report(sample_results(), UNWRITABLE)
+
+
+def test_write_report_refused_by_the_file_system_leaves_no_file(tmp_path, monkeypatch):
+    """A write the file system refuses (read-only mount, full disk) is one SpecError naming
+    the report, and the temporary file is gone."""
+    import errno
+
+    def refuse(self, target):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    out = tmp_path / "r.html"
+    with pytest.raises(SpecError, match="r.html: cannot write \\(Read-only file system\\)"):
+        write_report(sample_results(), out)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sweep_dry_run_prints_the_budget_grid(cli, tmp_path):
     sweep = tmp_path / "s.toml"
     sweep.write_text('[sweep]\nmodels = ["tiny.en", "base"]\n[axes]\nstride = [1, 2]\n')
@@ -178,8 +221,8 @@ def test_real_cli_error_is_one_line_exit_2(store_path):
         text=True,
         timeout=120,
     )
-    if "No such command" in p.stderr:
-        pytest.skip("voxmeter.cli does not register the explore commands yet")
+    # a lost command must fail here, not skip: "No such command" is exit 2 and one line too
+    assert "No such command" not in p.stderr, p.stderr
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "no configuration meets max_wer=0.1" in lines[0]
@@ -320,3 +363,67 @@ def test_batch_sizes_and_front_ends_get_their_own_sections(tmp_path):
     html = out.read_text()
     assert "Throughput and memory by batch size" in html
     assert "Front end: audio padding vs feature padding" in html and "+2.50" in html
+
+
+# -- results list at the widths people use ------------------------------------------------------
+def _listed_rows() -> list:
+    """sample_results under a real-looking identity, with wide figures and a long label."""
+    from voxmeter.identity import Identity
+
+    ident = Identity("0.4.0+0123456789ab", "9f2c41d07a5e3b18", "c0ffee1234567890")
+    rs = [r.with_identity(ident) for r in sample_results()]
+    rs[0].metrics.update(rtfx=1234.56, e2e_ms_p50=12345.6, peak_rss_mb=10240.0, wer=100.0)
+    rows = aggregate_results(rs)
+    rows[1].label = "tiny.en hf fp32 T=3000 k=2/stride quant=int8-dynamic+emb keep=0.5 [data=noisy]"
+    return rows
+
+
+@pytest.mark.parametrize("width", [100, 120])
+def test_results_list_shows_every_figure_in_full(width, monkeypatch):
+    """The figure columns (mode, repeats, WER, RTFx, p50, RSS) used to shrink to nothing below
+    about 185 columns: each row's figure cells must read exactly as formatted."""
+    import io
+
+    from rich.console import Console
+
+    from voxmeter.cli.common import fmt
+    from voxmeter.cli.results import _print_list
+
+    rows = _listed_rows()
+    con = Console(width=width, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr("voxmeter.display.console", con)
+    _print_list(Path("r.sqlite"), rows, [], "0.4.0+0123456789ab")
+    lines = con.file.getvalue().splitlines()
+    assert max(len(ln) for ln in lines) <= width
+    for r in rows:
+        (line,) = [ln for ln in lines if r.spec_hash in ln]
+        cells = [c.strip() for c in line.split("│")]
+        assert cells[0] == r.spec_hash
+        want = [
+            r.mode,
+            str(r.n_repeats),
+            fmt(r.value("wer")),
+            fmt(r.value("rtfx")),
+            fmt(r.value("e2e_ms_p50"), 1),
+            fmt(r.value("peak_rss_mb"), 0),
+        ]
+        assert cells[2:8] == want, (width, line)
+    # what gave way is said, never silently dropped
+    text = " ".join(" ".join(lines).split())
+    assert ("code" in lines[1]) or "code, weights and data columns left out" in text
+
+
+def test_results_list_keeps_identity_columns_where_they_fit(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from voxmeter.cli.results import _print_list
+
+    rows = _listed_rows()
+    con = Console(width=220, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr("voxmeter.display.console", con)
+    _print_list(Path("r.sqlite"), rows, [], "other")
+    text = con.file.getvalue()
+    assert "0.4.0+0123456789ab*" in text and "9f2c41d0" in text and "left out" not in text
+    assert "[data=noisy]" in text  # a label's brackets are text, not markup

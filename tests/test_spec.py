@@ -163,3 +163,33 @@ def test_decoder_depth_beyond_the_model_is_refused_before_work():
     c.check_model(5)
     with pytest.raises(SpecError, match="^decoder_layers: 5 is more than the model's 4"):
         c.check_model(4)
+
+
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        # ranges
+        (dict(chunk_ms=5), "chunk_ms: must be an integer in [20, 10000]"),
+        (dict(chunk_ms=500, holdback_s=True), "holdback_s: must be in [0, 5] s, got True"),
+        (dict(chunk_ms=500, trim_s=40.0), "trim_s: must be in [0.5, max_buffer_s) s"),
+        # choices
+        (dict(chunk_ms=500, final_pass="x"), "final_pass: expected one of"),
+        (dict(chunk_ms=500, vad=1), "vad: expected true or false, got 1"),
+        # combinations
+        (dict(chunk_ms=500, step_pass="plain"), "step_pass: 'plain' needs vad"),
+        (dict(chunk_ms=500, vad=True, pause_cut_ms=600), "pause_cut_ms: must be 0 (off)"),
+        (dict(chunk_ms=500, relax_s=1.0), "relax_s: needs agreement >= 3"),
+        (dict(chunk_ms=500, agreement=3, relax_s=2.0, max_wait_s=1.0), "shorter than max_wait"),
+        (dict(chunk_ms=9000, trim_s=5.0), "chunk_ms: 9000 ms is longer than trim_s"),
+    ],
+)
+def test_stream_settings_refuse_each_kind_of_bad_value(fields, needle):
+    """StreamSettings.validate, split by concern (ranges, choices, combinations), still
+    refuses each with a message naming the field; RunSpec.validate reaches them."""
+    from voxmeter.spec import StreamSettings
+
+    with pytest.raises(SpecError) as e:
+        RunSpec(stream=StreamSettings(**fields)).validate()
+    assert needle in str(e.value)
+    good = StreamSettings(chunk_ms=500, agreement=3, relax_s=1.0, max_wait_s=2.0, vad=True)
+    assert RunSpec(stream=good).validate().stream is good

@@ -2,8 +2,10 @@
 
 Every figure is summarised by the store's own aggregation (store.aggregate_results), so
 `bench`, `results show` and the report print the same numbers with the same intervals: latency
-percentiles pooled over clips x repeats with a bootstrap CI over those clip runs, WER with a
-bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats.
+percentiles pooled over clips x repeats, each with its bootstrap interval, WER with a
+bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats; every
+interval is printed with the method the aggregation names. Text from data and users (labels,
+clip ids, reasons) is escaped, so rich never reads its brackets as markup.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from voxmeter.result import METRIC_UNITS, Result
@@ -78,6 +81,12 @@ def ci_note(row: Any, key: str) -> str:
     return f"{m.how}; CI: {m.ci_method}" if m.ci_method else m.how
 
 
+def _row(t: Table, *cells: Any, **kw: Any) -> None:
+    """t.add_row with every text cell taken literally: labels, clip ids, methods and
+    intervals ("[1.2, 3.4]", "[n/a, n/a]") hold brackets that rich would read as markup."""
+    t.add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kw)
+
+
 def _is_estimated(method: str | None) -> bool:
     return bool(method) and str(method).startswith("estimated")
 
@@ -89,9 +98,8 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     row = bench_row(results)
     last = results[-1]
     m = last.metrics
-    t = Table(
-        title=f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)", title_justify="left"
-    )
+    title = f"{spec.label()}  [{spec.spec_hash}]  {len(results)} repeat(s)"
+    t = Table(title=escape(title), title_justify="left")
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_column("unit")
@@ -99,7 +107,7 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
 
     def add(name: str, key: str, digits: int = 2, how: str = "") -> None:
         unit = METRIC_UNITS.get(key, ("", ""))[0]
-        t.add_row(name, cell(row, key, digits), unit, how or ci_note(row, key))
+        _row(t, name, cell(row, key, digits), unit, how or ci_note(row, key))
 
     t.add_section()
     _accuracy_rows(t, row, m, last)
@@ -108,7 +116,7 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
     t.add_section()
     _memory_rows(t, spec, row, m, last, add)
     t.add_section()
-    _flops_rows(t, m, add)
+    _flops_rows(t, spec, m, last, add)
     t.add_section()
     est = " (estimated)" if _is_estimated(m.get("energy_method")) else ""
     add(f"energy{est}", "energy_j", 2, m.get("energy_method", ""))
@@ -124,23 +132,38 @@ def print_bench(spec: RunSpec, results: list[Result], note: str = "") -> None:
 
 def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
     if m.get("wer") is None:
-        t.add_row("WER / CER", "n/a", "", m.get("accuracy_note", "no reference or no weights"))
+        _row(t, "WER / CER", "n/a", "", m.get("accuracy_note", "no reference or no weights"))
     else:
         scope = " (partial)" if m.get("wer_scope") else ""
         ci = f"[{_fmt(m.get('wer_ci_lo'))}, {_fmt(m.get('wer_ci_hi'))}]"
         how = f"corpus, normalised; 95% CI: bootstrap over clips {ci}"
-        t.add_row(f"WER{scope}", _fmt(m["wer"]), "%", how)
-        t.add_row(f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
+        _row(t, f"WER{scope}", _fmt(m["wer"]), "%", how)
+        _row(t, f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
         if scope:
-            t.add_row("", "", "", m["wer_scope"])
-    t.add_row(
+            _row(t, "", "", "", m["wer_scope"])
+    _row(
+        t,
         "clips",
         f"{m.get('n_clips')} ({m.get('n_skipped', 0)} skipped)",
         "",
         f"{_fmt(m.get('audio_s'), 1)} s audio",
     )
     flagged = [c for c in last.clips if c.get("flags")]
-    t.add_row("flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
+    _row(t, "flagged clips", str(len(flagged)), "", "hypothesis looks like a failure")
+
+
+def percentile_cis(aggs: list[Any], names: tuple[str, ...] = ("p50", "p90", "p99")) -> str:
+    """Each percentile's 95% CI, e.g. "95% CI (bootstrap over clip runs): p50 [9.8, 10.4],
+    p90 [...]", its method as the store's aggregation names it; "no CI" where none."""
+    pairs = [(n, a) for n, a in zip(names, aggs) if a is not None]
+    methods = list(dict.fromkeys(a.ci_method for _, a in pairs if a.ci_lo is not None))
+    if not methods:
+        return "no CI (too few runs)"
+    parts = [
+        f"{n} [{a.ci_lo:.1f}, {a.ci_hi:.1f}]" if a.ci_lo is not None else f"{n} no CI"
+        for n, a in pairs
+    ]
+    return f"95% CI ({'; '.join(m or 'method not recorded' for m in methods)}): " + ", ".join(parts)
 
 
 def _latency_rows(t: Table, row: Any, add: Any) -> None:
@@ -161,11 +184,12 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
             continue
         label = names.get(stage, labels.get(stage))
         scope = "" if stage in ("batch", "window") else f"{per}, "
-        t.add_row(
+        _row(
+            t,
             f"latency {label or stage}",
             " / ".join(f"{x.mean:.1f}" for x in ms if x is not None),
             "ms",
-            f"p50/p90/p99 {scope}{ms[0].how}; CI: {ms[0].ci_method or 'none'}",
+            f"p50/p90/p99 {scope}{ms[0].how}; {percentile_cis(ms)}",
         )
     add(
         "decoder per token",
@@ -176,7 +200,8 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
     if "padding_share" in row.metrics:
         add("batch padding", "padding_share", 1, "input frames that were padding (longest clip)")
     if "n_windows" in row.metrics:
-        t.add_row(
+        _row(
+            t,
             "long-form windows",
             f"{row.value('n_windows'):.0f} ({row.value('n_windows_flagged'):.0f} flagged)",
             "",
@@ -197,8 +222,9 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
 
 
 def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: Any) -> None:
-    t.add_row("parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
-    t.add_row(
+    _row(t, "parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
+    _row(
+        t,
         "weights",
         _fmt((m.get("weight_bytes") or 0) / 2**20),
         "MiB",
@@ -208,7 +234,7 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         c = spec.compression
         shown = c.quant + ("+emb" if c.quant_embed else "") if c.quant != "none" else None
         shown = shown or ("fp32, int8 emb" if c.quant_embed else spec.axes.precision)
-        t.add_row("precision", shown, "", m["precision_method"])
+        _row(t, "precision", shown, "", m["precision_method"])
     add("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     add("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")
     add("steady RSS", "steady_rss_mb", 1)
@@ -220,7 +246,7 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         add("GPU memory (process)", "gpu_process_mb", 1, m.get("gpu_mem_method", ""))
 
 
-def _flops_rows(t: Table, m: dict, add: Any) -> None:
+def _flops_rows(t: Table, spec: RunSpec, m: dict, last: Result, add: Any) -> None:
     from voxmeter.measure.flops import paper_label
 
     for stage in ("enc", "dec"):
@@ -230,43 +256,96 @@ def _flops_rows(t: Table, m: dict, add: Any) -> None:
         how = "on the same counted clips"
         if ratio is not None:
             how += f"; counted/analytic {ratio:.4f}"
-        t.add_row(
+        _row(
+            t,
             f"GFLOPs {name} counted | analytic",
             f"{_fmt(m.get(f'gflops_counted_{stage}'))} | {_fmt(same)}",
             "GFLOP/clip",
             how,
         )
         add(f"GFLOPs {name} analytic, all clips", f"gflops_analytic_{stage}", 2, "mean over clips")
-    t.add_row("FLOPs counting", "", "", m.get("flops_counted_method", ""))
-    t.add_row(
+    _row(t, "FLOPs counting", "", "", m.get("flops_counted_method", ""))
+    _row(
+        t,
         "GFLOPs total",
         f"{_fmt(m.get('gflops_analytic_total'))} | paper {_fmt(m.get('gflops_paper_total'))}",
         "GFLOP/clip",
         f"analytic | {paper_label()}",
     )
+    gap = paper_gap(spec, m, last.clips)
+    if gap:
+        _row(t, "paper / analytic", gap[0], "", gap[1])
     add("encoder achieved", "enc_gflops_per_s", 1)
     add("share of matmul peak", "enc_peak_share", 1, m.get("peak_note", ""))
 
 
+def _shapes_run(clips: list[dict]) -> tuple[float, float] | None:
+    """Mean input frames and output tokens per clip (a recording: summed over its windows,
+    every item of a batched window counted), from the clip records; None if not recorded."""
+    frames, tokens = [], []
+    for c in clips:
+        wins = [w for w in c.get("windows", []) if "n_frames" in w]
+        if "n_frames" in c:
+            frames.append(c["n_frames"])
+        elif wins:
+            frames.append(
+                sum(sum(w.get("item_frames") or [w["n_frames"]] * w.get("batch", 1)) for w in wins)
+            )
+        else:
+            continue
+        tokens.append(c.get("n_tokens", 0))
+    if not frames:
+        return None
+    return sum(frames) / len(frames), sum(tokens) / len(tokens)
+
+
+def paper_gap(spec: RunSpec, m: dict, clips: list[dict]) -> tuple[str, str] | None:
+    """Why the paper column differs from the analytic one, from the shapes: (ratio, reason).
+
+    The paper's formula assumes one 3000-frame input and 20 output tokens per clip, whatever
+    ran, and charges every parameter 2 FLOPs per token, encoder tokens included; analytic
+    counts each layer on the tokens it really sees, at the frames and tokens this run had.
+    """
+    from voxmeter.measure.flops import PAPER_FRAMES, PAPER_TOKENS
+
+    analytic, paper = m.get("gflops_analytic_total"), m.get("gflops_paper_total")
+    shapes = _shapes_run(clips)
+    if not analytic or paper is None or shapes is None:
+        return None
+    frames, tokens = shapes
+    k = spec.axes.stride
+    enc_tokens = -(-(PAPER_FRAMES // 2) // k)  # Whisper's conv stem halves the frames
+    reason = (
+        f"the paper's formula assumes a {PAPER_FRAMES}-frame input ({enc_tokens} encoder "
+        f"tokens at k={k}) and {PAPER_TOKENS} output tokens per clip, and charges every "
+        "parameter (embeddings and decoder included) 2 FLOPs per token, encoder tokens too; "
+        f"analytic counts each layer on the shapes run: {frames:,.0f} input frames and "
+        f"{tokens:.1f} output tokens per clip on average"
+    )
+    return f"{paper / analytic:.2f}x", reason
+
+
 def _print_footer(spec: RunSpec, results: list[Result], last: Result, note: str) -> None:
     env = last.env
-    console.print(
-        f"[dim]env: voxmeter {env.get('voxmeter_version')} @ {env.get('git_commit')}, "
-        f"python {env.get('python')}, torch {env.get('versions', {}).get('torch')}, "
-        f"ctranslate2 {env.get('versions', {}).get('ctranslate2')}; CPU {env.get('cpu_model')}; "
-        f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}[/dim]"
+    versions = env.get("versions", {})
+    line = (
+        f"env: voxmeter {env.get('voxmeter_version')} @ {env.get('git_commit')}, "
+        f"python {env.get('python')}, torch {versions.get('torch')}, "
+        f"ctranslate2 {versions.get('ctranslate2')}; CPU {env.get('cpu_model')}; "
+        f"threads {spec.threads}; GPU {env.get('gpu') or 'none'}; seed {spec.seed}"
     )
-    console.print(f"[dim]identity: {last.identity.short()}[/dim]", highlight=False)
+    console.print(f"[dim]{escape(line)}[/dim]")
+    console.print(f"[dim]identity: {escape(last.identity.short())}[/dim]", highlight=False)
     for c in [c for c in last.clips if c.get("flags")]:
-        console.print(
-            f"[yellow]flagged[/yellow] {c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
-        )
+        text = f"{c['id']}: {', '.join(c['flags'])}: {c['hyp'][:80]!r}"
+        console.print(f"[yellow]flagged[/yellow] {escape(text)}")
     for sk in last.skipped:
-        console.print(f"[yellow]skipped[/yellow] {sk['id']}: {sk['reason']}", highlight=False)
+        text = f"{sk['id']}: {sk['reason']}"
+        console.print(f"[yellow]skipped[/yellow] {escape(text)}", highlight=False)
     for w in sorted({w for r in results for w in r.warnings}):
-        console.print(f"[yellow]warning[/yellow] {w}")
+        console.print(f"[yellow]warning[/yellow] {escape(w)}")
     if note:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{escape(note)}[/dim]")
 
 
 def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> None:
@@ -307,10 +386,11 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
         t.add_column(col)
     for r in rows:
         if r["kind"] == "missing":
-            t.add_row(r["name"], "missing", "", "", "", r["note"])
+            _row(t, r["name"], "missing", "", "", "", r["note"])
             continue
         disk = f"{r['file_bytes'] / 2**20:.1f} MiB" if r["file_bytes"] else ""
-        t.add_row(
+        _row(
+            t,
             r["name"],
             r["kind"],
             f"{r['params'] / 1e6:.1f} M",
@@ -323,18 +403,18 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
 
 
 def print_flops(table: dict[str, Any]) -> None:
-    t = Table(title=f"FLOPs per clip: {table['label']} (GFLOP; 2 FLOPs per multiply-add)")
+    t = Table(title=escape(f"FLOPs per clip: {table['label']} (GFLOP; 2 FLOPs per multiply-add)"))
     for col in ("stage", "counted", "analytic", "paper", "counted/analytic"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for stage in ("encoder", "decoder", "total"):
         c, a, p = (table[k].get(stage) for k in ("counted", "analytic", "paper"))
         ratio = f"{c / a:.4f}" if c is not None and a else "n/a"
-        t.add_row(
-            stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio
+        _row(
+            t, stage, _fmt(c and c / 1e9, 3), _fmt(a and a / 1e9, 3), _fmt(p and p / 1e9, 3), ratio
         )
     console.print(t)
     for line in table.get("notes", []):
-        console.print(f"[dim]{line}[/dim]")
+        console.print(f"[dim]{escape(line)}[/dim]")
 
 
 def print_peak(res: Any, as_json: bool) -> None:

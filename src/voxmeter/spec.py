@@ -326,6 +326,15 @@ _OLD_PROMPT = True
 _LATER_WORKLOAD_DEFAULTS = {"pool_recordings": False, "encoder_batch": 0}
 
 
+def _number(v: Any) -> bool:
+    """A finite int or float, not a bool (True would pass as 1)."""
+    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int)
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     """A live stream (stream/): chunk_ms 0 means the spec is not a stream.
@@ -385,68 +394,74 @@ class StreamSettings:
         return self.chunk_ms != 0
 
     def validate(self) -> StreamSettings:
-        def number(v: Any) -> bool:
-            return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+        """Self, or a SpecError naming the first field out of range, of an unknown value,
+        or at odds with another field."""
+        self._check_ranges()
+        self._check_choices()
+        self._check_combinations()
+        return self
 
-        def integer(v: Any) -> bool:
-            return not isinstance(v, bool) and isinstance(v, int)
-
+    def _check_ranges(self) -> None:
+        """Each number within its range (the table names field, test and range)."""
         checks = [
             (
                 "chunk_ms",
-                integer(self.chunk_ms) and (self.chunk_ms == 0 or 20 <= self.chunk_ms <= 10_000),
+                _integer(self.chunk_ms) and (self.chunk_ms == 0 or 20 <= self.chunk_ms <= 10_000),
                 "an integer in [20, 10000] (0 = not a stream)",
             ),
             (
                 "agreement",
-                integer(self.agreement) and 1 <= self.agreement <= 5,
+                _integer(self.agreement) and 1 <= self.agreement <= 5,
                 "an integer in [1, 5]",
             ),
             (
                 "holdback_s",
-                number(self.holdback_s) and 0.0 <= self.holdback_s <= 5.0,
+                _number(self.holdback_s) and 0.0 <= self.holdback_s <= 5.0,
                 "in [0, 5] s",
             ),
             (
                 "max_buffer_s",
-                number(self.max_buffer_s) and 1.0 <= self.max_buffer_s <= 30.0,
+                _number(self.max_buffer_s) and 1.0 <= self.max_buffer_s <= 30.0,
                 "in [1, 30] s",
             ),
             (
                 "trim_s",
-                number(self.trim_s) and 0.5 <= self.trim_s < self.max_buffer_s,
+                _number(self.trim_s) and 0.5 <= self.trim_s < self.max_buffer_s,
                 "in [0.5, max_buffer_s) s",
             ),
             (
                 "vad_threshold",
-                number(self.vad_threshold) and 0.0 < self.vad_threshold < 1.0,
+                _number(self.vad_threshold) and 0.0 < self.vad_threshold < 1.0,
                 "in (0, 1)",
             ),
             (
                 "vad_silence_ms",
-                integer(self.vad_silence_ms) and 32 <= self.vad_silence_ms <= 10_000,
+                _integer(self.vad_silence_ms) and 32 <= self.vad_silence_ms <= 10_000,
                 "an integer in [32, 10000] ms",
             ),
-            ("gap_s", number(self.gap_s) and 0.0 <= self.gap_s <= 600.0, "in [0, 600] s"),
+            ("gap_s", _number(self.gap_s) and 0.0 <= self.gap_s <= 600.0, "in [0, 600] s"),
             (
                 "duration_s",
-                number(self.duration_s) and 0.0 <= self.duration_s <= 86_400.0,
+                _number(self.duration_s) and 0.0 <= self.duration_s <= 86_400.0,
                 "in [0, 86400] s (0 = the data set once)",
             ),
             (
                 "max_wait_s",
-                number(self.max_wait_s) and (self.max_wait_s == 0 or 0.1 <= self.max_wait_s <= 30),
+                _number(self.max_wait_s) and (self.max_wait_s == 0 or 0.1 <= self.max_wait_s <= 30),
                 "0 (off) or in [0.1, 30] s",
             ),
             (
                 "relax_s",
-                number(self.relax_s) and (self.relax_s == 0 or 0.1 <= self.relax_s <= 30),
+                _number(self.relax_s) and (self.relax_s == 0 or 0.1 <= self.relax_s <= 30),
                 "0 (off) or in [0.1, 30] s",
             ),
         ]
         for name, ok, what in checks:
             if not ok:
                 raise SpecError(f"{name}: must be {what}, got {getattr(self, name)!r}")
+
+    def _check_choices(self) -> None:
+        """The named passes and the on/off switches."""
         if self.final_pass not in FINAL_PASSES:
             raise SpecError(f"final_pass: expected one of {FINAL_PASSES}, got {self.final_pass!r}")
         if self.step_pass not in STEP_PASSES:
@@ -454,13 +469,16 @@ class StreamSettings:
         for name in ("prompt", "vad", "realtime", "force_committed"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+
+    def _check_combinations(self) -> None:
+        """Fields that need or bound one another (vad, pause cuts, the wait bounds, trim)."""
         if self.step_pass == "plain" and self.enabled and not self.vad:
             raise SpecError(
                 "step_pass: 'plain' needs vad (without timestamps the buffer has no segment "
                 "end to be cut at; the VAD empties it at each utterance's end)"
             )
         if not (
-            integer(self.pause_cut_ms)
+            _integer(self.pause_cut_ms)
             and (self.pause_cut_ms == 0 or 32 <= self.pause_cut_ms < self.vad_silence_ms)
         ):
             raise SpecError(
@@ -481,7 +499,6 @@ class StreamSettings:
             )
         if self.chunk_ms / 1000 > self.trim_s:
             raise SpecError(f"chunk_ms: {self.chunk_ms} ms is longer than trim_s {self.trim_s} s")
-        return self
 
     @property
     def chunk_s(self) -> float:
@@ -535,7 +552,8 @@ class RunSpec:
     repeats: int = 3  # not part of the hash (see module docstring)
     warmup: int = 1  # not part of the hash
 
-    def validate(self) -> RunSpec:
+    def _check_run_fields(self) -> None:
+        """The run's own fields: engine, device, counts and seed."""
         if self.engine not in ENGINES:
             raise SpecError(f"engine: expected one of {ENGINES}, got {self.engine!r}")
         if self.device not in DEVICES:
@@ -554,6 +572,10 @@ class RunSpec:
             raise SpecError(f"seed: expected an integer, got {self.seed!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise SpecError(f"seed: must be in [0, {MAX_SEED}] (numpy's range), got {self.seed}")
+
+    def validate(self) -> RunSpec:
+        """Self, or a SpecError naming the first bad field or combination of fields."""
+        self._check_run_fields()
         self.axes.validate()
         self.compression.validate()
         self.workload.validate()

@@ -46,7 +46,7 @@ def sweep(
     address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
     force: bool = typer.Option(False, help="re-measure specs already in the store"),
     budget_gflops: float | None = typer.Option(
-        None, help="run the iso-FLOPs grid at this many GFLOPs per clip instead of [axes]"
+        None, help=r"run the iso-FLOPs grid at this many GFLOPs per clip instead of \[axes]"
     ),
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     dry_run: bool = typer.Option(False, help="print the specs and stop"),
@@ -97,7 +97,8 @@ def sweep(
         raise typer.Exit(1)
 
 
-SWEEP_HELP = "only this sweep's cells (isolated rows); its [constraints] (options override)"
+# typer renders help as rich markup: "\[" keeps a sweep file's [section] name as text
+SWEEP_HELP = r"only this sweep's cells (isolated rows); its \[constraints] (options override)"
 
 
 def _selection(store: Path, sweep_file: Path | None, empty_note: str = "") -> Any:
@@ -233,9 +234,20 @@ def _numbered(path: Path, i: int) -> Path:
 
 
 def _writable(path: Path, what: str) -> None:
+    """Refuse an output that cannot be written, in one line, before the store is read.
+
+    os.access says yes to root almost everywhere (/proc, /sys, read-only mounts), so the
+    report's own temporary file is created and removed once as a probe.
+    """
     from voxmeter.paths import writable_output
 
-    writable_output(path, what)
+    p = writable_output(path, what)
+    probe = p.with_name(p.name + ".tmp")
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SpecError(f"{what} {p}: cannot write ({e.strerror or type(e).__name__})") from None
 
 
 @app.command(rich_help_panel="Explore")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -85,63 +86,84 @@ def bench(
     quiet: bool = typer.Option(False, help="no progress bar or notes"),
 ) -> None:
     """Measure one configuration: accuracy, latency, memory, FLOPs, energy, environment."""
-    from voxmeter.display import print_bench, results_json
-    from voxmeter.run.bench import measure_spec
-    from voxmeter.spec import AxisSettings, RunSpec, WorkloadSettings
-
+    spec = _bench_spec(dict(locals()))  # first: every option, as typer parsed it
     setup_logging(quiet or as_json)
-    spec = RunSpec(
-        model=model,
-        engine=engine,
-        data=data,
-        device=device,
-        threads=threads,
-        seed=seed,
-        max_clips=max_clips,
-        batch_size=batch_size,
-        repeats=repeats,
-        warmup=warmup,
-        axes=AxisSettings(
-            frames=parse_frames(frames), pad=pad, stride=stride, pool=pool, precision=precision
-        ),
-        workload=WorkloadSettings(
-            frontend=frontend,
-            longform=longform,
-            condition_on_previous_text=condition_on_previous_text,
-            vad_threshold=vad_threshold,
-            vad_min_silence_ms=vad_min_silence_ms,
-            max_segment_s=max_segment_s,
-            pool_recordings=pool_recordings,
-            encoder_batch=encoder_batch,
-        ),
-        compression=parse_compress(compress),
-    ).validate()
-    from voxmeter.assets.bundled import resolve_model
-    from voxmeter.data.datasets import load_dataset
+    _check_inputs(spec, cache_dir)
+    spec, results, note = _measure(
+        spec, store, cache_dir, force, isolated, memory_budget, show=not (quiet or as_json)
+    )
+    from voxmeter.display import print_bench, results_json
 
-    resolve_model(spec.model, cache_dir)  # fail fast on a bad model or data set, before any work
-    load_dataset(spec.data)
-    if memory_budget is not None:
-        from voxmeter.run.budget import measure_within_budget
-
-        choice = measure_within_budget(
-            spec, memory_budget, store, cache_dir=cache_dir, force=force, show=False
-        )
-        spec, results = choice.spec, choice.results
-        note = " ".join(x for x in (choice.explain(memory_budget), choice.note) if x)
-    else:
-        results, note = measure_spec(
-            spec,
-            store,
-            cache_dir=cache_dir,
-            force=force,
-            isolated=isolated,
-            show=not (quiet or as_json),
-        )
     if as_json:
         typer.echo(json.dumps(results_json(spec, results, note), indent=2, default=str))
     else:
         print_bench(spec, results, note)
+
+
+def _bench_spec(o: dict[str, Any]) -> RunSpec:
+    """The validated RunSpec that bench's options `o` describe."""
+    from voxmeter.spec import AxisSettings, RunSpec, WorkloadSettings
+
+    axes = AxisSettings(
+        frames=parse_frames(o["frames"]),
+        pad=o["pad"],
+        stride=o["stride"],
+        pool=o["pool"],
+        precision=o["precision"],
+    )
+    workload = WorkloadSettings(
+        frontend=o["frontend"],
+        longform=o["longform"],
+        condition_on_previous_text=o["condition_on_previous_text"],
+        vad_threshold=o["vad_threshold"],
+        vad_min_silence_ms=o["vad_min_silence_ms"],
+        max_segment_s=o["max_segment_s"],
+        pool_recordings=o["pool_recordings"],
+        encoder_batch=o["encoder_batch"],
+    )
+    run = ("model", "engine", "data", "device", "threads", "seed", "max_clips", "batch_size")
+    return RunSpec(
+        **{k: o[k] for k in (*run, "repeats", "warmup")},
+        axes=axes,
+        workload=workload,
+        compression=parse_compress(o["compress"]),
+    ).validate()
+
+
+def _check_inputs(spec: RunSpec, cache_dir: Path | None) -> None:
+    """Fail fast on a bad model or data set, in one line, before any work."""
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.data.datasets import load_dataset
+
+    resolve_model(spec.model, cache_dir)
+    load_dataset(spec.data)
+
+
+def _measure(
+    spec: RunSpec,
+    store: Path,
+    cache_dir: Path | None,
+    force: bool,
+    isolated: bool,
+    memory_budget: float | None,
+    show: bool,
+) -> tuple[RunSpec, list[Any], str]:
+    """Run (or find stored) repeats of `spec`; under --memory-budget, of the largest
+    configuration that fits. The spec that ran, its results and a note."""
+    if memory_budget is None:
+        from voxmeter.run.bench import measure_spec
+
+        results, note = measure_spec(
+            spec, store, cache_dir=cache_dir, force=force, isolated=isolated, show=show
+        )
+        return spec, results, note
+    from voxmeter.run.budget import measure_within_budget
+
+    choice = measure_within_budget(
+        spec, memory_budget, store, cache_dir=cache_dir, force=force, show=False
+    )
+    note = " ".join(x for x in (choice.explain(memory_budget), choice.note) if x)
+    return choice.spec, choice.results, note
 
 
 @app.command(rich_help_panel="Measure")

@@ -69,31 +69,59 @@ def results_list(
     _print_list(store, rows, failures, here)
 
 
-def _print_list(store: Path, rows: list[Any], failures: list[Any], here: str) -> None:
+def _list_table(store: Path, rows: list[Any], here: str, identity: bool) -> Any:
+    """The list as a rich Table. Figures never wrap or shrink (each column is as wide as its
+    widest cell); the configuration wraps first, and the identity columns (code, weights,
+    data) are left out by the caller when the figures would not fit otherwise."""
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"{store}: {len(rows)} measured group(s)"))
+    t = Table(title=escape(f"{store}: {len(rows)} measured group(s)"), show_edge=False)
     t.add_column("spec", no_wrap=True)
-    t.add_column("configuration", no_wrap=True)
-    t.add_column("mode")
-    for col in ("repeats", "WER %", "RTFx", "p50 ms", "peak RSS MiB"):
-        t.add_column(col, justify="right")
-    for col in ("code", "weights", "data"):
-        t.add_column(col, no_wrap=True)
-    for r in rows:
-        t.add_row(
-            r.spec_hash,
-            escape(r.label),
+    t.add_column("configuration", overflow="fold", ratio=1, min_width=12)
+    cells = [
+        [
             r.mode,
             str(r.n_repeats),
             fmt(r.value("wer")),
             fmt(r.value("rtfx")),
             fmt(r.value("e2e_ms_p50"), 1),
             fmt(r.value("peak_rss_mb"), 0),
-            *_identity_cells(r, here),
-        )
+        ]
+        for r in rows
+    ]
+    heads = ("mode", "reps", "WER %", "RTFx", "p50 ms", "RSS MiB")
+    for i, head in enumerate(heads):
+        wide = max([len(head)] + [len(c[i]) for c in cells])
+        t.add_column(head, justify="left" if i == 0 else "right", no_wrap=True, min_width=wide)
+    if identity:
+        for col in ("code", "weights", "data"):
+            t.add_column(col, no_wrap=True)
+    for r, figs in zip(rows, cells):
+        ids = _identity_cells(r, here) if identity else ()
+        t.add_row(escape(r.spec_hash), escape(r.label), *map(escape, figs), *ids)
+    return t
+
+
+def _fits(con: Any, table: Any) -> bool:
+    """Whether `table` fits `con` with no column squeezed below its minimum (measured
+    unbounded: rich clamps a measurement to the width it is given)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(con, con.options.update_width(10_000), table).minimum <= con.width
+
+
+def _print_list(store: Path, rows: list[Any], failures: list[Any], here: str) -> None:
+    from rich.markup import escape
+
     con = console()
+    t = _list_table(store, rows, here, identity=True)
+    if not _fits(con, t):  # the identity columns give way before any figure does
+        t = _list_table(store, rows, here, identity=False)
+        t.caption = (
+            f"code, weights and data columns left out at {con.width} columns: "
+            "`results show HASH`, --json or a wider terminal shows them"
+        )
     con.print(t)
     other = [r for r in rows if r.code_fp != here]
     if other:
@@ -187,7 +215,8 @@ def _print_group(row: Any, prefix: str) -> None:
         m = row.metrics[k]
         ci = f"{m.ci_lo:.4g} - {m.ci_hi:.4g}" if m.ci_lo is not None else ""
         how = m.how + (f"; CI: {m.ci_method}" if m.ci_method else "")
-        t.add_row(k, f"{m.mean:.4g}", ci, METRIC_UNITS.get(k, ("", ""))[0], how)
+        unit = METRIC_UNITS.get(k, ("", ""))[0]
+        t.add_row(*map(escape, (k, f"{m.mean:.4g}", ci, unit, how)))
     con = console()
     con.print(t)
     for k, v in sorted(row.notes.items()):

@@ -6,8 +6,10 @@ A manifest has one JSON object per line:
      "licence": "...", "duration_s": 2.4, "snr_db": 10}
 
 `audio` and `text` are required; `id` defaults to the audio file's stem. Relative audio paths
-resolve against the manifest's own folder, so a manifest travels with its clips. Keys other
-than the known ones are kept in `Clip.extra` and written back unchanged.
+resolve against the manifest's own folder (made absolute at load, so every message names the
+file it tried), so a manifest travels with its clips. A manifest none of whose files exists
+(typically one copied out of its folder) is a DataError that says where its paths were looked
+for. Keys other than the known ones are kept in `Clip.extra` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ def load_manifest(path: str | Path) -> Dataset:
     lines = read_text_lines(p, f"manifest {p}")
     clips: list[Clip] = []
     first_line: dict[str, int] = {}
+    written: list[str] = []  # each clip's audio as the manifest writes it
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        clip = _parse_line(p, n, line)
+        clip, audio = _parse_line(p, n, line)
         if clip.id in first_line:
             raise DataError(
                 f"manifest {p} line {n}: duplicate id {clip.id!r} (first on line "
@@ -73,11 +76,34 @@ def load_manifest(path: str | Path) -> Dataset:
             )
         first_line[clip.id] = n
         clips.append(clip)
+        written.append(audio)
     if not clips:
         raise DataError(f"manifest {p}: no clips (the file is empty)")
     # A missing audio file is a bad clip like a corrupt one: iter_audio reports it and the run
-    # skips it; only a set with no usable clip left is an error (the harness says so).
+    # skips it; only a set with no usable clip left is an error (the harness says so). When
+    # not one file exists, the paths themselves are wrong: say where they were looked for.
+    if not any(os.path.exists(c.audio) for c in clips):
+        raise DataError(_none_found(p, clips[0], written[0], first_line[clips[0].id], len(clips)))
     return Dataset(name=p.stem, clips=clips, root=p.parent)
+
+
+def _none_found(p: Path, clip: Clip, audio: str, line: int, n: int) -> str:
+    """The message for a manifest none of whose audio files exists, naming the first path
+    tried and what it was resolved against."""
+    head = f"manifest {p}: none of its {n} audio file(s) exists"
+    tried = str(clip.audio).replace("\n", "\\n").replace("\r", "\\r")  # one line
+    if Path(os.path.expanduser(audio)).is_absolute():
+        return f"{head} (line {line}: {tried}: no such audio file)"
+    return (
+        f"{head}; relative paths resolve against the manifest's folder {_folder(p)} "
+        f"(line {line}: {audio!r} -> {tried}: no such audio file); keep the manifest "
+        "beside its clips or write absolute paths"
+    )
+
+
+def _folder(p: Path) -> Path:
+    """The manifest's folder as an absolute path (symbolic links kept as the user named them)."""
+    return Path(os.path.abspath(p.parent))
 
 
 def read_text_lines(path: Path, what: str) -> list[str]:
@@ -125,7 +151,8 @@ def clip_record(clip: Clip, base: Path) -> dict[str, Any]:
     return rec
 
 
-def _parse_line(p: Path, n: int, line: str) -> Clip:
+def _parse_line(p: Path, n: int, line: str) -> tuple[Clip, str]:
+    """One manifest line as a Clip, and its audio path as written."""
     where = f"manifest {p} line {n}"
     try:
         rec = json.loads(line)
@@ -149,7 +176,7 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
         raise DataError(f"{where}: 'text' must be a string")
     audio_path = Path(os.path.expanduser(audio))
     if not audio_path.is_absolute():
-        audio_path = p.parent / audio_path
+        audio_path = _folder(p) / audio_path
     duration = rec.get("duration_s")
     if duration is not None and (
         isinstance(duration, bool)
@@ -160,7 +187,7 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
     cid = rec.get("id")
     if cid is not None and (isinstance(cid, bool) or not isinstance(cid, (str, int))):
         raise DataError(f"{where}: 'id' must be a string or an integer, got {cid!r:.40}")
-    return Clip(
+    clip = Clip(
         id=str(audio_path.stem if cid is None or cid == "" else cid),
         audio=audio_path,
         text=text,
@@ -169,3 +196,4 @@ def _parse_line(p: Path, n: int, line: str) -> Clip:
         duration_s=float(duration) if duration is not None else None,
         extra={k: v for k, v in rec.items() if k not in KNOWN_KEYS},
     )
+    return clip, audio

@@ -23,6 +23,7 @@ curves of any --capacity files, read and checked the same way as sensitivity map
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import time
@@ -499,7 +500,8 @@ def write_report(
     sensitivity: Sequence[tuple[str, dict[str, Any]]] = (),
     capacity: Sequence[tuple[str, Sequence[Any]]] = (),
 ) -> Path:
-    """Write the report to `path`; StoreError (and no file) when there are no results.
+    """Write the report to `path`; StoreError (and no file) when there are no results, a
+    SpecError naming `path` when it cannot be written there.
 
     `constraints` (a sweep.grid.Constraints) is used to compute a recommendation when none is
     given. `sensitivity` holds (where from, map) pairs, maps as `read_sensitivity_map` returns
@@ -507,8 +509,6 @@ def write_report(
     pairs, curves as `stream_figures.read_capacity` returns them, drawn in the live-stream
     section.
     """
-    from voxmeter.report import figures
-
     agg = _as_rows(rows)
     where = source or "the results"
     if not agg:
@@ -519,12 +519,27 @@ def write_report(
     if recommendation is None and constraints is not None:
         from voxmeter.analysis.budget import recommend
 
-        c = constraints.__dict__
-        recommendation = recommend(agg, **c)
-
+        recommendation = recommend(agg, **constraints.__dict__)
     fw = _FigureWriter()
-    sections = []
-    front_ids: set[int] = set()  # rows by identity: two rows may share a spec hash
+    sections, front_ids = _figure_sections(agg, fw)
+    sections.append(("Live streaming", _stream_html(agg, capacity, fw)))
+    sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
+    for where_from, smap in sensitivity:
+        name = f"Layer sensitivity: {smap['model']}, {smap['bits']}-bit weights"
+        sections.append((name, _sensitivity_html(smap, where_from, fw)))
+    page = _page(agg, title, where, recommendation, front_ids, sections)
+    _write_atomic(out, page)
+    return out
+
+
+def _figure_sections(
+    agg: list[AggRow], fw: _FigureWriter
+) -> tuple[list[tuple[str, str]], set[int]]:
+    """The figure sections (Pareto fronts, iso-FLOPs, stages, batch sizes) as (name, html),
+    and the rows on the WER-vs-FLOPs front, by identity (two rows may share a spec hash)."""
+    from voxmeter.report import figures
+
+    front_ids: set[int] = set()
     pareto_html = []
     for x, y in PARETO_PAIRS:
         fig, front = figures.pareto_figure(agg, x, y)
@@ -533,7 +548,7 @@ def write_report(
             pareto_html.append(f'<p class="muted">No configuration has both {x} and {y}.</p>')
         else:
             pareto_html.append(fw.html(fig))
-    sections.append(("Pareto fronts", "".join(pareto_html)))
+    sections = [("Pareto fronts", "".join(pareto_html))]
     for name, fig, empty in (
         ("iso-FLOPs curves", figures.iso_flops_figure(agg), "No configuration has WER and FLOPs."),
         ("Latency by stage", figures.latency_figure(agg), "No per-stage latencies."),
@@ -547,12 +562,19 @@ def write_report(
         sections.append(
             (name, fw.html(fig) if fig is not None else f'<p class="muted">{empty}</p>')
         )
+    return sections, front_ids
 
-    sections.append(("Live streaming", _stream_html(agg, capacity, fw)))
-    sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
-    for where_from, smap in sensitivity:
-        name = f"Layer sensitivity: {smap['model']}, {smap['bits']}-bit weights"
-        sections.append((name, _sensitivity_html(smap, where_from, fw)))
+
+def _page(
+    agg: list[AggRow],
+    title: str,
+    where: str,
+    recommendation: Any,
+    front_ids: set[int],
+    sections: list[tuple[str, str]],
+) -> str:
+    """The whole HTML document: head, recommendation, estimate notes, table, sections,
+    environments and the sorting script."""
     notes = "".join(f'<div class="note">{_e(n)}</div>' for n in _estimate_notes(agg))
     n_rep = sum(r.n_repeats for r in agg)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -584,7 +606,17 @@ def write_report(
         f"<script>{_SORT_JS}</script>",
         "</body></html>",
     ]
+    return "\n".join(page)
+
+
+def _write_atomic(out: Path, text: str) -> None:
+    """`text` to `out` through a temporary file, so a half-written report never carries the
+    real name; a file system that refuses is a SpecError naming `out`, not a traceback."""
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(page), encoding="utf-8")
-    tmp.replace(out)  # never leave a half-written report under the real name
-    return out
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # a temporary file left by a failed write
+            tmp.unlink(missing_ok=True)
+        raise SpecError(f"report {out}: cannot write ({e.strerror or type(e).__name__})") from None
