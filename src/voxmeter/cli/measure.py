@@ -12,6 +12,7 @@ from voxmeter.cli.common import (
     COMPRESS_HELP,
     STORE_HELP,
     app,
+    cost_only_option,
     parse_compress,
     parse_frames,
     setup_logging,
@@ -22,6 +23,7 @@ from voxmeter.store import DEFAULT_STORE_PATH
 @app.command(rich_help_panel="Measure")
 def bench(
     model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
+    cost_only: bool = cost_only_option(),
     engine: str = typer.Option("hf", help="hf (torch + transformers) or ct2 (CTranslate2)"),
     data: str = typer.Option(
         "default", help="default, noisy, longform, calib, a JSONL manifest or LibriSpeech dir"
@@ -83,6 +85,7 @@ def bench(
     setup_logging(quiet or as_json)
     spec = RunSpec(
         model=model,
+        cost_only=cost_only,
         engine=engine,
         data=data,
         device=device,

@@ -15,7 +15,15 @@ from typing import Any
 
 import typer
 
-from voxmeter.cli.common import CACHE_HELP, app, console, fmt, parse_frames, setup_logging
+from voxmeter.cli.common import (
+    CACHE_HELP,
+    app,
+    console,
+    cost_only_option,
+    fmt,
+    parse_frames,
+    setup_logging,
+)
 from voxmeter.errors import SpecError
 
 PANEL = "Stream"
@@ -33,6 +41,7 @@ def parse_agreement(policy: str) -> int:
 @app.command(rich_help_panel=PANEL)
 def serve(
     model: str = typer.Option("tiny.en", help="tiny.en, base, small, medium, large-v3 or a dir"),
+    cost_only: bool = cost_only_option(),
     engine: str = typer.Option("ct2", help="ct2 (CTranslate2) or hf (torch + transformers)"),
     precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
     frames: str = typer.Option("fit", help="xT: encoder input frames (even, <=3000) or 'fit'"),
@@ -83,6 +92,7 @@ def serve(
     setup_logging(quiet)
     spec = RunSpec(
         model=model,
+        cost_only=cost_only,
         engine=engine,
         threads=threads,
         axes=AxisSettings(frames=parse_frames(frames), precision=precision),

@@ -13,6 +13,7 @@ from voxmeter.cli.common import (
     COMPRESS_HELP,
     STORE_HELP,
     app,
+    cost_only_option,
     parse_compress,
     parse_frames,
     setup_logging,
@@ -50,6 +51,7 @@ SUMMARY = (
 def stream(
     file: Path | None = typer.Argument(None, help="audio file to stream (omit: --data)"),
     model: str = typer.Option("tiny.en", help="tiny.en, base, ... or a model directory"),
+    cost_only: bool = cost_only_option(),
     engine: str = typer.Option("ct2", help="ct2 (CTranslate2) or hf (torch)"),
     precision: str = typer.Option("int8", help="fp32, bf16, fp16 (cuda) or int8"),
     frames: str = typer.Option("fit", help="encoder input: 'fit' (the buffer's length) or frames"),
@@ -101,6 +103,7 @@ def stream(
     setup_logging(quiet or as_json)
     spec = RunSpec(
         model=model,
+        cost_only=cost_only,
         engine=engine,
         data=data,
         threads=threads,

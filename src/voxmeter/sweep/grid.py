@@ -56,6 +56,7 @@ _SWEEP_KEYS = {
     "batch_size": (int, list),
     "seed": int,
     "max_clips": int,
+    "cost_only": bool,  # consent to seeded random weights for sizes without weights here
 }
 _AXES_KEYS = ("frames", "pad", "stride", "pool", "precision", "fit_step_s")
 # The one list of limits: constraint name -> (the result metric it limits, its unit). The
@@ -146,6 +147,8 @@ def _check_keys(path: Path, section: str, table: Any, allowed: Any) -> dict[str,
 def _typed(path: Path, key: str, v: Any, kind: Any) -> Any:
     if kind is float and isinstance(v, int) and not isinstance(v, bool):
         return float(v)
+    if kind is bool and isinstance(v, bool):
+        return v
     if isinstance(v, bool) or not isinstance(v, kind):
         want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _err(path, key, f"expected {want}, got {v!r}")
@@ -166,8 +169,44 @@ def _options(path: Path, key: str, v: Any) -> tuple[Any, ...]:
 def load_sweep(path: str | Path) -> SweepFile:
     """Read and check a sweep file; SpecError naming the file and key for anything wrong."""
     p = Path(path)
+    doc = _read_toml(p)
+    for k in doc:
+        if k not in _SECTIONS:
+            raise _err(p, k, f"unknown section (known: {', '.join(_SECTIONS)})")
+    if "sweep" not in doc:
+        raise _err(p, "sweep", "missing section [sweep]")
+    sw = _check_keys(p, "sweep", doc["sweep"], _SWEEP_KEYS)
+    sw = {k: _typed(p, f"sweep.{k}", v, _SWEEP_KEYS[k]) for k, v in sw.items()}
+    models, engines, devices = _names(p, sw)
+    base_fields = ("repeats", "warmup", "threads", "seed", "max_clips", "data", "cost_only")
+    base = RunSpec(**{k: sw[k] for k in base_fields if k in sw})
+    for m in models:
+        _check_model(p, m, base.cost_only)
+    workload = _workload(p, doc.get("workload", {}), sw.get("batch_size"))
+    workload.update(_compression(p, doc.get("compression", {})))
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))  # TOML is UTF-8 by definition
+        base.validate()
+    except SpecError as e:
+        raise SpecError(f"{p}: sweep.{e}") from None
+    return SweepFile(
+        path=p,
+        name=sw.get("name", p.stem),
+        models=models,
+        engines=engines,
+        data=base.data,
+        devices=devices,
+        base=base,
+        axes=_axes(p, doc.get("axes", {})),
+        workload=workload,
+        constraints=_constraints(p, doc.get("constraints", {})),
+        budget=_budget(p, doc.get("budget", {})),
+    )
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The parsed TOML document; a one-line SpecError for a missing, unreadable or bad file."""
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))  # TOML is UTF-8 by definition
     except FileNotFoundError:
         raise SpecError(f"{p}: no such sweep file") from None
     except UnicodeDecodeError as e:
@@ -179,34 +218,24 @@ def load_sweep(path: str | Path) -> SweepFile:
         raise SpecError(f"{p}: not valid TOML ({e})") from None
     except RecursionError:
         raise SpecError(f"{p}: not usable TOML (nested too deeply)") from None
-    for k in doc:
-        if k not in _SECTIONS:
-            raise _err(p, k, f"unknown section (known: {', '.join(_SECTIONS)})")
-    if "sweep" not in doc:
-        raise _err(p, "sweep", "missing section [sweep]")
-    sw = _check_keys(p, "sweep", doc["sweep"], _SWEEP_KEYS)
-    sw = {k: _typed(p, f"sweep.{k}", v, _SWEEP_KEYS[k]) for k, v in sw.items()}
+
+
+def _names(p: Path, sw: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The [sweep] models, engines and devices, engines and devices checked by name."""
     models = _options(p, "sweep.models", sw.get("models", ["tiny.en"]))
     engines = _options(p, "sweep.engines", sw.get("engines", ["hf"]))
     devices = _options(p, "sweep.device", sw.get("device", "cpu"))
-    for m in models:
-        _check_model(p, m)
     for e in engines:
         if e not in ENGINES:
             raise _err(p, "sweep.engines", f"unknown engine {e!r} (known: {', '.join(ENGINES)})")
     for d in devices:
         if d not in DEVICES:
             raise _err(p, "sweep.device", f"unknown device {d!r} (known: {', '.join(DEVICES)})")
-    base_fields = ("repeats", "warmup", "threads", "seed", "max_clips", "data")
-    base = RunSpec(**{k: sw[k] for k in base_fields if k in sw})
-    workload = _workload(p, doc.get("workload", {}), sw.get("batch_size"))
-    workload.update(_compression(p, doc.get("compression", {})))
-    try:
-        base.validate()
-    except SpecError as e:
-        raise SpecError(f"{p}: sweep.{e}") from None
+    return models, engines, devices
 
-    axes_t = _check_keys(p, "axes", doc.get("axes", {}), _AXES_KEYS)
+
+def _axes(p: Path, table: Any) -> dict[str, tuple[Any, ...]]:
+    axes_t = _check_keys(p, "axes", table, _AXES_KEYS)
     axes = {k: _options(p, f"axes.{k}", v) for k, v in axes_t.items()}
     for v in axes.get("fit_step_s", ()):
         _typed(p, "axes.fit_step_s", v, (int, float))
@@ -216,13 +245,19 @@ def load_sweep(path: str | Path) -> SweepFile:
                 AxisSettings(**{k: v}).validate()
             except (SpecError, TypeError) as e:
                 raise _err(p, f"axes.{k}", str(e).split(": ", 1)[-1]) from None
+    return axes
 
-    cons_t = _check_keys(p, "constraints", doc.get("constraints", {}), _CONSTRAINT_KEYS)
+
+def _constraints(p: Path, table: Any) -> Constraints:
+    cons_t = _check_keys(p, "constraints", table, _CONSTRAINT_KEYS)
     cons_t = {k: _typed(p, f"constraints.{k}", v, _CONSTRAINT_KEYS[k]) for k, v in cons_t.items()}
     constraints = Constraints(**cons_t)
     check_constraints(constraints, where=f"{p}: constraints.")
+    return constraints
 
-    bud_t = _check_keys(p, "budget", doc.get("budget", {}), _BUDGET_KEYS)
+
+def _budget(p: Path, table: Any) -> BudgetSettings:
+    bud_t = _check_keys(p, "budget", table, _BUDGET_KEYS)
     bud_t = {k: _typed(p, f"budget.{k}", v, _BUDGET_KEYS[k]) for k, v in bud_t.items()}
     budget = BudgetSettings(
         gflops=bud_t.get("gflops"),
@@ -234,20 +269,7 @@ def load_sweep(path: str | Path) -> SweepFile:
         check_budget(budget.gflops, budget.tol, budget.frames, budget.strides)
     except SpecError as e:
         raise SpecError(f"{p}: budget.{e}") from None
-
-    return SweepFile(
-        path=p,
-        name=sw.get("name", p.stem),
-        models=models,
-        engines=engines,
-        data=base.data,
-        devices=devices,
-        base=base,
-        axes=axes,
-        workload=workload,
-        constraints=constraints,
-        budget=budget,
-    )
+    return budget
 
 
 def _int_options(path: Path, key: str, vals: list[Any]) -> tuple[int, ...]:
@@ -257,11 +279,19 @@ def _int_options(path: Path, key: str, vals: list[Any]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(vals))
 
 
-def _check_model(path: Path, model: Any) -> None:
+def _check_model(path: Path, model: Any, cost_only: bool) -> None:
+    from voxmeter.assets.bundled import needs_cost_only
     from voxmeter.assets.dims import ARCHITECTURES
 
     if not isinstance(model, str) or not model:
         raise _err(path, "sweep.models", f"expected model names, got {model!r}")
+    if needs_cost_only(model) and not cost_only:
+        raise _err(
+            path,
+            "sweep.models",
+            f"{model!r} has no weights here; to measure its cost only (seeded random weights, "
+            "no accuracy) set cost_only = true in [sweep]",
+        )
     if model in ARCHITECTURES:
         return
     try:
