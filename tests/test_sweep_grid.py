@@ -324,10 +324,10 @@ def test_a_size_without_weights_needs_cost_only_in_the_file(tmp_path):
 
 
 def test_tomli_is_declared_where_tomllib_is_missing():
-    """grid.py falls back to tomli before Python 3.11; pyproject must install it there."""
+    """sweepfile.py falls back to tomli before Python 3.11; pyproject must install it there."""
     from packaging.requirements import Requirement
 
-    from voxmeter.sweep.grid import tomllib
+    from voxmeter.sweep.sweepfile import tomllib
 
     doc = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())
     reqs = [Requirement(r) for r in doc["project"]["dependencies"]]
