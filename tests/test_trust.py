@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from test_cli import voxmeter
+from test_cli import assert_one_line_error, voxmeter
 
 
 def _bench(store, cache_dir, *extra):
@@ -100,3 +100,72 @@ def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir):
     finally:
         c.close()
     assert 1 <= len(rows) < 40 and all(s == "ok" for (s,) in rows)
+
+
+# -- random weights only when asked; every architecture named -----------------------------
+def test_a_size_without_weights_is_refused_without_cost_only(cli):
+    from voxmeter.errors import ModelError
+
+    for args in (["bench"], ["stream", "--max-clips", "1"], ["serve", "--port", "0"]):
+        r = cli(*args, "--model", "tiny")
+        assert isinstance(r.exception, ModelError), (args, r.output, r.exception)
+        msg = str(r.exception)
+        assert "\n" not in msg and "'tiny'" in msg and "not available here" in msg
+        assert "--cost-only" in msg
+
+
+def test_the_refusal_is_one_line_and_exit_2():
+    proc = voxmeter("bench", "--model", "small", "--repeats", "1")
+    assert_one_line_error(proc, "'small'", "--cost-only")
+
+
+def test_models_lists_every_architecture_and_which_have_weights(cli):
+    from voxmeter.assets.dims import ARCHITECTURES
+
+    r = cli("models", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.output)}
+    assert set(rows) == set(ARCHITECTURES)
+    assert rows["tiny.en"]["kind"] == "bundled" and rows["tiny.en"]["accuracy"] == "yes"
+    assert rows["tiny"]["kind"] == "cost-only" and "--cost-only" in rows["tiny"]["accuracy"]
+    r = cli("bench", "--model", "tiny-en")
+    for name in ARCHITECTURES:  # the unknown-model error names them all
+        assert name in str(r.exception)
+
+
+def test_the_spec_hash_ignores_the_consent():
+    from voxmeter.spec import RunSpec
+
+    assert RunSpec(model="tiny", cost_only=True).spec_hash == RunSpec(model="tiny").spec_hash
+    RunSpec(model="tiny", cost_only=True).validate()  # allowed when asked
+    RunSpec(model="tiny.en").validate()  # a size with weights needs nothing
+    spec = RunSpec(model="tiny", cost_only=True)
+    assert RunSpec.from_dict(spec.to_dict()) == spec  # survives the isolated child's JSON
+
+
+def test_flops_need_no_weights(cli):
+    r = cli("flops", "--model", "tiny", "--frames", "400", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["analytic"]["total"] > 0
+
+
+@pytest.mark.slow
+def test_cost_only_bench_runs_without_accuracy(tmp_path, cache_dir):
+    # one clip: random weights decode to the token limit
+    r = _bench(
+        tmp_path / "s.sqlite", cache_dir, "--model", "tiny", "--cost-only", "--max-clips", "1"
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["identity"]["weights_digest"] == "cost-only"
+    assert doc["aggregate"].get("wer") in (None, {}) or doc["aggregate"]["wer"]["value"] is None
+
+
+# -- weights are checked against pinned digests -------------------------------------------
+def test_corrupted_bundled_weights_exit_2_in_one_line(tmp_path):
+    from test_assets import flipped_weight_package
+
+    site = flipped_weight_package(tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    proc = voxmeter("bench", "--repeats", "1", "--cache-dir", tmp_path / "c", env_extra=env)
+    assert_one_line_error(proc, "model.bin: sha256", "is not the pinned", "refusing unverified")

@@ -349,12 +349,12 @@ def _print_footer(spec: RunSpec, results: list[Result], last: Result, note: str)
 
 
 def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> None:
-    from voxmeter.assets.bundled import BUNDLED, COST_ONLY, resolve_model
-    from voxmeter.assets.dims import param_count
+    from voxmeter.assets.bundled import resolve_model
+    from voxmeter.assets.dims import ARCHITECTURES, param_count
     from voxmeter.errors import ModelError
 
     rows = []
-    names = [*BUNDLED, *COST_ONLY] + ([model] if model else [])
+    names = [*ARCHITECTURES] + ([model] if model else [])  # every size; which have weights
     for name in names:
         try:
             src = resolve_model(name, cache_dir)
@@ -374,14 +374,14 @@ def list_models(model: str | None, cache_dir: Path | None, as_json: bool) -> Non
                 "params": n,
                 "weight_bytes_fp32": n * 4,
                 "file_bytes": disk,
-                "accuracy": "yes" if src.has_weights else "n/a (cost-only)",
+                "accuracy": "yes" if src.has_weights else "n/a: no weights here (--cost-only)",
                 "path": str(src.ct2_dir or src.hf_dir or ""),
             }
         )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table(title="models that can run here")
+    t = Table(title="Whisper models: with weights here, or cost-only (random weights, --cost-only)")
     for col in ("name", "kind", "params", "fp32 weights", "on disk", "accuracy"):
         t.add_column(col)
     for r in rows:

@@ -178,6 +178,10 @@ class Result:
         self.code_fp = ident.code_fp
         self.weights_digest = ident.weights_digest
         self.data_digest = ident.data_digest
+        if ident.libraries:  # what went into code_fp and weights_digest, in words
+            self.env["libraries"] = dict(ident.libraries)
+        if ident.weights:
+            self.env["weights"] = ident.weights
         return self
 
     def to_dict(self) -> dict[str, Any]:

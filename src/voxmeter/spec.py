@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from voxmeter.errors import SpecError
+from voxmeter.errors import ModelError, SpecError
 
 FULL_FRAMES = 3000  # Whisper's 30 s window in 10 ms mel frames
 ENGINES = ("hf", "ct2")
@@ -551,6 +551,9 @@ class RunSpec:
     stream: StreamSettings = field(default_factory=StreamSettings)
     repeats: int = 3  # not part of the hash (see module docstring)
     warmup: int = 1  # not part of the hash
+    # consent to seeded random weights for a size whose weights are not here (small, tiny...):
+    # it changes no figure of a spec that runs without it, so it is not part of the hash
+    cost_only: bool = False
 
     def _check_run_fields(self) -> None:
         """The run's own fields: engine, device, counts and seed."""
@@ -576,6 +579,7 @@ class RunSpec:
     def validate(self) -> RunSpec:
         """Self, or a SpecError naming the first bad field or combination of fields."""
         self._check_run_fields()
+        self._check_weights()
         self.axes.validate()
         self.compression.validate()
         self.workload.validate()
@@ -594,6 +598,19 @@ class RunSpec:
                 f"axis must be fp32 for what it leaves, got {self.axes.precision}"
             )
         return self
+
+    def _check_weights(self) -> None:
+        """A size without weights here runs on random weights only when asked (cost_only)."""
+        from voxmeter.assets.bundled import BUNDLED, needs_cost_only
+
+        if not isinstance(self.cost_only, bool):
+            raise SpecError(f"cost_only: expected true or false, got {self.cost_only!r}")
+        if not self.cost_only and needs_cost_only(self.model):
+            raise ModelError(
+                f"model {self.model!r}: its weights are not available here (weights: "
+                f"{', '.join(BUNDLED)}); to measure its cost only (FLOPs, latency, memory on "
+                "seeded random weights, no accuracy) add --cost-only (sweep file: cost_only = true)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -626,6 +643,7 @@ class RunSpec:
         d = self.to_dict()
         d.pop("repeats")
         d.pop("warmup")
+        d.pop("cost_only")  # a consent, not a setting: the same model runs the same way
         if self.workload.is_default:
             # specs that leave the workload at its defaults keep the hash they had before
             # the field existed

@@ -27,6 +27,15 @@ app.add_typer(results_app, name="results", rich_help_panel="Results")
 
 STORE_HELP = "results store (SQLite)"
 CACHE_HELP = "conversion cache (env VOXMETER_CACHE)"
+COST_ONLY_HELP = (
+    "let a size without weights here (tiny, small, medium...) run on seeded random weights: "
+    "FLOPs, latency and memory are real, accuracy is not measured"
+)
+
+
+def cost_only_option() -> Any:
+    """`--cost-only`, one definition for every command that takes --model and runs it."""
+    return typer.Option(False, "--cost-only", help=COST_ONLY_HELP)
 
 
 def setup_logging(quiet: bool) -> None:

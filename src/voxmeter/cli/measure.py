@@ -21,6 +21,7 @@ from voxmeter.cli.common import (
     Store,
     Threads,
     app,
+    cost_only_option,
     parse_compress,
     parse_frames,
     setup_logging,
@@ -34,6 +35,7 @@ D = RunSpec()  # every default of bench's spec options is the spec's (cli/common
 @app.command(rich_help_panel="Measure")
 def bench(
     model: Model = D.model,
+    cost_only: bool = cost_only_option(),
     engine: Engine = D.engine,
     data: Data = D.data,
     repeats: int = typer.Option(3, min=1, help="measured passes over the data set"),
@@ -121,7 +123,17 @@ def _bench_spec(o: dict[str, Any]) -> RunSpec:
         pool_recordings=o["pool_recordings"],
         encoder_batch=o["encoder_batch"],
     )
-    run = ("model", "engine", "data", "device", "threads", "seed", "max_clips", "batch_size")
+    run = (
+        "model",
+        "cost_only",
+        "engine",
+        "data",
+        "device",
+        "threads",
+        "seed",
+        "max_clips",
+        "batch_size",
+    )
     return RunSpec(
         **{k: o[k] for k in (*run, "repeats", "warmup")},
         axes=axes,

@@ -33,6 +33,7 @@ from voxmeter.cli.common import (
     Vad,
     app,
     console,
+    cost_only_option,
     fmt,
     live_spec,
     setup_logging,
@@ -46,6 +47,7 @@ S = LIVE.stream  # every default below is the spec's (cli/common.py)
 @app.command(rich_help_panel=PANEL)
 def serve(
     model: Model = LIVE.model,
+    cost_only: bool = cost_only_option(),
     engine: Engine = LIVE.engine,
     precision: Precision = LIVE.axes.precision,
     frames: Frames = str(LIVE.axes.frames),

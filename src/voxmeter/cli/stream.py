@@ -32,6 +32,7 @@ from voxmeter.cli.common import (
     Threads,
     Vad,
     app,
+    cost_only_option,
     live_spec,
     setup_logging,
 )
@@ -45,6 +46,7 @@ S = LIVE.stream  # every default below is the spec's (cli/common.py)
 def stream(
     file: Path | None = typer.Argument(None, help="audio file to stream (omit: --data)"),
     model: Model = LIVE.model,
+    cost_only: bool = cost_only_option(),
     engine: Engine = LIVE.engine,
     precision: Precision = LIVE.axes.precision,
     frames: Frames = str(LIVE.axes.frames),

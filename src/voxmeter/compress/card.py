@@ -290,6 +290,7 @@ def _environment(rows: list[Any]) -> str:
         ),
         f"- Threads: {env.get('threads', '?')} (torch {env.get('torch_threads', '?')})",
         f"- Python {env.get('python', '?')}; {versions}",
+        f"- Weights that ran: {env.get('weights') or 'not recorded with these results'}",
         (
             f"- voxmeter {env.get('voxmeter_version', '?')}, commit {env.get('git_commit') or '?'}"
             f"{dirty}"

@@ -32,7 +32,8 @@ def flops_table(
         paper_label,
     )
 
-    spec = RunSpec(model=model, axes=AxisSettings(frames=frames, stride=stride, pad=pad, pool=pool))
+    axes = AxisSettings(frames=frames, stride=stride, pad=pad, pool=pool)
+    spec = RunSpec(model=model, axes=axes, cost_only=True)  # FLOPs follow from shapes alone
     spec.validate()
     engine = load_engine(spec, cache_dir)
     engine.count_mode = True
