@@ -176,10 +176,11 @@ def test_aggregate_means_and_cis():
     rtfx = row.metrics["rtfx"]
     assert rtfx.mean == 12.0 and rtfx.n == 3 and rtfx.ci_method == "t over repeats"
     assert rtfx.half_width == pytest.approx(4.968275, abs=1e-5)
-    # latency percentiles are pooled over the clip runs (one clip per repeat here)
+    # latency percentiles are pooled over the clip runs (one clip per repeat here); the three
+    # runs are repeats of one clip, one cluster: nothing to resample, so no interval
     lat = row.metrics["e2e_ms_p50"]
-    assert lat.mean == 12.0 and lat.n == 3 and lat.ci_method == "bootstrap over clip runs"
-    assert 10.0 <= lat.ci_lo <= 12.0 <= lat.ci_hi <= 14.0
+    assert lat.mean == 12.0 and lat.n == 3
+    assert (lat.ci_lo, lat.ci_hi, lat.ci_method) == (None, None, "")
     # WER: the same every repeat; its CI is the recorded bootstrap over clips, not a zero
     wer = row.metrics["wer"]
     assert (wer.mean, wer.ci_lo, wer.ci_hi, wer.ci_method) == (
@@ -301,3 +302,75 @@ def test_percentiles_pool_clips_across_repeats():
     assert row.value("e2e_ms_p90") != pytest.approx(np.mean([r.metrics["e2e_ms_p90"] for r in rs]))
     assert row.value("enc_ms_p90") == pytest.approx(pooled / 2)  # the engine's own stage name
     assert row.metrics["e2e_ms_p90"].n == 8 and "pooled" in row.metrics["e2e_ms_p90"].how
+
+
+def _hand_cluster_ci(clusters, q, seed=0, n_boot=1000):
+    """The cluster resample written out by hand: clips drawn with replacement, each with all
+    its repeats, the q-th percentile of what was drawn, then the 2.5/97.5 percentiles."""
+    import numpy as np
+
+    idx = np.random.default_rng(seed).integers(0, len(clusters), (n_boot, len(clusters)))
+    stats = [np.percentile(np.concatenate([clusters[i] for i in row]), q) for row in idx]
+    return tuple(float(v) for v in np.percentile(stats, [2.5, 97.5]))
+
+
+def test_latency_ci_resamples_clips_with_all_their_repeats():
+    """Repeats of a clip are identical here: resampling the 3 x 6 runs one by one (the old
+    CI) claims 18 independent draws; the cluster bootstrap resamples the 6 clips."""
+    import numpy as np
+
+    clips = [5.0, 7.0, 8.0, 20.0, 21.0, 40.0]
+    s = RunSpec(repeats=3)
+    rs = []
+    for rep in range(3):
+        r = make_result(s, rep)
+        r.clips = [{"id": f"c{j}", "e2e_ms": v} for j, v in enumerate(clips)]
+        rs.append(r)
+    agg = aggregate_results(rs)[0].metrics
+    clusters = [np.array([v] * 3) for v in clips]
+    pooled = clips * 3
+    for q in (50, 90, 99):
+        m = agg[f"e2e_ms_p{q}"]
+        assert m.mean == pytest.approx(float(np.percentile(pooled, q)))  # percentiles unchanged
+        assert m.n == 18
+        assert m.ci_method == "cluster bootstrap over clips (repeats kept together)"
+        assert (m.ci_lo, m.ci_hi) == pytest.approx(_hand_cluster_ci(clusters, q))
+        naive = _hand_cluster_ci([np.array([v]) for v in pooled], q)  # runs as independent
+        assert (m.ci_lo, m.ci_hi) != pytest.approx(naive)
+        if q == 50:  # 6 clips, not 18 independent runs: the median is less sure than claimed
+            assert m.ci_hi - m.ci_lo > naive[1] - naive[0]
+
+
+def test_batches_and_windows_are_resampled_whole():
+    """A batch is one unit (its clips and repeats together); a recording keeps its windows."""
+    import numpy as np
+
+    s = RunSpec(repeats=2)
+    rs = []
+    for rep in range(2):
+        r = make_result(s, rep)
+        r.clips = [
+            {"id": f"c{j}", "batch": j // 2, "e2e_ms": 10.0 * (j // 2 + 1) + rep} for j in range(6)
+        ]
+        r.clips[0]["windows"] = [
+            {"n_frames": 3000, "e2e_ms": 1.0 + rep},
+            {"n_frames": 3000, "e2e_ms": 2.0},
+        ]
+        r.clips[1]["windows"] = [{"n_frames": 3000, "e2e_ms": 9.0}]
+        rs.append(r)
+    agg = aggregate_results(rs)[0].metrics
+    batch = [np.array([10.0 * (b + 1), 10.0 * (b + 1) + 1]) for b in range(3)]
+    assert agg["batch_ms_p50"].ci_method == "cluster bootstrap over batches (repeats kept together)"
+    assert (agg["batch_ms_p50"].ci_lo, agg["batch_ms_p50"].ci_hi) == pytest.approx(
+        _hand_cluster_ci(batch, 50)
+    )
+    # per-clip records of a batch resample with their batch: 3 clusters of 4 runs
+    assert agg["e2e_ms_p90"].ci_method.startswith("cluster bootstrap over batches")
+    per_clip = [np.concatenate([b[:1], b[:1], b[1:], b[1:]]) for b in batch]
+    assert (agg["e2e_ms_p90"].ci_lo, agg["e2e_ms_p90"].ci_hi) == pytest.approx(
+        _hand_cluster_ci(per_clip, 90)
+    )
+    rec = [np.array([1.0, 2.0, 2.0, 2.0]), np.array([9.0, 9.0])]
+    w = agg["window_ms_p50"]
+    assert w.ci_method.startswith("cluster bootstrap over recordings")
+    assert (w.ci_lo, w.ci_hi) == pytest.approx(_hand_cluster_ci(rec, 50))

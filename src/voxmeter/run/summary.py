@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from voxmeter.assets.bundled import ModelSource
-from voxmeter.metrics import corpus_wer, failure_flags, normalize, wer_bootstrap_ci
+from voxmeter.metrics import accuracy_bootstrap_cis, corpus_wer, failure_flags, normalize
 from voxmeter.result import PERCENTILES
 from voxmeter.spec import RunSpec
 
@@ -197,8 +197,8 @@ def summarize_repeat(
         refs, hyps = [r["ref"] for r in recs], [r["hyp"] for r in recs]
         w = corpus_wer(refs, hyps)
         m["wer"], m["cer"] = w.wer, w.cer
-        ci = wer_bootstrap_ci(refs, hyps, seed=spec.seed)
-        m["wer_ci_lo"], m["wer_ci_hi"] = ci if ci else (None, None)
+        for key, ci in accuracy_bootstrap_cis(refs, hyps, seed=spec.seed).items():
+            m[f"{key}_ci_lo"], m[f"{key}_ci_hi"] = ci if ci else (None, None)
         for r in recs:
             cw = corpus_wer([r["ref"]], [r["hyp"]])
             r["wer"], r["cer"] = cw.wer, cw.cer
