@@ -21,7 +21,7 @@ from voxmeter.errors import StoreError
 from voxmeter.identity import Identity
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
-from voxmeter.store import ResultStore, aggregate_results, open_existing, t_interval
+from voxmeter.store import ResultStore, aggregate_results, open_existing
 
 # what the fake results claim to have been measured by (a real run stamps voxmeter.identity's)
 TEST_IDENT = Identity("test-code", "test-weights", "test-data")
@@ -152,13 +152,6 @@ def test_not_a_store(tmp_path):
     assert not (tmp_path / "missing.sqlite").exists()
     with pytest.raises(StoreError, match="does not exist"):
         ResultStore(tmp_path / "no" / "dir" / "r.sqlite")
-
-
-def test_t_interval_by_hand():
-    lo, hi = t_interval([10.0, 12.0, 14.0])
-    # mean 12, s = 2, t(0.975, 2) = 4.302653: half width = 4.302653 * 2 / sqrt(3) = 4.968275
-    assert (lo, hi) == pytest.approx((12 - 4.968275, 12 + 4.968275), abs=1e-5)
-    assert t_interval([5.0]) is None
 
 
 def test_aggregate_means_and_cis():
@@ -374,3 +367,28 @@ def test_batches_and_windows_are_resampled_whole():
     w = agg["window_ms_p50"]
     assert w.ci_method.startswith("cluster bootstrap over recordings")
     assert (w.ci_lo, w.ci_hi) == pytest.approx(_hand_cluster_ci(rec, 50))
+
+
+@pytest.mark.slow
+def test_greedy_cer_gets_a_bootstrap_ci_and_a_small_change_is_not_flagged(cache_dir):
+    """Greedy decoding repeats the same CER: a t-interval over repeats is zero-wide and flagged
+    any change. The harness records a bootstrap over clips for CER as for WER."""
+    from dataclasses import replace
+
+    from voxmeter.analysis.regress import compare
+    from voxmeter.run.harness import run_spec
+
+    spec = RunSpec(max_clips=4, repeats=2, warmup=0).with_(frames=200)  # cut clips: errors
+    old = list(run_spec(spec, [0, 1], cache_dir=cache_dir, instruments=False))
+    assert old[0].metrics["cer"] == old[1].metrics["cer"] > 0  # greedy: the same every repeat
+    cer = aggregate_results(old)[0].metrics["cer"]
+    assert cer.ci_method == "bootstrap over clips"
+    assert cer.ci_lo < cer.mean < cer.ci_hi
+    shift = (cer.ci_hi - cer.ci_lo) / 10  # a change well inside the interval
+    new = []
+    for r in old:
+        m = dict(r.metrics)
+        for k in ("cer", "cer_ci_lo", "cer_ci_hi"):
+            m[k] += shift
+        new.append(replace(r, metrics=m))
+    assert compare(aggregate_results(old), aggregate_results(new), metrics=("cer",))[0] == []

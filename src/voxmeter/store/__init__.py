@@ -1,7 +1,6 @@
 """The results store: SQLite storage (`db`), aggregation over repeats (`aggregate`) and
 export (`export`). Every name is importable from `voxmeter.store` itself."""
 
-from voxmeter.stats import t_interval
 from voxmeter.store.aggregate import (
     AggRow,
     MetricAgg,
@@ -39,6 +38,5 @@ __all__ = [
     "pooled_percentiles",
     "spec_label",
     "stage_keys_of",
-    "t_interval",
     "write_flat",
 ]
