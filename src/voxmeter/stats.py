@@ -136,9 +136,13 @@ def cluster_percentile_ci(
             ],
             axis=1,
         )
-    else:
+    else:  # each resample: every value repeated as often as its cluster was drawn
+        flat, sizes = np.concatenate(clusters), np.array([len(c) for c in clusters])
         boot = np.array(
-            [np.percentile(np.concatenate([clusters[i] for i in row]), qs) for row in idx]
+            [
+                np.percentile(np.repeat(flat, np.repeat(np.bincount(row, minlength=k), sizes)), qs)
+                for row in idx
+            ]
         ).T
     lo, hi = np.percentile(boot, [lo_q, hi_q], axis=1)
     return [(float(a), float(b)) for a, b in zip(lo, hi)]
