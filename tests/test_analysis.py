@@ -236,13 +236,14 @@ def test_regressions_beyond_cis():
     s = RunSpec(repeats=3)
 
     def rows(lat, rtfx):
-        return aggregate_results(
-            [make_result(s, i, e2e_ms_p50=v, rtfx=x) for i, (v, x) in enumerate(zip(lat, rtfx))]
-        )
+        rs = [make_result(s, i, e2e_ms_p50=v, rtfx=x) for i, (v, x) in enumerate(zip(lat, rtfx))]
+        for r, v in zip(rs, lat):  # five clips a repeat: latency CIs resample clips
+            r.clips = [{"id": f"c{j}", "e2e_ms": v + 10.0 * j} for j in range(5)]
+        return aggregate_results(rs)
 
     old = rows([100, 101, 99], [10, 10.1, 9.9])
-    slower = rows([130, 131, 129], [7, 7.1, 6.9])
-    noisy = rows([90, 140, 100], [9, 11, 10])
+    slower = rows([150, 151, 149], [7, 7.1, 6.9])
+    noisy = rows([90, 115, 100], [9, 11, 10])
     regs, notes = compare(old, slower)
     # rtfx: lower is worse; p90 is pooled from the same clip runs as p50, and got worse too
     assert {r.metric for r in regs} == {"e2e_ms_p50", "e2e_ms_p90", "rtfx"}

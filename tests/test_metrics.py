@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from voxmeter.metrics import (
-    bootstrap_ci_from_counts,
+    accuracy_bootstrap_cis,
     clip_wer,
     compression_ratio,
     corpus_wer,
@@ -18,6 +18,7 @@ from voxmeter.metrics import (
     wer_bootstrap_ci,
     wer_gap_ci,
 )
+from voxmeter.stats import ratio_bootstrap_ci
 
 # --- normalizer ----------------------------------------------------------------------------
 
@@ -115,11 +116,27 @@ def test_bootstrap_of_perfect_output_is_zero_width():
 
 def test_bootstrap_from_counts_matches_hand_resampling():
     errors, words = np.array([1, 0, 3]), np.array([4, 5, 6])
-    lo, hi = bootstrap_ci_from_counts(errors, words, n_boot=200, seed=3)
+    lo, hi = ratio_bootstrap_ci(errors, words, n_boot=200, seed=3)
     rng = np.random.default_rng(3)
     idx = rng.integers(0, 3, size=(200, 3))
     w = 100 * errors[idx].sum(1) / words[idx].sum(1)
     assert (lo, hi) == pytest.approx(tuple(np.percentile(w, [2.5, 97.5])))
+
+
+def test_cer_gets_the_same_bootstrap_over_clips_as_wer():
+    # the same clips resampled, in characters: edits and reference characters per clip by hand
+    refs = ["one two three", "four five", "six seven eight"]
+    hyps = ["one two tree", "four five", "six seven"]
+    cis = accuracy_bootstrap_cis(refs, hyps, n_boot=300, seed=4, normalized=True)
+    assert cis["wer"] == wer_bootstrap_ci(refs, hyps, n_boot=300, seed=4, normalized=True)
+    char_edits = np.array([1, 0, 6])  # "three"->"tree": 1 deletion; " eight" deleted: 6
+    ref_chars = np.array([13, 9, 15])
+    idx = np.random.default_rng(4).integers(0, 3, size=(300, 3))
+    c = 100 * char_edits[idx].sum(1) / ref_chars[idx].sum(1)
+    assert cis["cer"] == pytest.approx(tuple(np.percentile(c, [2.5, 97.5])))
+    lo, hi = cis["cer"]
+    assert lo < corpus_wer(refs, hyps, normalized=True).cer < hi
+    assert accuracy_bootstrap_cis([], []) == {"wer": None, "cer": None}
 
 
 def test_wer_gap_is_the_mean_over_draws_against_hand_counts():

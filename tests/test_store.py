@@ -21,7 +21,7 @@ from voxmeter.errors import StoreError
 from voxmeter.identity import Identity
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
-from voxmeter.store import ResultStore, aggregate_results, open_existing, t_interval
+from voxmeter.store import ResultStore, aggregate_results, open_existing
 
 # what the fake results claim to have been measured by (a real run stamps voxmeter.identity's)
 TEST_IDENT = Identity("test-code", "test-weights", "test-data")
@@ -154,13 +154,6 @@ def test_not_a_store(tmp_path):
         ResultStore(tmp_path / "no" / "dir" / "r.sqlite")
 
 
-def test_t_interval_by_hand():
-    lo, hi = t_interval([10.0, 12.0, 14.0])
-    # mean 12, s = 2, t(0.975, 2) = 4.302653: half width = 4.302653 * 2 / sqrt(3) = 4.968275
-    assert (lo, hi) == pytest.approx((12 - 4.968275, 12 + 4.968275), abs=1e-5)
-    assert t_interval([5.0]) is None
-
-
 def test_aggregate_means_and_cis():
     s = RunSpec(repeats=3)
     rs = [
@@ -176,10 +169,11 @@ def test_aggregate_means_and_cis():
     rtfx = row.metrics["rtfx"]
     assert rtfx.mean == 12.0 and rtfx.n == 3 and rtfx.ci_method == "t over repeats"
     assert rtfx.half_width == pytest.approx(4.968275, abs=1e-5)
-    # latency percentiles are pooled over the clip runs (one clip per repeat here)
+    # latency percentiles are pooled over the clip runs (one clip per repeat here); the three
+    # runs are repeats of one clip, one cluster: nothing to resample, so no interval
     lat = row.metrics["e2e_ms_p50"]
-    assert lat.mean == 12.0 and lat.n == 3 and lat.ci_method == "bootstrap over clip runs"
-    assert 10.0 <= lat.ci_lo <= 12.0 <= lat.ci_hi <= 14.0
+    assert lat.mean == 12.0 and lat.n == 3
+    assert (lat.ci_lo, lat.ci_hi, lat.ci_method) == (None, None, "")
     # WER: the same every repeat; its CI is the recorded bootstrap over clips, not a zero
     wer = row.metrics["wer"]
     assert (wer.mean, wer.ci_lo, wer.ci_hi, wer.ci_method) == (
@@ -301,3 +295,100 @@ def test_percentiles_pool_clips_across_repeats():
     assert row.value("e2e_ms_p90") != pytest.approx(np.mean([r.metrics["e2e_ms_p90"] for r in rs]))
     assert row.value("enc_ms_p90") == pytest.approx(pooled / 2)  # the engine's own stage name
     assert row.metrics["e2e_ms_p90"].n == 8 and "pooled" in row.metrics["e2e_ms_p90"].how
+
+
+def _hand_cluster_ci(clusters, q, seed=0, n_boot=1000):
+    """The cluster resample written out by hand: clips drawn with replacement, each with all
+    its repeats, the q-th percentile of what was drawn, then the 2.5/97.5 percentiles."""
+    import numpy as np
+
+    idx = np.random.default_rng(seed).integers(0, len(clusters), (n_boot, len(clusters)))
+    stats = [np.percentile(np.concatenate([clusters[i] for i in row]), q) for row in idx]
+    return tuple(float(v) for v in np.percentile(stats, [2.5, 97.5]))
+
+
+def test_latency_ci_resamples_clips_with_all_their_repeats():
+    """Repeats of a clip are identical here: resampling the 3 x 6 runs one by one (the old
+    CI) claims 18 independent draws; the cluster bootstrap resamples the 6 clips."""
+    import numpy as np
+
+    clips = [5.0, 7.0, 8.0, 20.0, 21.0, 40.0]
+    s = RunSpec(repeats=3)
+    rs = []
+    for rep in range(3):
+        r = make_result(s, rep)
+        r.clips = [{"id": f"c{j}", "e2e_ms": v} for j, v in enumerate(clips)]
+        rs.append(r)
+    agg = aggregate_results(rs)[0].metrics
+    clusters = [np.array([v] * 3) for v in clips]
+    pooled = clips * 3
+    for q in (50, 90, 99):
+        m = agg[f"e2e_ms_p{q}"]
+        assert m.mean == pytest.approx(float(np.percentile(pooled, q)))  # percentiles unchanged
+        assert m.n == 18
+        assert m.ci_method == "cluster bootstrap over clips (repeats kept together)"
+        assert (m.ci_lo, m.ci_hi) == pytest.approx(_hand_cluster_ci(clusters, q))
+        naive = _hand_cluster_ci([np.array([v]) for v in pooled], q)  # runs as independent
+        assert (m.ci_lo, m.ci_hi) != pytest.approx(naive)
+        if q == 50:  # 6 clips, not 18 independent runs: the median is less sure than claimed
+            assert m.ci_hi - m.ci_lo > naive[1] - naive[0]
+
+
+def test_batches_and_windows_are_resampled_whole():
+    """A batch is one unit (its clips and repeats together); a recording keeps its windows."""
+    import numpy as np
+
+    s = RunSpec(repeats=2)
+    rs = []
+    for rep in range(2):
+        r = make_result(s, rep)
+        r.clips = [
+            {"id": f"c{j}", "batch": j // 2, "e2e_ms": 10.0 * (j // 2 + 1) + rep} for j in range(6)
+        ]
+        r.clips[0]["windows"] = [
+            {"n_frames": 3000, "e2e_ms": 1.0 + rep},
+            {"n_frames": 3000, "e2e_ms": 2.0},
+        ]
+        r.clips[1]["windows"] = [{"n_frames": 3000, "e2e_ms": 9.0}]
+        rs.append(r)
+    agg = aggregate_results(rs)[0].metrics
+    batch = [np.array([10.0 * (b + 1), 10.0 * (b + 1) + 1]) for b in range(3)]
+    assert agg["batch_ms_p50"].ci_method == "cluster bootstrap over batches (repeats kept together)"
+    assert (agg["batch_ms_p50"].ci_lo, agg["batch_ms_p50"].ci_hi) == pytest.approx(
+        _hand_cluster_ci(batch, 50)
+    )
+    # per-clip records of a batch resample with their batch: 3 clusters of 4 runs
+    assert agg["e2e_ms_p90"].ci_method.startswith("cluster bootstrap over batches")
+    per_clip = [np.concatenate([b[:1], b[:1], b[1:], b[1:]]) for b in batch]
+    assert (agg["e2e_ms_p90"].ci_lo, agg["e2e_ms_p90"].ci_hi) == pytest.approx(
+        _hand_cluster_ci(per_clip, 90)
+    )
+    rec = [np.array([1.0, 2.0, 2.0, 2.0]), np.array([9.0, 9.0])]
+    w = agg["window_ms_p50"]
+    assert w.ci_method.startswith("cluster bootstrap over recordings")
+    assert (w.ci_lo, w.ci_hi) == pytest.approx(_hand_cluster_ci(rec, 50))
+
+
+@pytest.mark.slow
+def test_greedy_cer_gets_a_bootstrap_ci_and_a_small_change_is_not_flagged(cache_dir):
+    """Greedy decoding repeats the same CER: a t-interval over repeats is zero-wide and flagged
+    any change. The harness records a bootstrap over clips for CER as for WER."""
+    from dataclasses import replace
+
+    from voxmeter.analysis.regress import compare
+    from voxmeter.run.harness import run_spec
+
+    spec = RunSpec(max_clips=4, repeats=2, warmup=0).with_(frames=200)  # cut clips: errors
+    old = list(run_spec(spec, [0, 1], cache_dir=cache_dir, instruments=False))
+    assert old[0].metrics["cer"] == old[1].metrics["cer"] > 0  # greedy: the same every repeat
+    cer = aggregate_results(old)[0].metrics["cer"]
+    assert cer.ci_method == "bootstrap over clips"
+    assert cer.ci_lo < cer.mean < cer.ci_hi
+    shift = (cer.ci_hi - cer.ci_lo) / 10  # a change well inside the interval
+    new = []
+    for r in old:
+        m = dict(r.metrics)
+        for k in ("cer", "cer_ci_lo", "cer_ci_hi"):
+            m[k] += shift
+        new.append(replace(r, metrics=m))
+    assert compare(aggregate_results(old), aggregate_results(new), metrics=("cer",))[0] == []

@@ -166,6 +166,63 @@ def test_a_sweep_cell_is_done_only_by_an_isolated_row_of_the_same_identity(tmp_p
         assert st.done_repeats(SPECS[0].spec_hash, TEST_IDENT, "inprocess") == {0}
 
 
+def test_ray_rows_complete_a_cell_only_for_a_ray_sweep(tmp_path):
+    """Ray rows (several specs may have shared the machine) do not finish a local sweep's
+    cell; isolated rows finish either; a cell is never completed by mixing the two."""
+    from voxmeter.sweep.runner import done_modes, plan, sweep_mode
+
+    assert (sweep_mode("local"), sweep_mode("ray")) == ("isolated", "ray")
+    assert done_modes("local") == ("isolated",) and set(done_modes("ray")) == {"isolated", "ray"}
+    ray_done, iso_done, mixed = SPECS
+
+    def row(spec, rep, mode):
+        r = make_result(spec, rep, wer=1.0)
+        r.mode = mode
+        return r
+
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        for r in (row(ray_done, 0, "ray"), row(ray_done, 1, "ray")):
+            st.add(r)
+        for r in (row(iso_done, 0, "isolated"), row(iso_done, 1, "isolated")):
+            st.add(r)
+        st.add(row(mixed, 0, "isolated"))
+        st.add(row(mixed, 1, "ray"))
+
+        def todo(executor):
+            jobs, _, n_done = plan(SPECS, st, identify=lambda s: TEST_IDENT, executor=executor)
+            return {j.spec.spec_hash: (j.missing, j.mode) for j in jobs}, n_done
+
+        local, n_local = todo("local")
+        assert n_local == 1 and local == {
+            ray_done.spec_hash: ([0, 1], "isolated"),
+            mixed.spec_hash: ([1], "isolated"),
+        }
+        on_ray, n_ray = todo("ray")
+        assert n_ray == 2 and on_ray == {mixed.spec_hash: ([0], "ray")}
+        # --force on Ray measures every repeat again and replaces only the ray rows
+        forced, _, _ = plan(SPECS, st, force=True, identify=lambda s: TEST_IDENT, executor="ray")
+        assert all(j.missing == [0, 1] and j.mode == "ray" for j in forced)
+        assert st.done_repeats(iso_done.spec_hash, TEST_IDENT, "isolated") == {0, 1}
+        assert st.done_repeats(ray_done.spec_hash, TEST_IDENT, "ray") == set()
+
+
+def test_ray_rows_are_never_averaged_with_isolated_rows():
+    from voxmeter.store import aggregate_results
+
+    spec = SPECS[0]
+    rows = []
+    for mode, rtfx in (("isolated", 10.0), ("ray", 4.0)):
+        for rep in range(2):
+            r = make_result(spec, rep, rtfx=rtfx + rep)
+            r.mode = mode
+            rows.append(r)
+    agg = {a.mode: a for a in aggregate_results(rows)}
+    assert set(agg) == {"isolated", "ray"}
+    assert agg["isolated"].value("rtfx") == 10.5 and agg["ray"].value("rtfx") == 4.5
+    assert agg["isolated"].n_repeats == agg["ray"].n_repeats == 2
+    assert "mode=ray" in agg["ray"].label and "mode=isolated" in agg["isolated"].label
+
+
 def test_a_crashed_child_keeps_its_traceback(tmp_path, caplog):
     """A bug in the isolated child is not a user error: the failed rows and the log keep the
     child's whole traceback, and the sweep goes on with the next spec."""
@@ -240,17 +297,22 @@ def test_ray_executor_on_a_local_instance(tmp_path):
                 executor="ray",
                 progress=False,
             )
-            assert summary.n_results == 5  # SPECS[0] repeat 0 was already there
+            # SPECS[0]'s one isolated repeat does not complete its cell, and Ray rows are
+            # never mixed with it: both of its repeats are measured again, in mode "ray"
+            assert summary.n_results == 6
             assert summary.failed == [(bad.label(), "model 'base': weights missing")]
             for s in SPECS:
-                assert st.done_repeats(s.spec_hash) == {0, 1}
-            assert st.get(SPECS[0].spec_hash)[0].metrics["wer"] == 1.0
-            assert len(st.failures()) == 2
-            # rows measured under Ray say that the machine's counters were shared
+                assert st.done_repeats(s.spec_hash, TEST_IDENT, "ray") == {0, 1}
+            assert st.done_repeats(SPECS[0].spec_hash, TEST_IDENT, "isolated") == {0}
+            assert len(st.failures()) == 2 and {f.mode for f in st.failures()} == {"ray"}
+            # rows measured under Ray say so, and that the machine's counters were shared
             from voxmeter.sweep.runner import RAY_NOTE
 
-            ray_rows = [r for r in st.all() if r.spec_hash != SPECS[0].spec_hash or r.repeat]
-            assert ray_rows and all(RAY_NOTE in r.warnings for r in ray_rows)
+            ray_rows = [r for r in st.all() if r.mode == "ray"]
+            assert len(ray_rows) == 6 and all(RAY_NOTE in r.warnings for r in ray_rows)
+            # a second Ray sweep finds every cell done
+            again = sweep(SPECS, st, runner=FakeRunner(), executor="ray", progress=False)
+            assert again.n_results == 0 and again.n_skipped == len(SPECS)
         assert ray.is_initialized()  # a Ray the caller started is left running
     finally:
         ray.shutdown()

@@ -1,5 +1,5 @@
-"""Accuracy figures: WER/CER as the Open ASR Leaderboard computes them, a bootstrap CI over
-clips, flags for hypotheses that look like failures, and UA/WA for classification.
+"""Accuracy figures: WER/CER as the Open ASR Leaderboard computes them, bootstrap CIs over
+clips (voxmeter.stats), flags for hypotheses that look like failures, and UA/WA for classification.
 
 WER convention: Whisper's English text normalizer on reference and hypothesis, then corpus
 totals (sum of substitutions + deletions + insertions over sum of reference words), never a
@@ -23,6 +23,8 @@ from functools import lru_cache
 
 import jiwer
 import numpy as np
+
+from voxmeter.stats import paired_bootstrap_ci, ratio_bootstrap_ci
 
 # failure_flags thresholds (see its docstring for why each value).
 SLOW_WORDS_PER_S = 1.5
@@ -122,46 +124,27 @@ def wer_bootstrap_ci(
     Clips, not words, are the unit resampled: words within a clip share a speaker and
     recording, so their errors are not independent. None when there are no reference words.
     """
-    counts = _all_counts(refs, hyps, normalized)
-    if not len(counts):
-        return None
-    return bootstrap_ci_from_counts(counts[:, :3].sum(axis=1), counts[:, 3], n_boot, seed, level)
+    return accuracy_bootstrap_cis(refs, hyps, n_boot, seed, level, normalized)["wer"]
 
 
-def bootstrap_ci_from_counts(
-    errors: np.ndarray,
-    ref_words: np.ndarray,
+def accuracy_bootstrap_cis(
+    refs: Sequence[str],
+    hyps: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> tuple[float, float] | None:
-    """The bootstrap of `wer_bootstrap_ci` on per-clip (edits, reference words) arrays.
-
-    Resamples whose clips hold no reference words (only possible with empty references) have
-    no WER and are left out of the percentiles.
-    """
-    if not (0.0 < level < 1.0):
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    errors = np.asarray(errors, dtype=np.int64)
-    ref_words = np.asarray(ref_words, dtype=np.int64)
-    m = len(errors)
-    if m == 0 or ref_words.sum() == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    # Chunked so that 1000 resamples of a 100k-clip corpus never hold 1e8 indices at once.
-    chunk = max(1, 4_000_000 // m)
-    wers = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, m, size=(min(chunk, n_boot - start), m))
-        e, n = errors[idx].sum(axis=1), ref_words[idx].sum(axis=1)
-        ok = n > 0
-        wers.append(100.0 * e[ok] / n[ok])
-    w = np.concatenate(wers)
-    if not len(w):
-        return None
-    tail = 100.0 * (1.0 - level) / 2.0
-    lo, hi = np.percentile(w, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+    normalized: bool = False,
+) -> dict[str, tuple[float, float] | None]:
+    """{"wer": CI, "cer": CI}: the percentile bootstrap over clips of `wer_bootstrap_ci`, for
+    both rates, from one alignment. Greedy decoding repeats the same text, so an interval
+    over repeats would be zero-wide; this one says how much the clips chosen move the rate."""
+    counts = _all_counts(refs, hyps, normalized)
+    if not len(counts):
+        return {"wer": None, "cer": None}
+    return {
+        "wer": ratio_bootstrap_ci(counts[:, :3].sum(axis=1), counts[:, 3], n_boot, seed, level),
+        "cer": ratio_bootstrap_ci(counts[:, 4], counts[:, 5], n_boot, seed, level),
+    }
 
 
 def wer_gap_ci(
@@ -179,11 +162,9 @@ def wer_gap_ci(
     stream's timing), all over `refs`; the gap is the mean over draws of each side's corpus
     WER. Both sides of a resample take the same clips, so what the clips share (speaker,
     difficulty) cancels and the interval is that of the difference, far narrower than two
-    separate WER intervals. The resampling is scipy.stats.bootstrap's (paired). None when
-    there are no reference words.
+    separate WER intervals (voxmeter.stats.paired_bootstrap_ci). None when there are no
+    reference words.
     """
-    from scipy.stats import bootstrap
-
     if not draws_a or not draws_b:
         raise ValueError("wer_gap_ci needs at least one draw on each side")
 
@@ -203,18 +184,8 @@ def wer_gap_ci(
     def stat(a: np.ndarray, b: np.ndarray, w: np.ndarray, axis: int = -1) -> np.ndarray:
         return 100.0 * (a.sum(axis=axis) - b.sum(axis=axis)) / np.maximum(w.sum(axis=axis), 1)
 
-    res = bootstrap(
-        (ea, eb, n.astype(np.float64)),
-        stat,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_boot,
-        confidence_level=level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    lo, hi = res.confidence_interval
-    return float(gap), float(lo), float(hi)
+    lo, hi = paired_bootstrap_ci((ea, eb, n.astype(np.float64)), stat, n_boot, seed, level)
+    return float(gap), lo, hi
 
 
 def failure_flags(

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from voxmeter.identity import Identity
+from voxmeter.stats import PERCENTILES  # noqa: F401  (percentile figures: pooled, see store)
 
 # key -> (unit, description). Percent figures are 0..100.
 METRIC_UNITS: dict[str, tuple[str, str]] = {
@@ -25,6 +26,10 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "audio_s": ("s", "audio measured"),
     "wer": ("%", "corpus WER after Whisper's English normalizer"),
     "cer": ("%", "corpus CER after Whisper's English normalizer"),
+    "wer_ci_lo": ("%", "WER's 95% bootstrap interval over clips, low end"),
+    "wer_ci_hi": ("%", "WER's 95% bootstrap interval over clips, high end"),
+    "cer_ci_lo": ("%", "CER's 95% bootstrap interval over clips, low end"),
+    "cer_ci_hi": ("%", "CER's 95% bootstrap interval over clips, high end"),
     "load_s": ("s", "model load time (not in RTFx)"),
     "convert_s": ("s", "one-off conversion to transformers format (first run only)"),
     "compress_s": ("s", "one-off structural compression (and recovery), cached as a model"),
@@ -147,8 +152,6 @@ METHOD_KEYS = (
     "stream_reference",
     "allocator",
 )
-# percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat
-PERCENTILES = (50, 90, 99)
 
 
 @dataclass

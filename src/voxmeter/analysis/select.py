@@ -55,7 +55,7 @@ def select(
     notes: list[str] = []
     if sweep_file is not None:
         wanted = sweep_spec_hashes(sweep_file)
-        rows = [r for r in rows if r.spec_hash in wanted and r.mode == "isolated"]
+        rows = [r for r in rows if r.spec_hash in wanted and r.mode in ("isolated", "ray")]
         have = {r.spec_hash for r in rows}
         notes.append(f"sweep {sweep_file}: {len(have)} of {len(wanted)} cell(s) measured")
         if not rows:

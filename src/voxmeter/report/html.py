@@ -275,8 +275,9 @@ def _estimate_notes(rows: list[AggRow]) -> list[str]:
         f"time; the paper's figure (gflops_paper_total in exports) is the {paper_label()}."
     )
     notes.append(
-        "CIs are 95%: WER from a bootstrap over clips where recorded; other figures from a "
-        "Student t-interval over repeats (none with a single repeat)."
+        "CIs are 95%: WER and CER from a bootstrap over clips where recorded; latency "
+        "percentiles from a cluster bootstrap over clips (repeats kept together); other "
+        "figures from a Student t-interval over repeats (none with a single repeat)."
     )
     cost_only = [r.label for r in rows if r.value("wer") is None]
     if cost_only:

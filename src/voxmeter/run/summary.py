@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from voxmeter.assets.bundled import ModelSource
-from voxmeter.metrics import corpus_wer, failure_flags, normalize, wer_bootstrap_ci
+from voxmeter.metrics import accuracy_bootstrap_cis, corpus_wer, failure_flags, normalize
 from voxmeter.result import PERCENTILES
 from voxmeter.spec import RunSpec
+from voxmeter.stats import percentiles
 
 GFLOP = 1e9
 
@@ -109,9 +110,7 @@ def workload_metrics(recs: list[dict]) -> dict[str, Any]:
         padded = sum(r["batch_padding_share"] * r["n_frames"] for r in batched)
         m["n_batches"] = len(units)
         m["padding_share"] = 100.0 * padded / frames_run if frames_run else None
-        for q, v in zip(
-            PERCENTILES, np.percentile([r["e2e_ms"] for r in units.values()], PERCENTILES)
-        ):
+        for q, v in zip(PERCENTILES, percentiles([r["e2e_ms"] for r in units.values()])):
             m[f"batch_ms_p{q}"] = float(v)
     long = [r for r in recs if "windows" in r]
     if long:
@@ -121,7 +120,7 @@ def workload_metrics(recs: list[dict]) -> dict[str, Any]:
         m["n_windows_flagged"] = sum(1 for w in wins if w.get("flags"))
         m["longform_decoding"] = long[0]["decoding"]
         if wins:
-            for q, v in zip(PERCENTILES, np.percentile([w["e2e_ms"] for w in wins], PERCENTILES)):
+            for q, v in zip(PERCENTILES, percentiles([w["e2e_ms"] for w in wins])):
                 m[f"window_ms_p{q}"] = float(v)
         vad = [w["vad_ms"] for r in long for w in r["windows"] if "vad_ms" in w]
         if vad:
@@ -170,7 +169,7 @@ def summarize_repeat(
     for stage in [*keys, "prefill", "e2e"]:
         vals = [r[f"{stage}_ms"] for r in recs if f"{stage}_ms" in r]
         if vals:
-            for q, v in zip(PERCENTILES, np.percentile(vals, PERCENTILES)):
+            for q, v in zip(PERCENTILES, percentiles(vals)):
                 m[f"{stage}_ms_p{q}"] = float(v)
         mem = [r[f"{stage}_mem_mb"] for r in recs if r.get(f"{stage}_mem_mb") is not None]
         if mem:
@@ -197,8 +196,8 @@ def summarize_repeat(
         refs, hyps = [r["ref"] for r in recs], [r["hyp"] for r in recs]
         w = corpus_wer(refs, hyps)
         m["wer"], m["cer"] = w.wer, w.cer
-        ci = wer_bootstrap_ci(refs, hyps, seed=spec.seed)
-        m["wer_ci_lo"], m["wer_ci_hi"] = ci if ci else (None, None)
+        for key, ci in accuracy_bootstrap_cis(refs, hyps, seed=spec.seed).items():
+            m[f"{key}_ci_lo"], m[f"{key}_ci_hi"] = ci if ci else (None, None)
         for r in recs:
             cw = corpus_wer([r["ref"]], [r["hyp"]])
             r["wer"], r["cer"] = cw.wer, cw.cer

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from voxmeter.stats import named_percentiles
 from voxmeter.stream.policy import Word
 from voxmeter.stream.replay import Trace
 
@@ -67,15 +68,12 @@ def match_by_utterance(
 
 def p50_p90_p99(values: Sequence[float]) -> dict[str, float | None]:
     """{"p50", "p90", "p99"} of `values` (None each when there are none)."""
-    if not len(values):
-        return {"p50": None, "p90": None, "p99": None}
-    p = np.percentile(np.asarray(values, dtype=float), [50, 90, 99])
-    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
+    return named_percentiles(values)
 
 
 def percentiles(values: Sequence[float], prefix: str) -> dict[str, float | None]:
     """p50_p90_p99 as the result's keys: `{prefix}_p50`..."""
-    return {f"{prefix}_{k}": v for k, v in p50_p90_p99(values).items()}
+    return named_percentiles(values, f"{prefix}_")
 
 
 def slope_per_hour(points: Sequence[tuple[float, float]], settle_s: float = 0.0) -> float | None:

@@ -2,10 +2,12 @@
 
 Resumability comes from the store: before running, each spec's finished repeats are looked up
 by its identity (spec hash, code fingerprint, weights and data digests) and mode, and only the
-missing repeat indices are measured. A sweep cell is done only by an isolated row: a `bench`
-run of the same spec in process (whose peak RSS is shared with whatever ran before it) does
-not count; every Result is written the
-moment it arrives (one transaction per row), so a sweep killed with -9 loses at most the
+missing repeat indices are measured. A local sweep writes `isolated` rows and a Ray sweep
+`ray` rows (several specs may have shared the machine), and aggregation never averages the
+two. A sweep cell is done when one mode holds all its repeats: isolated rows complete it
+for either executor, ray rows only for a Ray sweep (`done_modes`); a `bench` run in process
+(whose peak RSS is shared with whatever ran before it) never does. Every Result is written
+the moment it arrives (one transaction per row), so a sweep killed with -9 loses at most the
 repeats in flight and a re-run picks up where it stopped.
 
 A spec that fails with a VoxmeterError (a model that cannot load, a bad data set) leaves
@@ -82,11 +84,37 @@ class _Job:
     spec: RunSpec
     missing: list[int]
     ident: Identity | None = None
+    mode: str = "isolated"  # the mode its rows are written in (sweep_mode)
     written: set[int] = field(default_factory=set)
     error: str = ""  # a user error found while planning (e.g. a model that cannot resolve)
 
 
-SWEEP_MODE = "isolated"
+SWEEP_MODE = "isolated"  # a local sweep's rows: each spec alone in a fresh child process
+RAY_MODE = "ray"  # a Ray sweep's rows: other specs may have shared the machine
+
+
+def sweep_mode(executor: str) -> str:
+    """The mode a sweep's rows are written in."""
+    return RAY_MODE if executor == "ray" else SWEEP_MODE
+
+
+def done_modes(executor: str) -> tuple[str, ...]:
+    """Modes whose rows can complete a sweep cell: isolated rows always (the spec ran alone),
+    ray rows only when the sweep itself runs on Ray."""
+    return (SWEEP_MODE, RAY_MODE) if executor == "ray" else (SWEEP_MODE,)
+
+
+def missing_repeats(store: ResultStore, spec: RunSpec, ident: Identity, executor: str) -> list[int]:
+    """Repeats still to measure: none when one of `done_modes` holds them all (modes are
+    never mixed within a cell), else those the sweep's own mode lacks."""
+    want = set(range(spec.repeats))
+    for mode in done_modes(executor):
+        if want <= store.done_repeats(spec.spec_hash, ident, mode):
+            return []
+    done = store.done_repeats(spec.spec_hash, ident, sweep_mode(executor))
+    return sorted(want - done)
+
+
 RAY_NOTE = (
     "ray executor: other specs may have run at the same time on this machine; energy and "
     "CPU counters are machine-wide and were shared among them"
@@ -113,23 +141,26 @@ def plan(
     store: ResultStore,
     force: bool = False,
     identify: Callable[[RunSpec], Identity] | None = None,
+    executor: str = "local",
 ) -> tuple[list[_Job], int, int]:
     """The jobs still to run: (jobs, n_unique_specs, n_already_done)."""
     identify = identify or identity_here(None)
+    mode = sweep_mode(executor)
     unique = list({s.spec_hash: s for s in specs}.values())
     jobs, done_specs = [], 0
     for spec in unique:
         try:
             ident = identify(spec)
         except VoxmeterError as e:  # the spec fails alone; the sweep goes on
-            jobs.append(_Job(spec, list(range(spec.repeats)), error=str(e)))
+            jobs.append(_Job(spec, list(range(spec.repeats)), mode=mode, error=str(e)))
             continue
         if force:
-            store.delete(spec.spec_hash, ident, SWEEP_MODE)
-        done = store.done_repeats(spec.spec_hash, ident, SWEEP_MODE)
-        missing = [r for r in range(spec.repeats) if r not in done]
+            store.delete(spec.spec_hash, ident, mode)
+            missing = list(range(spec.repeats))
+        else:
+            missing = missing_repeats(store, spec, ident, executor)
         if missing:
-            jobs.append(_Job(spec, missing, ident))
+            jobs.append(_Job(spec, missing, ident, mode))
         else:
             done_specs += 1
     return jobs, len(unique), done_specs
@@ -153,7 +184,9 @@ def run_sweep(
     if address and executor != "ray":
         raise SpecError("--address: only meaningful with --executor ray")
     t0 = time.perf_counter()
-    jobs, n_specs, n_done = plan(specs, store, force, identify or identity_here(cache_dir))
+    jobs, n_specs, n_done = plan(
+        specs, store, force, identify or identity_here(cache_dir), executor
+    )
     summary = SweepSummary(n_specs=n_specs, n_skipped=n_done)
     if n_done:
         note = f"{n_done} of {n_specs} specs already done, skipping"
@@ -211,7 +244,7 @@ def _record_failure(
                     r,
                     message,
                     ident=job.ident,
-                    mode=SWEEP_MODE,
+                    mode=job.mode,
                     traceback=traceback,
                 )
             )
@@ -313,6 +346,7 @@ def _run_ray(
             kind, payload = ray.get(ref)  # a bug in the task re-raises here, traceback kept
             if kind == "result":
                 res = Result.from_dict(payload)
+                res.mode = RAY_MODE  # not `isolated`: other specs may have shared the machine
                 res.warnings.append(RAY_NOTE)
                 if res.metrics.get("energy_method"):
                     res.metrics["energy_method"] += (
