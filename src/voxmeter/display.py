@@ -2,10 +2,11 @@
 
 Every figure is summarised by the store's own aggregation (store.aggregate_results), so
 `bench`, `results show` and the report print the same numbers with the same intervals: latency
-percentiles pooled over clips x repeats, each with its bootstrap interval, WER with a
-bootstrap CI over clips, other figures as mean ± half-width of a t-interval over repeats; every
-interval is printed with the method the aggregation names. Text from data and users (labels,
-clip ids, reasons) is escaped, so rich never reads its brackets as markup.
+percentiles pooled over clips x repeats, each with a cluster bootstrap interval (a clip
+resampled with all its repeats), WER and CER with a bootstrap CI over clips, other figures as
+mean ± half-width of a t-interval over repeats; every interval is printed with the method the
+aggregation names. Text from data and users (labels, clip ids, reasons) is escaped, so rich
+never reads its brackets as markup.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
         ci = f"[{_fmt(m.get('wer_ci_lo'))}, {_fmt(m.get('wer_ci_hi'))}]"
         how = f"corpus, normalised; 95% CI: bootstrap over clips {ci}"
         _row(t, f"WER{scope}", _fmt(m["wer"]), "%", how)
-        _row(t, f"CER{scope}", _fmt(m.get("cer")), "%", "corpus, normalised")
+        cer_ci = f"[{_fmt(m.get('cer_ci_lo'))}, {_fmt(m.get('cer_ci_hi'))}]"
+        cer_how = f"corpus, normalised; 95% CI: bootstrap over clips {cer_ci}"
+        _row(t, f"CER{scope}", _fmt(m.get("cer")), "%", cer_how)
         if scope:
             _row(t, "", "", "", m["wer_scope"])
     _row(
@@ -153,7 +156,7 @@ def _accuracy_rows(t: Table, row: Any, m: dict, last: Result) -> None:
 
 
 def percentile_cis(aggs: list[Any], names: tuple[str, ...] = ("p50", "p90", "p99")) -> str:
-    """Each percentile's 95% CI, e.g. "95% CI (bootstrap over clip runs): p50 [9.8, 10.4],
+    """Each percentile's 95% CI, e.g. "95% CI (cluster bootstrap over clips): p50 [9.8, 10.4],
     p90 [...]", its method as the store's aggregation names it; "no CI" where none."""
     pairs = [(n, a) for n, a in zip(names, aggs) if a is not None]
     methods = list(dict.fromkeys(a.ci_method for _, a in pairs if a.ci_lo is not None))
