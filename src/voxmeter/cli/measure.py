@@ -160,7 +160,7 @@ def flops(
 ) -> None:
     """FLOPs per stage in three columns (counted, analytic, paper), without audio."""
     from voxmeter.display import print_flops
-    from voxmeter.measure.flopsreport import flops_table
+    from voxmeter.run.flopsreport import flops_table
 
     setup_logging(True)
     table = flops_table(model, frames, stride, pad, pool, tokens, cache_dir)
