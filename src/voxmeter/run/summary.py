@@ -270,7 +270,7 @@ def flops_metrics(
     formula, and the encoder's achieved GFLOP/s and share of peak: all clips' FLOPs over the
     encoder's time with each batch counted once (every clip of a batch carries the batch's
     time), divided by the peak of the dtype each matmul runs in (run/peakshare.py)."""
-    from voxmeter.measure.flops import paper_flops
+    from voxmeter.measure.flops import achieved_gflops, paper_flops
     from voxmeter.run.peakshare import encoder_peak_share
 
     m: dict[str, Any] = {}
@@ -284,7 +284,7 @@ def flops_metrics(
     m["gflops_analytic_total"] = m["gflops_analytic_enc"] + m["gflops_analytic_dec"]
     m["gflops_paper_total"] = paper_flops(dims, stride_k=spec.axes.stride).total / GFLOP
     enc_s = stage_s(recs, "enc")
-    m["enc_gflops_per_s"] = float(enc_fl.sum()) / GFLOP / enc_s if enc_s else None
+    m["enc_gflops_per_s"] = achieved_gflops(float(enc_fl.sum()), enc_s) if enc_s > 0 else None
     linear = sum(lin for lin, _ in enc_parts)
     rest = sum(r for _, r in enc_parts)
     m.update(encoder_peak_share(spec, linear, rest, enc_s, peaks))
