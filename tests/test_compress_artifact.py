@@ -71,7 +71,7 @@ def test_loaded_model_gives_the_saved_models_logits(compressed_dir, hf_source, s
 
 
 def test_the_hf_engine_runs_it_and_counted_flops_equal_analytic(compressed_dir, cache_dir):
-    from voxmeter.measure.flopsreport import flops_table
+    from voxmeter.run.flopsreport import flops_table
 
     t = flops_table(str(compressed_dir), 1000, 2, "silence", "avg", 9, cache_dir)
     for stage in ("encoder", "decoder"):

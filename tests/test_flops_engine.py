@@ -2,7 +2,7 @@
 
 import pytest
 
-from voxmeter.measure.flopsreport import flops_table
+from voxmeter.run.flopsreport import flops_table
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,11 @@ from voxmeter.measure.peak import (
     cache_key,
     cache_path,
     cached_peak,
+    cached_peaks,
     get_peak,
     matmul_flops,
     measure_matmul_peak,
+    peak_dtype,
 )
 from voxmeter.measure.windows import MeasureError
 
@@ -70,3 +72,32 @@ def test_corrupt_cache_is_measured_again(tmp_path: Path, caplog):
 def test_cache_dir_from_env(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("VOXMETER_CACHE", str(tmp_path))
     assert cache_path() == tmp_path / "matmul_peak.json"
+
+
+def test_int8_times_the_engines_int8_linear_kernel():
+    r = measure_matmul_peak(threads=1, dtype="int8", **FAST)
+    assert r.dtype == "int8" and r.gflops_per_s > 0 and r.n in (64, 128)
+    assert "linear_dynamic" in r.kernel and "7-bit" in r.kernel
+    full = measure_matmul_peak(threads=1, dtype="int8", int8_full_range=True, **FAST)
+    assert "8-bit activations (VNNI)" in full.kernel
+    assert measure_matmul_peak(threads=1, dtype="bf16", **FAST).dtype == "bfloat16"
+
+
+def test_the_cache_keeps_one_peak_per_dtype(tmp_path: Path):
+    fp32 = get_peak(threads=1, cache_dir=tmp_path, **FAST)
+    assert cached_peak(1, "int8", cache_dir=tmp_path) is None  # never the fp32 one
+    assert set(cached_peaks(1, cache_dir=tmp_path)) == {"fp32"}
+    int8 = get_peak(threads=1, dtype="int8", cache_dir=tmp_path, **FAST)
+    data = json.loads(cache_path(tmp_path).read_text())
+    assert data[cache_key(1, "int8", "cpu")]["kernel"] == int8.kernel
+    assert data[cache_key(1, "fp32", "cpu")]["gflops_per_s"] == fp32.gflops_per_s
+    assert cache_key(1, "fp32", "cpu") == cache_key(1, "float32", "cpu")
+    peaks = cached_peaks(1, cache_dir=tmp_path)
+    assert set(peaks) == {"fp32", "int8"} and peaks["int8"].gflops_per_s == int8.gflops_per_s
+
+
+def test_unknown_dtype_names_the_input():
+    with pytest.raises(MeasureError, match="'int4'"):
+        peak_dtype("int4")
+    with pytest.raises(MeasureError, match="cpu"):
+        measure_matmul_peak(threads=1, dtype="int8", device="cuda", **FAST)

@@ -203,7 +203,7 @@ def flops(
 ) -> None:
     """FLOPs per stage in three columns (counted, analytic, paper), without audio."""
     from voxmeter.display import print_flops
-    from voxmeter.measure.flopsreport import flops_table
+    from voxmeter.run.flopsreport import flops_table
 
     setup_logging(True)
     table = flops_table(model, frames, stride, pad, pool, tokens, cache_dir)
@@ -217,12 +217,28 @@ def flops(
 def peak(
     threads: int = typer.Option(2, min=1),
     device: str = typer.Option("cpu"),
+    dtype: str = typer.Option(
+        "fp32",
+        help="fp32, bf16, fp16 (torch.mm) or int8 (the hf engine's int8 Linear kernel, CPU)",
+    ),
     refresh: bool = typer.Option(False, help="measure again even if cached"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Measure the machine's matmul peak (GFLOP/s) once and cache it."""
+    """Measure the machine's matmul peak (GFLOP/s) in one dtype once and cache it; a run's
+    share of peak divides by the peak of the dtype it computes in."""
     from voxmeter.display import print_peak
-    from voxmeter.measure.peak import get_peak
+    from voxmeter.measure.peak import PEAK_DTYPES, get_peak
+    from voxmeter.measure.windows import MeasureError
 
-    res = get_peak(threads=threads, device=device, refresh=refresh)
+    if dtype not in PEAK_DTYPES:
+        raise MeasureError(f"peak: --dtype {dtype!r} is not one of {', '.join(PEAK_DTYPES)}")
+    full_range = False
+    if dtype == "int8":  # the range the engine's int8 Linear asks for here
+        from voxmeter.engines.quant import full_range_is_safe
+        from voxmeter.measure.envinfo import cpu_info
+
+        full_range = full_range_is_safe(cpu_info().flags)
+    res = get_peak(
+        threads=threads, dtype=dtype, device=device, refresh=refresh, int8_full_range=full_range
+    )
     print_peak(res, as_json)

@@ -55,7 +55,8 @@ def gpu_memory(spec: RunSpec) -> dict[str, Any]:
 class RepeatWindow:
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    peak_gflops: float | None = None
+    # the cached matmul peaks of this machine and thread count, by dtype (measure.peak)
+    peaks: dict[str, Any] = field(default_factory=dict)
 
 
 class Instruments:
@@ -142,14 +143,13 @@ class Instruments:
         w.metrics["steady_rss_mb"] = self.rss.current_mb()
         for stage in ("feat", "enc", "dec"):
             w.metrics[f"{stage}_mem_mb"] = self.rss.max_transient_mb(stage)
-        w.peak_gflops = self._peak()
+        w.peaks = self._peaks()
         return w
 
-    def _peak(self) -> float | None:
-        from voxmeter.measure.peak import cached_peak
+    def _peaks(self) -> dict[str, Any]:
+        from voxmeter.measure.peak import cached_peaks
 
-        p = cached_peak(threads=self.spec.threads, device=self.spec.device)
-        return p.gflops_per_s if p else None
+        return cached_peaks(threads=self.spec.threads, device=self.spec.device)
 
     def environment(self) -> dict[str, Any]:
         if self._env is None:
