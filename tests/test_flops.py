@@ -23,7 +23,6 @@ from voxmeter.measure.flops import (
     paper_flops,
     paper_label,
     paper_misfit,
-    peak_share,
 )
 from voxmeter.measure.windows import MeasureError
 
@@ -274,10 +273,7 @@ def test_counted_int8_linear():
 
 
 # -- throughput helpers -----------------------------------------------------------------------
-def test_achieved_and_peak_share():
+def test_achieved_gflops():
     assert achieved_gflops(36.94e9, 0.5) == pytest.approx(73.88)
-    assert peak_share(50.0, 200.0) == pytest.approx(25.0)
     with pytest.raises(MeasureError):
         achieved_gflops(1e9, 0)
-    with pytest.raises(MeasureError):
-        peak_share(1.0, 0.0)

@@ -479,9 +479,3 @@ def achieved_gflops(flops: float, seconds: float) -> float:
         raise MeasureError(f"achieved_gflops: seconds must be positive, got {seconds}")
     return flops / seconds / 1e9
 
-
-def peak_share(achieved_gflops_per_s: float, peak_gflops_per_s: float) -> float:
-    """Achieved throughput as a percentage (0..100) of a measured peak, like nanoGPT's MFU."""
-    if not peak_gflops_per_s > 0:
-        raise MeasureError(f"peak_share: peak must be positive, got {peak_gflops_per_s}")
-    return 100.0 * achieved_gflops_per_s / peak_gflops_per_s
