@@ -87,8 +87,10 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "enc_gflops_per_s": ("GFLOP/s", "achieved encoder throughput (analytic FLOPs / time)"),
     "enc_peak_share": (
         "%",
-        "achieved encoder GFLOP/s as a share of the matmul peak measured in the dtype each "
-        "part computes in (enc_peak_dtype); none where that peak was not measured",
+        (
+            "achieved encoder GFLOP/s as a share of the matmul peak measured in the dtype "
+            "each part computes in (enc_peak_dtype); none where that peak was not measured"
+        ),
     ),
     "energy_j": ("J", "energy over the measured clips"),
     "j_per_audio_s": ("J/s", "energy per second of audio"),
