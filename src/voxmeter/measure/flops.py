@@ -478,4 +478,3 @@ def achieved_gflops(flops: float, seconds: float) -> float:
     if not seconds > 0:
         raise MeasureError(f"achieved_gflops: seconds must be positive, got {seconds}")
     return flops / seconds / 1e9
-
