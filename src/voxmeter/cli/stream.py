@@ -133,9 +133,15 @@ def stream(
         note = "a single file's figures are printed, not stored (stream a data set to store)"
     else:
         from voxmeter.run.bench import measure_spec
+        from voxmeter.stream.run import run_stream_spec
 
         results, note = measure_spec(
-            spec, store, cache_dir=cache_dir, force=force, show=not (quiet or as_json)
+            spec,
+            store,
+            cache_dir=cache_dir,
+            force=force,
+            show=not (quiet or as_json),
+            runner=run_stream_spec,
         )
         metrics = results[-1].metrics if results else {}
     if as_json:

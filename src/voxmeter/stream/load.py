@@ -259,11 +259,11 @@ class Reference:
     ) -> tuple[list[Word], list[tuple[int, int]]]:
         """(reference words in stream time, [first, last) range per clip) of a plan. The
         first call for a clip aligns it: call before the clients start (it takes the CPU)."""
-        from voxmeter.assets.bundled import default_cache_dir, resolve_model
-        from voxmeter.stream.align import Aligner, Span
+        from voxmeter.assets.bundled import default_cache_dir
+        from voxmeter.stream.align import Span, reference_aligner
 
         if self._aligner is None:
-            self._aligner = Aligner(resolve_model("tiny.en", default_cache_dir(None)))
+            self._aligner = reference_aligner(default_cache_dir(None))
         words: list[Word] = []
         spans: list[tuple[int, int]] = []
         for start, i in placed:
