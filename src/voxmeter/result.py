@@ -145,6 +145,7 @@ METHOD_KEYS = (
     "vad_model",
     "wer_scope",
     "stream_reference",
+    "reference_aligner",
     "allocator",
 )
 # percentile figures: pooled over clips x repeats by aggregation, never averaged per repeat
