@@ -166,6 +166,7 @@ class StreamPlan:
     skipped: list[dict[str, str]]
     audio: JoinedAudio
     placed: list[tuple[float, int]]  # (start in the stream, clip index)
+    source: Any  # the spec's model, resolved and checked (run/model.py)
     ident: Any
 
 
@@ -188,7 +189,7 @@ def plan_stream(spec: RunSpec, cache: Path, data: Any) -> StreamPlan:
     source = resolve_checked(spec, cache)
     ident = identity_of(spec, cache, source, data.dataset, FileDigests(cache))
     audio = JoinedAudio([c.audio for c in clips], spec.stream.gap_s, spec.stream.duration_s)
-    return StreamPlan(clips, skipped, audio, audio.placements(), ident)
+    return StreamPlan(clips, skipped, audio, audio.placements(), source, ident)
 
 
 def run_stream_spec(
@@ -218,7 +219,7 @@ def run_stream_spec(
     allocator = allocator_note()
     peaks = ProcessPeaks()  # from here on: the model under test's memory
     try:
-        opened = open_model(spec, cache)
+        opened = open_model(spec, cache, source=plan.source)
     except BaseException:
         peaks.close()
         raise
