@@ -39,8 +39,8 @@ import time
 import numpy as np
 from common import write
 
-from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import AxisSettings, RunSpec, StreamSettings
+from voxmeter.stream.isolate import run_stream_spec_isolated
 
 KEYS = (
     "first_partial_s",
@@ -164,7 +164,7 @@ def serve_args(config: str) -> list[str]:
 
 def measure(spec: RunSpec, cache_dir: str | None) -> dict:
     t0 = time.perf_counter()
-    (res,) = run_spec_isolated(spec, [0], cache_dir=cache_dir)
+    (res,) = run_stream_spec_isolated(spec, [0], cache_dir=cache_dir)
     row = {k: res.metrics.get(k) for k in KEYS}
     series = next((c for c in res.clips if c.get("kind") == "rss_series"), None)
     if series and minutes_of(spec) >= 10:  # a long session's RSS over time, for the note

@@ -37,7 +37,7 @@ from voxmeter.metrics import corpus_wer, normalize, wer_gap_ci
 from voxmeter.run.harness import prepare_data
 from voxmeter.spec import RunSpec
 from voxmeter.stream import open_engine
-from voxmeter.stream.align import Span
+from voxmeter.stream.align import Span, reference_aligner
 from voxmeter.stream.measures import match_by_utterance, p50_p90_p99
 from voxmeter.stream.replay import JoinedAudio, replay
 from voxmeter.stream.run import make_session, offline_text, reference_words, warm_up
@@ -140,10 +140,11 @@ def over_shifts(spec: RunSpec, shifts: list[float], offline_ts: bool = True) -> 
     the mean gap (stream - offline). bench_stream.py calls it in a child process per
     configuration, without offline_ts (the sequential long-form pass is the diagnosis only)."""
     clips = [c for c in prepare_data(spec).clips if not c.is_long]
-    engine, source, _ = open_engine(spec, default_cache_dir(None))
+    aligner = reference_aligner(default_cache_dir(None))
+    engine, _, _ = open_engine(spec, default_cache_dir(None))
     try:
         warm_up(engine, spec, clips[0].audio)
-        runs = [compare(engine, spec, clips, shift, offline_ts, source) for shift in shifts]
+        runs = [compare(engine, spec, clips, shift, offline_ts, aligner) for shift in shifts]
     finally:
         engine.close()
     kinds = [k for k in KINDS if k in runs[0]["wer"]]
@@ -170,11 +171,12 @@ def compare(
     clips: list,
     shift_ms: float,
     offline_ts: bool = True,
-    source: Any = None,
+    aligner: Any = None,
 ) -> dict:
     """The three transcriptions of every clip, each clip led by `shift_ms` of silence
-    (offline_ts left out when `offline_ts` is False); with the model's `source`, also every
-    matched word's commit latency (ms, against the aligned reference, as measure_stream)."""
+    (offline_ts left out when `offline_ts` is False); with the reference `aligner`
+    (stream.align.reference_aligner), also every matched word's commit latency (ms, against
+    the aligned reference, as measure_stream)."""
     lead = np.zeros(round(shift_ms * SAMPLE_RATE / 1000), dtype=np.float32)
     audios = [np.concatenate([lead, c.audio]) for c in clips]
     audio = JoinedAudio(audios, spec.stream.gap_s, spec.stream.duration_s)
@@ -212,9 +214,9 @@ def compare(
         "relaxed": trace.relaxed_words,
         "unagreed": trace.unagreed_words,
     }
-    if source is not None:
+    if aligner is not None:
         spans = [Span(start, audios[i], clips[i].text) for start, i in placed]
-        ref_words, utterances = reference_words(source, spans)
+        ref_words, utterances = reference_words(aligner, spans)
         pairs = match_by_utterance(words, ref_words, utterances)
         out["commit_ms"] = [(trace.committed[h][1] - ref_words[r].end) * 1e3 for h, r in pairs]
     return out

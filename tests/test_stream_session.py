@@ -313,15 +313,16 @@ def test_hf_and_a_compressed_configuration_stream(cache_dir, default_clips):
 @pytest.mark.slow
 def test_stream_spec_lands_in_the_store(cache_dir, tmp_path):
     from voxmeter.run.bench import measure_spec
+    from voxmeter.stream.run import run_stream_spec
 
     spec = CT2.with_(stream_chunk_ms=1000, stream_vad=True, max_clips=3, repeats=1)
     store = tmp_path / "s.sqlite"
-    results, _ = measure_spec(spec, store, cache_dir=cache_dir, show=False)
+    results, _ = measure_spec(spec, store, cache_dir=cache_dir, show=False, runner=run_stream_spec)
     m = results[0].metrics
     for key in ("commit_ms_p50", "first_partial_s", "stream_wer", "offline_wer", "compute_ratio"):
         assert m[key] is not None and np.isfinite(m[key]), key
     assert m["commit_ms_p50"] >= m["commit_unaware_ms_p50"]  # compute only adds latency
-    again, note = measure_spec(spec, store, cache_dir=cache_dir, show=False)
+    again, note = measure_spec(spec, store, cache_dir=cache_dir, show=False, runner=run_stream_spec)
     assert "skipped" in note and len(again) == 1
 
 

@@ -156,6 +156,7 @@ METHOD_KEYS = (
     "vad_model",
     "wer_scope",
     "stream_reference",
+    "reference_aligner",
     "allocator",
 )
 

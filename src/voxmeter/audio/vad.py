@@ -1,41 +1,10 @@
 """Silero VAD over a stream, and the chunks of at most 30 s a batched long-form pipeline decodes.
 
-Three steps, each a function, then one that runs them all (`speech_chunks`; `chunker` binds
-its settings and model once, for a harness):
-
-1. `speech_probs(audio, model)`: Silero VAD's speech probability for every 512-sample frame
-   (32 ms at 16 kHz). The audio is read forward a block at a time and never held whole; the
-   model's recurrent state and the 64 samples of context it sees before each frame carry over
-   from block to block, so the probabilities are those of one pass over the recording.
-2. `speech_segments(probs, n_samples, settings)`: speech starts at a frame whose probability
-   reaches `threshold` and ends where it fell below `threshold - 0.15` (at least 0.01) and
-   did not reach `threshold` again for `min_silence_ms`; each segment is padded by
-   `speech_pad_ms` on both sides (a gap too short for both pads is split in the middle), and a segment still longer than
-   `max_segment_s` is cut at its least speech-like frame in the second half of the allowed
-   span (or exactly at the limit if that span holds no frame boundary).
-3. `collect_chunks(segments, max_segment_s)`: segments are gathered, in order, into chunks
-   whose speech adds up to at most `max_segment_s`; a chunk's audio is its segments' samples
-   joined end to end, the silence between them left out (faster-whisper's `collect_chunks`).
-
-The conventions (frame size, the lower threshold for the end of speech, the padding rule, the
-joining of speech into chunks) are faster-whisper's `get_speech_timestamps` and
-`collect_chunks`, whose defaults for its BatchedInferencePipeline are ours. Differences, each
-deliberate: the audio is streamed; and an over-long segment is cut at its least speech-like
-frame instead of at the last silence over 98 ms. A chunk keeps the times of its pieces, so a
-text is placed in the recording from its chunk's first start to its last end.
-
-An earlier version merged neighbouring segments into one contiguous span, the silence between
-them included (as WhisperX merges). On the bundled long-form set that cost 1.1 WER points
-against faster-whisper's batched pipeline (tiny.en int8: 8.44 against 7.38) and 50% more
-chunks (15 against 10); joined speech gives its 7.38 exactly.
-
-The model is the sequence export of Silero VAD v6 that faster-whisper ships
-(`faster_whisper/assets/silero_vad_v6.onnx`), or else the same export from the `silero-vad`
-package (`silero_vad/data/silero_vad_16k_sequence.onnx`), run with ONNX Runtime on one thread.
-The two files hold different weights: on the bundled long-form recordings (silero-vad 6.2.3
-against faster-whisper 1.2.1) about 4% of frames fall on the other side of 0.5 and single
-frames differ by up to 0.9, so which file ran belongs with a result (`SileroVad.path`,
-`SileroVad.digest`).
+`speech_probs` (per 32 ms frame, the audio streamed and never held whole), `speech_segments`
+(thresholds, padding, over-long segments cut) and `collect_chunks` (speech joined into chunks
+of at most `max_segment_s`), as faster-whisper's `get_speech_timestamps` and `collect_chunks`
+do; `speech_chunks` runs all three. The differences from faster-whisper, what they were
+measured to cost, and which Silero file runs: docs/streaming-notes.md, "audio/vad.py".
 """
 
 from __future__ import annotations

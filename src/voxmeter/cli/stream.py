@@ -98,8 +98,11 @@ def _stream_data(
 ) -> tuple[dict[str, Any], str]:
     """Stream the spec's data set into the store (or find it there): the last run's figures."""
     from voxmeter.run.bench import measure_spec
+    from voxmeter.stream.run import run_stream_spec
 
-    results, note = measure_spec(spec, store, cache_dir=cache_dir, force=force, show=show)
+    results, note = measure_spec(
+        spec, store, cache_dir=cache_dir, force=force, show=show, runner=run_stream_spec
+    )
     return (results[-1].metrics if results else {}), note
 
 

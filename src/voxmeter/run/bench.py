@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from voxmeter.result import Result
 from voxmeter.spec import RunSpec
 
 log = logging.getLogger("voxmeter")
+
+# runner(spec, repeats, cache_dir=..., data=..., progress=...) -> one Result per repeat
+Runner = Callable[..., Iterator[Result]]
 
 
 def measure_spec(
@@ -20,9 +24,12 @@ def measure_spec(
     isolated: bool = False,
     show: bool = True,
     rss_limit_mb: float | None = None,
+    runner: Runner | None = None,
 ) -> tuple[list[Result], str]:
     """Run the repeats of `spec` that the store lacks; return all its results and a note.
-    `rss_limit_mb` (isolated runs only): stop the child past this resident set (OverBudget)."""
+    `rss_limit_mb` (isolated runs only): stop the child past this resident set (OverBudget).
+    `runner` measures in process, called as harness.run_spec (its default) is: a stream
+    spec's caller passes stream.run.run_stream_spec (run never imports stream)."""
     from voxmeter.assets.bundled import default_cache_dir
     from voxmeter.identity import identity_of
     from voxmeter.store import ResultStore
@@ -54,7 +61,7 @@ def measure_spec(
         log.info(n)
     try:
         if todo:
-            for res in _run(spec, todo, cache_dir, isolated, show, rss_limit_mb):
+            for res in _run(spec, todo, cache_dir, isolated, show, rss_limit_mb, runner):
                 store.add(res)  # each repeat lands as soon as it is finished
         results = _matching(store, spec, ident, mode)
     finally:  # a stopped or crashed child (the budget tries the next candidate) leaks nothing
@@ -85,7 +92,15 @@ def stored_results(
         return _matching(store, spec, identity_of(spec, default_cache_dir(cache_dir)), mode)
 
 
-def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool, rss_limit_mb):
+def _run(
+    spec: RunSpec,
+    todo: list[int],
+    cache_dir,
+    isolated: bool,
+    show: bool,
+    rss_limit_mb,
+    runner: Runner | None,
+):
     if isolated:
         from voxmeter.run.isolate import run_spec_isolated
 
@@ -93,13 +108,15 @@ def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool, 
         return
     from voxmeter.run.harness import prepare_data, run_spec
 
+    measure = runner or run_spec
+
     data = prepare_data(spec)
     for cid, reason in data.skipped:
         log.warning("skipped clip %s: %s", cid, reason)
     if data.skipped:
         log.warning("%d clip(s) skipped as bad input: WER is partial", len(data.skipped))
     if not show:
-        yield from run_spec(spec, todo, cache_dir=cache_dir, data=data)
+        yield from measure(spec, todo, cache_dir=cache_dir, data=data)
         return
     from rich.progress import (
         BarColumn,
@@ -129,6 +146,6 @@ def _run(spec: RunSpec, todo: list[int], cache_dir, isolated: bool, show: bool, 
                 clip=clip_id,
             )
 
-        for res in run_spec(spec, todo, cache_dir=cache_dir, data=data, progress=progress):
+        for res in measure(spec, todo, cache_dir=cache_dir, data=data, progress=progress):
             state["repeat"] += 1
             yield res

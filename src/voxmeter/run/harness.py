@@ -9,7 +9,6 @@ slows execution), beside the closed-form count of the same shapes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from voxmeter.assets.bundled import ModelSource, default_cache_dir, resolve_model
-from voxmeter.engines import Engine, load_engine
+from voxmeter.assets.bundled import ModelSource, default_cache_dir
+from voxmeter.engines import Engine
 from voxmeter.errors import DataError
 from voxmeter.result import Result
+from voxmeter.run.model import prepare_weights  # noqa: F401 (its callers import it here)
 from voxmeter.spec import RunSpec
 
 COUNT_CLIPS = 3  # clips in the FLOPs counting pass
@@ -116,22 +116,24 @@ def prefill_pass(engine: Engine, data: PreparedData) -> dict[str, float] | None:
     return out
 
 
-def prepare_weights(spec: RunSpec, source: ModelSource, cache: Path) -> tuple[ModelSource, float]:
-    """Convert CTranslate2 weights for the hf engine before load is timed; the seconds spent
-    converting are returned only when a conversion really ran (0.0 when it was cached)."""
-    from dataclasses import replace
+@dataclass
+class _OpenRun:
+    """What every repeat of one run shares: the loaded model, the data, the instruments."""
 
-    from voxmeter.assets.convert import convert_cached
+    spec: RunSpec
+    engine: Engine
+    source: ModelSource
+    data: PreparedData
+    instr: Any
+    ident: Any
+    chunker: Callable | None
+    vad_model: str | None
+    load_s: float | None  # loaded once per run: the first repeat carries it
+    one_off: dict[str, float]  # convert, digest and compress seconds: the first repeat's
 
-    if spec.engine != "hf" or source.hf_dir is not None or source.ct2_dir is None:
-        return source, 0.0
-    root = cache / "hf"
-    before = set(root.iterdir()) if root.is_dir() else set()
-    t0 = time.perf_counter()
-    hf_dir = convert_cached(source.ct2_dir, cache)
-    took = time.perf_counter() - t0
-    fresh = hf_dir not in before
-    return replace(source, hf_dir=hf_dir), took if fresh else 0.0
+    def close(self) -> None:
+        self.instr.close()
+        self.engine.close()
 
 
 def run_spec(
@@ -144,83 +146,123 @@ def run_spec(
     data: PreparedData | None = None,
     mode: str = "inprocess",
 ) -> Iterator[Result]:
-    """Measure `spec` once per repeat index in `repeats`, yielding each Result when done."""
-    from voxmeter.measure.probes import Instruments
-    from voxmeter.run.summary import summarize_repeat
+    """Measure `spec` once per repeat index in `repeats`, yielding each Result when done.
 
+    A stream spec is not measured here: stream/run.py measures it (run never imports
+    stream); its callers choose, as `voxmeter stream` and the sweep's isolated runner do."""
     spec.validate()
     if not repeats:
         return
-    if spec.stream.enabled:  # a live stream: its own replay and figures (stream/run.py)
-        from voxmeter.stream.run import run_stream_spec
-
-        yield from run_stream_spec(
-            spec, repeats, cache_dir=cache_dir, progress=progress, data=data, mode=mode
+    if spec.stream.enabled:
+        raise ValueError(
+            f"spec {spec.spec_hash} ({spec.label()}) is a live stream: measure it with "
+            "voxmeter.stream.run.run_stream_spec (or stream.isolate in a child process)"
         )
-        return
-    from voxmeter.compress import compressed_source
+    run = _open_run(spec, default_cache_dir(cache_dir), data, progress, instruments)
+    try:
+        warm_up(run.engine, run.source, run.data, run.instr.off(), run.chunker)
+        counted = count_pass(run.engine, run.source, run.data) if instruments else None
+        prefill = prefill_pass(run.engine, run.data) if spec.batch_size == 1 else None
+        for r in repeats:
+            yield _measure_repeat(run, r, counted, prefill, progress, mode)
+    finally:
+        run.close()
+
+
+def _open_run(
+    spec: RunSpec,
+    cache: Path,
+    data: PreparedData | None,
+    progress: Callable[[str, int, int], None] | None,
+    instruments: bool,
+) -> _OpenRun:
+    """Data prepared, identity taken, model opened (run/model.py), instruments ready."""
     from voxmeter.identity import FileDigests, identity_of
+    from voxmeter.measure.probes import Instruments
+    from voxmeter.run.model import open_model, resolve_checked
 
     data = data or prepare_data(spec)
-    cache = default_cache_dir(cache_dir)
-    source = resolve_model(spec.model, cache)
-    spec.compression.check_model(source.dims.n_text_layer)  # before any work starts
+    source = resolve_checked(spec, cache)  # before any work starts
     files = FileDigests(cache)
     ident = identity_of(spec, cache, source, data.dataset, files)
-    source, convert_s = prepare_weights(spec, source, cache)
-    source, compress_s = compressed_source(spec, source, cache, progress)
-    one_off = {"convert_s": convert_s, "digest_s": files.hashed_s, "compress_s": compress_s}
-    t0 = time.perf_counter()
-    engine = load_engine(spec, cache, source)
-    load_s: float | None = time.perf_counter() - t0
-    instr = Instruments(spec, enabled=instruments)
-    skipped = [{"id": cid, "reason": why} for cid, why in data.skipped]
+    opened = open_model(spec, cache, source=source, progress=progress)
+    one_off = {
+        "convert_s": opened.convert_s,
+        "digest_s": files.hashed_s,
+        "compress_s": opened.compress_s,
+    }
     chunker, vad_model = None, None
-    if any(c.is_long for c in data.clips) and spec.workload.longform == "batched":
-        from voxmeter.run.workloads import speech_chunker
-
-        chunker, vad_model = speech_chunker(spec)
     try:
-        warm_up(engine, source, data, instr.off(), chunker)
-        counted = count_pass(engine, source, data) if instruments else None
-        prefill = prefill_pass(engine, data) if spec.batch_size == 1 else None
-        for r in repeats:
-            instr.begin_repeat()
-            recs = run_repeat(engine, source, data, instr, chunker, progress)
-            window = instr.end_repeat()
-            if prefill is not None:
-                for rec in recs:
-                    if rec["id"] in prefill:
-                        rec["prefill_ms"] = prefill[rec["id"]]
-            metrics, warnings = summarize_repeat(spec, engine, source, data, recs, window, counted)
-            if load_s is not None:  # loaded once per run: the first repeat carries it
-                metrics["load_s"] = load_s
-                load_s = None
-            metrics["prefill_method"] = (
-                "timed inside decode, up to the first token's logits"
-                if prefill is None
-                else "one first-token generate per clip, in an untimed pass before the repeats"
-            )
-            if vad_model:
-                metrics["vad_model"] = vad_model
-            # the first repeat of a run carries the one-off costs it paid, if any
-            metrics.update({k: v for k, v in one_off.items() if v > 0})
-            one_off = {}
-            res = Result(
-                spec_hash=spec.spec_hash,
-                spec=spec.to_dict(),
-                repeat=r,
-                metrics=metrics,
-                clips=recs,
-                env=instr.environment(),
-                warnings=warnings,
-                mode=mode,
-                skipped=skipped,
-            )
-            yield res.with_identity(ident)
-    finally:
-        instr.close()
-        engine.close()
+        instr = Instruments(spec, enabled=instruments)
+        if any(c.is_long for c in data.clips) and spec.workload.longform == "batched":
+            from voxmeter.run.workloads import speech_chunker
+
+            chunker, vad_model = speech_chunker(spec)
+    except BaseException:
+        opened.engine.close()
+        raise
+    return _OpenRun(
+        spec,
+        opened.engine,
+        opened.source,
+        data,
+        instr,
+        ident,
+        chunker,
+        vad_model,
+        opened.load_s,
+        one_off,
+    )
+
+
+PREFILL_METHODS = (
+    "timed inside decode, up to the first token's logits",
+    "one first-token generate per clip, in an untimed pass before the repeats",
+)
+
+
+def _measure_repeat(
+    run: _OpenRun,
+    r: int,
+    counted: dict | None,
+    prefill: dict[str, float] | None,
+    progress: Callable[[str, int, int], None] | None,
+    mode: str,
+) -> Result:
+    """One repeat over the data, summarised into its Result."""
+    from voxmeter.run.summary import summarize_repeat
+
+    spec, instr = run.spec, run.instr
+    instr.begin_repeat()
+    recs = run_repeat(run.engine, run.source, run.data, instr, run.chunker, progress)
+    window = instr.end_repeat()
+    if prefill is not None:
+        for rec in recs:
+            if rec["id"] in prefill:
+                rec["prefill_ms"] = prefill[rec["id"]]
+    metrics, warnings = summarize_repeat(
+        spec, run.engine, run.source, run.data, recs, window, counted
+    )
+    if run.load_s is not None:
+        metrics["load_s"] = run.load_s
+        run.load_s = None
+    metrics["prefill_method"] = PREFILL_METHODS[prefill is not None]
+    if run.vad_model:
+        metrics["vad_model"] = run.vad_model
+    metrics.update({k: v for k, v in run.one_off.items() if v > 0})
+    run.one_off = {}
+    res = Result(
+        spec_hash=spec.spec_hash,
+        spec=spec.to_dict(),
+        repeat=r,
+        metrics=metrics,
+        clips=recs,
+        env=instr.environment(),
+        warnings=warnings,
+        mode=mode,
+        skipped=[{"id": cid, "reason": why} for cid, why in run.data.skipped],
+    )
+    return res.with_identity(run.ident)
 
 
 def run_repeat(

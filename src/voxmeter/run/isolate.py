@@ -23,7 +23,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from voxmeter.errors import VoxmeterError
@@ -49,23 +49,36 @@ class OverBudget(VoxmeterError):
         self.rss_mb = rss_mb
 
 
+HARNESS_CHILD = "voxmeter.run.isolate"  # this module's __main__: harness.run_spec
+
+
 def run_spec_isolated(
     spec: RunSpec,
     repeats: list[int],
     *,
     cache_dir: str | Path | None = None,
     rss_limit_mb: float | None = None,
+    child: str = HARNESS_CHILD,
 ) -> Iterator[Result]:
+    """One Result per repeat of `spec`, measured in a fresh `python -m child` process that
+    speaks the protocol above (child_main). The default child runs the harness; a stream
+    spec's child is stream.isolate's."""
     if not repeats:
         return
+    if spec.stream.enabled and child == HARNESS_CHILD:
+        raise ValueError(
+            f"spec {spec.spec_hash} ({spec.label()}) is a live stream: measure it isolated "
+            "with voxmeter.stream.isolate.run_stream_spec_isolated"
+        )
     built_s = 0.0
     if spec.compression.changes_weights:
         # its stderr is the terminal's: a recovery run's progress bar shows while it trains
-        for line in _child_lines(spec, {"build": True}, cache_dir, None, own_stderr=False):
+        lines = _child_lines(spec, {"build": True}, cache_dir, None, child, own_stderr=False)
+        for line in lines:
             if line.startswith("BUILT "):
                 built_s = float(line[6:])
     first = True
-    for line in _child_lines(spec, {"repeats": repeats}, cache_dir, rss_limit_mb):
+    for line in _child_lines(spec, {"repeats": repeats}, cache_dir, rss_limit_mb, child):
         if line.startswith("RESULT "):
             res = Result.from_dict(json.loads(line[7:]))
             if first and built_s > 0:
@@ -79,6 +92,7 @@ def _child_lines(
     request: dict,
     cache_dir: str | Path | None,
     rss_limit_mb: float | None,
+    child: str,
     own_stderr: bool = True,
 ) -> Iterator[str]:
     """The protocol lines of one child run on `request`; errors and crashes raised. With
@@ -87,7 +101,7 @@ def _child_lines(
     payload = json.dumps({"spec": spec.to_dict(), "cache_dir": str(cache_dir or ""), **request})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxmeter.run.isolate"],
+        [sys.executable, "-m", child],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if own_stderr else None,
@@ -171,28 +185,24 @@ class _RssGuard:
 
 def _build(spec: RunSpec, cache_dir: str | None) -> float:
     """Build (or find cached) the compressed model of `spec`; the seconds building took."""
-    from voxmeter.assets.bundled import default_cache_dir, resolve_model
-    from voxmeter.compress import compressed_source
-    from voxmeter.run.harness import prepare_weights
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.run.model import build_source, resolve_checked
 
     spec.validate()
     cache = default_cache_dir(cache_dir)
-    source = resolve_model(spec.model, cache)
-    spec.compression.check_model(source.dims.n_text_layer)
-    source, _ = prepare_weights(spec, source, cache)
-    return compressed_source(spec, source, cache)[1]
+    return build_source(spec, resolve_checked(spec, cache), cache)[2]
 
 
-def _child() -> int:
-    from voxmeter.run.harness import run_spec
-
+def child_main(runner: Callable[..., Iterator[Result]]) -> int:
+    """The child's side of the protocol (module doc), measuring with `runner` (called as
+    harness.run_spec is: spec, repeats, cache_dir=..., mode="isolated")."""
     req = json.loads(sys.stdin.read())
     spec = RunSpec.from_dict(req["spec"])
     try:
         if req.get("build"):
             sys.stdout.write(f"BUILT {_build(spec, req['cache_dir'] or None)!r}\n")
             return 0
-        for res in run_spec(
+        for res in runner(
             spec, req["repeats"], cache_dir=req["cache_dir"] or None, mode="isolated"
         ):
             sys.stdout.write("RESULT " + res.to_json() + "\n")
@@ -202,6 +212,12 @@ def _child() -> int:
         sys.stdout.flush()
         return 2
     return 0
+
+
+def _child() -> int:
+    from voxmeter.run.harness import run_spec  # looked up now: a test hook may replace it
+
+    return child_main(run_spec)
 
 
 if __name__ == "__main__":

@@ -66,22 +66,11 @@ def release_heap() -> bool:
 def open_engine(
     spec: Any, cache_dir: str | Path | None = None, replicas: int = 1
 ) -> tuple[Any, Any, float]:
-    """(engine, model source, load seconds) for a spec, compressed configurations included:
-    weights converted and compression built (cached) as the harness does, then loaded
-    (`replicas`: engines.load_engine)."""
-    import time
-
-    from voxmeter.assets.bundled import default_cache_dir, resolve_model
-    from voxmeter.compress import compressed_source
-    from voxmeter.engines import load_engine
-    from voxmeter.run.harness import prepare_weights
+    """(engine, model source, load seconds) for a spec, compressed configurations included,
+    opened as the harness opens it (run/model.py; `replicas`: engines.load_engine)."""
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.run.model import open_model
 
     spec.validate()
-    cache = default_cache_dir(cache_dir)
-    source = resolve_model(spec.model, cache)
-    spec.compression.check_model(source.dims.n_text_layer)
-    source, _ = prepare_weights(spec, source, cache)
-    source, _ = compressed_source(spec, source, cache, None)
-    t0 = time.perf_counter()
-    engine = load_engine(spec, cache, source, replicas=replicas)
-    return engine, source, time.perf_counter() - t0
+    opened = open_model(spec, default_cache_dir(cache_dir), replicas=replicas)
+    return opened.engine, opened.source, opened.load_s

@@ -1,10 +1,12 @@
 """When each reference word's audio ended: forced alignment of a known text to its audio.
 
 Commit latency is measured from the end of a word's audio, so the reference needs word times.
-They come from one offline pass of the bundled model's cross-attention, aligned by dynamic time
-warping: CTranslate2's `Whisper.align` (the method faster-whisper's `word_timestamps` runs),
-over the alignment heads the model's config lists, given the reference text's tokens rather
-than a hypothesis. A word starts where the DTW path first reaches its first token and ends where
+They come from one named reference aligner, the same for every stream whatever model it
+measures (so two models' latencies share one clock, and a model without CTranslate2 weights
+streams too): the bundled tiny.en's cross-attention, aligned by dynamic time warping with
+CTranslate2's `Whisper.align` (the method faster-whisper's `word_timestamps` runs), over the
+alignment heads the model's config lists, given the reference text's tokens rather than a
+hypothesis. A word starts where the DTW path first reaches its first token and ends where
 the path reaches the next word's first token (the last word: where its last token's path ends).
 Times are in the path's 20 ms steps. Spans are at most 30 s (one window); a long stream is
 aligned span by span (each clip of a joined data set, or each offline segment of a file).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,8 @@ from voxmeter.stream.policy import Word
 SAMPLE_RATE = 16000
 STEP_S = 0.02  # one encoder position: the DTW path's time resolution
 MAX_SPAN_S = 30.0
+REFERENCE_MODEL = "tiny.en"  # the reference aligner's model, whatever model streams
+REFERENCE_ALIGNER = f"{REFERENCE_MODEL} (CTranslate2 Whisper.align, float32, CPU)"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,13 @@ def words_from_path(
         text = "".join(pieces[a:b]).strip()
         out.append(Word(offset_s + start * STEP_S, offset_s + max(end, start + 1) * STEP_S, text))
     return out
+
+
+def reference_aligner(cache: Path) -> Aligner:
+    """The reference aligner every stream's word times come from (REFERENCE_ALIGNER)."""
+    from voxmeter.assets.bundled import resolve_model
+
+    return Aligner(resolve_model(REFERENCE_MODEL, cache))
 
 
 class Aligner:

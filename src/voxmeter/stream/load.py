@@ -1,43 +1,13 @@
 """`voxmeter load`: many live clients against a running `voxmeter serve`, and the latency of
 what they are sent back (MLPerf LoadGen's Server scenario, for a streaming recogniser).
 
-The load generator is apart from the system under test, as LoadGen is: it only speaks the
-WebSocket protocol (protocol.py), so it measures any server that does, over a real socket.
-
-Each simulated client streams the bundled default set's speech (clips joined with `gap_s` of
-silence; of N clients, client i starts at clip i * n_clips // N, so that together they cover
-the set) at real-time pace, a `frame_ms` frame at a time, sending frame k when its audio would
-have been spoken: t0 + (k + 1) * frame_ms, as a microphone delivers it. The figure of merit is the **commit latency** of every committed word:
-the wall time its commit event arrived minus the wall time the frame holding the end of the
-word's audio was sent. It counts network, queueing, compute and the policy's wait for
-agreement alike. The end of a word's audio comes from the reference, as in `voxmeter stream`
-(stream/measures.py): before the clients start, every clip they will send is force-aligned
-to its reference text (stream/align.py, the bundled tiny.en, once per clip and process), and
-when a stream ends its committed words are matched to the reference words in order, clip by
-clip; words that match none (errors) have no latency, and the share matched is reported. The
-server's own word times are not used: they are estimates (interpolated over a timestamp
-segment, or spread over an utterance by a plain final pass), and on the bundled set they lie
-about 0.46 s before the reference ends at the median, which added that much to every latency
-(500 ms chunks, LA-2, VAD: p50 1239 ms from the server's times against 773 ms from the
-reference, on one trace). `run_stream` without a reference (tests' speakers) falls back on
-them. Percentiles are pooled over every matched word of every stream (p50/p90/p99, numpy's
-linear interpolation).
-
-Arrivals: "fixed" starts `streams` clients together (spread over the first second, so their
-steps do not run in lockstep), each streaming `duration_s`; "poisson" starts sessions with
-exponential inter-arrival times at `rate` per second for `duration_s`, each `session_s` long.
-`find_capacity` runs 1, 2, 4, 6, 8, ... fixed streams and stops at the first level that misses
-the SLO (p99 over it, an error, or a stream without its final): the capacity is the level
-before. Every level streams the same speech, the whole set once, divided among its clients
-(each runs max(duration_s, set / streams) from its own starting clip), so that levels differ
-in load alone: a p99 needs words to stand on, and it moves with what is said. On two cores
-one stream of 30 s (about 80 words, whose p99 is nearly the largest single latency) missed a
-3 s SLO (3.09 s) that four streams of 30 s then held (2.79 s over about 320 words); one
-stream of 120 s missed it at 4.2 s, all of the tail in two hard sentences, which four 30 s
-streams starting at clips 0-3 never reached. `min_level_audio_s` sets a shorter level.
-
-Every run ends by a hard deadline, and only loopback servers are driven: this is a benchmark,
-not a load tool to point at someone else's machine.
+The load generator only speaks the WebSocket protocol (protocol.py), apart from the system
+under test as LoadGen is. Clients send real speech at real-time pace; a word's commit latency
+is when its commit arrived minus when the frame holding the end of its audio was sent, the end
+taken from the reference aligner (stream/align.py), not the server's estimates.
+`find_capacity` raises the number of streams until the SLO is missed. Only loopback servers
+are driven. Arrivals, the capacity search and the measurements behind them:
+docs/streaming-notes.md, "stream/load.py".
 """
 
 from __future__ import annotations
@@ -83,7 +53,7 @@ def check_loopback(url: str) -> str:
 
 @dataclass(frozen=True)
 class LoadConfig:
-    """One load run (module doc)."""
+    """One load run (docs/streaming-notes.md)."""
 
     url: str
     streams: int = 1
@@ -247,8 +217,9 @@ def speech_plan(
 
 
 class Reference:
-    """Reference words of the bundled default set's clips (module doc): stream.align's
-    Aligner, which aligns each clip once and shifts it to each place it is streamed."""
+    """Reference words of the bundled default set's clips, by the reference aligner
+    (stream/align.py), which aligns each clip once and shifts it to each place it is
+    streamed (docs/streaming-notes.md)."""
 
     def __init__(self, clips: list[np.ndarray], texts: list[str]) -> None:
         self.clips, self.texts = clips, texts
@@ -259,11 +230,11 @@ class Reference:
     ) -> tuple[list[Word], list[tuple[int, int]]]:
         """(reference words in stream time, [first, last) range per clip) of a plan. The
         first call for a clip aligns it: call before the clients start (it takes the CPU)."""
-        from voxmeter.assets.bundled import default_cache_dir, resolve_model
-        from voxmeter.stream.align import Aligner, Span
+        from voxmeter.assets.bundled import default_cache_dir
+        from voxmeter.stream.align import Span, reference_aligner
 
         if self._aligner is None:
-            self._aligner = Aligner(resolve_model("tiny.en", default_cache_dir(None)))
+            self._aligner = reference_aligner(default_cache_dir(None))
         words: list[Word] = []
         spans: list[tuple[int, int]] = []
         for start, i in placed:
@@ -351,7 +322,7 @@ async def _collect(
             if ev["type"] == "commit" and sent_at:
                 words = event_words(ev)
                 result.commits += [(w, now) for w in words]
-                if server_times:  # no reference: the server's word times (module doc)
+                if server_times:  # no reference: the server's word times (streaming-notes)
                     result.latencies_ms += _latencies(words, sent_at, now, frame_s)
                 result.text = ev.get("text", result.text)
             elif ev["type"] == "final":
@@ -375,7 +346,8 @@ async def run_stream(
     """One client: start, audio at real-time pace, stop, then every event up to the close.
     `stop`, once set, ends the audio early (the client then stops as at the audio's end).
     Latencies are against `reference` (words in stream time, [first, last) per clip: see
-    Reference.words), or without one against the server's own word times (module doc)."""
+    Reference.words), or without one against the server's own word times
+    (docs/streaming-notes.md)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -475,7 +447,7 @@ async def find_capacity(
     min_level_audio_s: float | None = None,
 ) -> CapacityReport:
     """Fixed-arrival levels of growing size until one misses the SLO, each streaming at least
-    `min_level_audio_s` in all (None: the whole set once; module doc)."""
+    `min_level_audio_s` in all (None: the whole set once; docs/streaming-notes.md)."""
     if min_level_audio_s is None:
         min_level_audio_s = set_seconds(cfg.gap_s)
     out = CapacityReport([])

@@ -1,42 +1,10 @@
 """LocalAgreement-n: which words of a streaming hypothesis are stable enough to commit.
 
 The policy of ufal/whisper_streaming (Macháček et al., 2023), kept apart from any ASR back end
-as there: the back end transcribes the growing audio buffer after every chunk and hands the
-words here; a word is committed once `n` consecutive hypotheses agree on it (the longest
-common prefix of the last n hypotheses past what is already committed). Committed words never
-change; the rest of the newest hypothesis is the partial result, which may still be revised.
-
-Before two hypotheses are compared, each is cut to what follows the committed text. A
-hypothesis covers the whole buffer, so it normally restates the words already committed from
-that buffer: where its words match those (in order, by text), it is cut after the match of the
-last committed word, provided the two lie within TEXT_CUT_TOLERANCE_S of each other in time (a
-lone "the" matched to a "the" seconds later drops every word between: on the bundled set,
-with "He asked when the" committed, the hypothesis "He asked whether anyone had seen this
-keys, but no more than the room could remember" was cut after its second "the", 2.5 s on, and
-the nine words from "had" to "the" were never committed). Where the text does not match
-(the model rephrased a committed word), it is cut by time as whisper_streaming does: words
-that start before the last committed word's end, less a 0.1 s tolerance, are dropped. Time
-alone is not enough here: our word times are interpolated within timestamp segments
-(stream/session.py), off by a word's length at times, and a word cut by a wrong time is lost
-for good. Then a leading 1- to 5-word n-gram equal to
-the committed tail is removed (the back end is prompted with the committed text before the
-buffer and may repeat it). Words compare by their normalised text (case and punctuation
-ignored), so "Hello," and "hello" agree. Where the caller knows how many leading words restate
-committed ones (the session forced the decoder to start with them), the hypothesis is cut
-there, with no matching.
-
-`max_wait_s` (off by default) bounds how long a word may wait for agreement: once the stream
-has run that far past a pending word's (estimated) end, the newest hypothesis's copy of it is
-committed, with every word before it, agreed or not. LocalAgreement alone commits a word whose
-hypotheses keep changing only when they settle or the utterance ends, seconds later; that tail
-is what sets a stream's p99 commit latency. The bound trades it for words that had no
-agreement: word times are interpolated estimates, so it is approximate by about a word.
-
-`relax_s` (off by default; n >= 3 only) is a softer bound before that one: once the stream has
-run that far past a pending word's end, the word needs only the last two hypotheses to agree
-on it (LocalAgreement-2) rather than the last n. A word the model keeps changing still waits
-for max_wait_s (or for agreement); one that two hypotheses already read alike, but a third
-older one did not, is committed earlier, and with agreement behind it.
+as there: a word is committed once `n` consecutive hypotheses agree on it, each hypothesis
+first cut to what follows the committed text (by text, else by time, then de-duplicated).
+`max_wait_s` and `relax_s` bound how long a word may wait for agreement. How the cut works and
+the failures that shaped it: docs/streaming-notes.md, "stream/policy.py".
 """
 
 from __future__ import annotations
@@ -91,12 +59,13 @@ def common_prefix(hyps: list[list[Word]]) -> int:
 
 @dataclass
 class LocalAgreement:
-    """LocalAgreement-n over successive hypotheses (see module doc). n >= 1; n = 1 commits
-    every hypothesis as it comes (no stability check), the lower bound on latency."""
+    """LocalAgreement-n over successive hypotheses (see docs/streaming-notes.md). n >= 1;
+    n = 1 commits every hypothesis as it comes (no stability check), the lower bound on
+    latency."""
 
     n: int = 2
-    max_wait_s: float = 0.0  # 0: off (see module doc)
-    relax_s: float = 0.0  # 0: off (see module doc)
+    max_wait_s: float = 0.0  # 0: off (see docs/streaming-notes.md)
+    relax_s: float = 0.0  # 0: off (see docs/streaming-notes.md)
     committed: list[Word] = field(default_factory=list)  # the last KEEP_COMMITTED of them
     n_committed: int = 0
     n_relaxed: int = 0  # of n_committed: by relax_s, with two hypotheses' agreement
@@ -126,7 +95,8 @@ class LocalAgreement:
         return self.committed[-1].end if self.committed else 0.0
 
     def _tail(self, words: list[Word], buffer_start: float | None, known: int = 0) -> list[Word]:
-        """The part of a hypothesis that follows the committed text (see module doc)."""
+        """The part of a hypothesis that follows the committed text (docs/streaming-notes.md,
+        "Cutting a hypothesis")."""
         skip = sum(1 for w in words[:known] if w.key)
         words = [w for w in words if w.key]
         at = skip if skip else self._text_cut(words, buffer_start)
@@ -175,7 +145,7 @@ class LocalAgreement:
         decoder was forced to start with them): it is cut right after them. `now`: the
         stream time heard so far; with max_wait_s, the words of this hypothesis that ended
         max_wait_s before it are committed too; with relax_s, those that ended relax_s before
-        it and that the last two hypotheses agree on (module doc)."""
+        it and that the last two hypotheses agree on (docs/streaming-notes.md)."""
         tail = self._tail(words, buffer_start, known)
         hyps = [*self._recent, tail]
         overdue = self._older_than(tail, now, self.max_wait_s)

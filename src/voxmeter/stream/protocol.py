@@ -1,39 +1,8 @@
 """The live transcription protocol over WebSocket, version 1 (`voxmeter serve`, `voxmeter load`).
 
-Everything here is a pure function or a dataclass, so the schema is tested without a socket;
-server.py and load.py only move these messages. docs/stream-protocol.md says the same for
-people writing a client in another language.
-
-Client -> server
-    1. One text frame, JSON: {"type": "start", "version": 1, "sample_rate": 16000,
-       "format": "pcm_s16le", "channels": 1}. sample_rate may be any integer in
-       [8000, 48000]; the server resamples it to 16 kHz with a streaming resampler.
-    2. Binary frames: PCM, signed 16-bit little-endian, mono, at the announced rate. A frame
-       holds a whole number of samples (an even byte count) and at most `max_frame_bytes`.
-    3. Optionally a text frame {"type": "stop"}: the server finishes the utterance, sends the
-       remaining commits and a `final` event, then closes (1000). Closing without `stop`
-       drops the session and whatever it had not committed.
-
-Server -> client (text frames, JSON, each with a "type")
-    ready    {"session", "version", "chunk_ms", "limits": {"max_frame_bytes", "max_buffer_s",
-             "max_ahead_s", "min_sample_rate", "max_sample_rate"}}: after a valid start.
-    partial  {"text", "words": [{"start", "end", "text"}], "audio_s", "compute_s"}: the
-             uncommitted hypothesis after a step; later events may revise it.
-    commit   {"words": [...], "text", "audio_s", "compute_s"}: words that never change again;
-             "text" is the committed transcript's last 256 words (a client keeps the whole).
-    final    {"text", "audio_s", "compute_s", "steps", "forced_trims"}: after `stop`; the
-             server closes next. compute_s is the session's total model time.
-    error    {"code", "message", "fatal"}: see ERRORS; a fatal error is followed by a close.
-Word times are seconds of audio from the start of the stream (at the client's own rate).
-"audio_s" is the audio received when the step began, so a client can relate events to what
-it sent.
-
-Why the rules are as they are: a start that cannot be honoured (version, format, rate) is
-fatal, as nothing after it could be read. Errors that cost no audio (a malformed or unknown
-text message after start, a second start) are reported and the stream goes on. Errors that
-lose or shift audio (an odd byte count shifts every later sample, an oversized frame is
-dropped, a client ahead of real time) are fatal, since a transcript with a silent hole is
-worse than a clear refusal.
+Its messages, errors and limits are specified in docs/stream-protocol.md (for people writing a
+client in another language). Everything here is a pure function or a dataclass, so the schema
+is tested without a socket; server.py and load.py only move these messages.
 """
 
 from __future__ import annotations

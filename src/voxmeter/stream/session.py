@@ -2,97 +2,12 @@
 after each chunk, with LocalAgreement deciding what to commit (whisper_streaming's
 `OnlineASRProcessor`, over voxmeter's engine stages).
 
-After each chunk the whole buffer is transcribed with timestamp tokens: features at the
-buffer's own length (the spec's frames; "fit" runs the encoder on the buffer rounded up to
-`fit_step_s`, padded with silence), the encoder, then greedy decoding with Whisper's timestamp
-rules, prompted with the committed text that precedes the buffer. Each timestamp segment's
-words get times interpolated over its tokens (Whisper gives times per segment, not per word;
-the word times only decide where the buffer may be cut and which words of a hypothesis repeat
-committed ones, never a latency figure).
-
-The buffer never grows without bound:
-- once it is longer than `trim_s`, it is cut at the end of the last timestamp segment that is
-  wholly committed (whisper_streaming's "segment" trimming), so no uncommitted speech is lost;
-- if it still reaches `max_buffer_s` (no segment ends inside the committed text: silence or
-  noise that the model keeps rewriting, or a very long sentence), it is cut at the committed
-  end, or failing that to its last `trim_s` seconds. Audio cut that way was never committed:
-  each forced cut is counted (`forced_trims`).
-
-With a VAD (Silero), only speech reaches the buffer: silence outside speech is dropped (a short
-pre-roll is kept), and when speech stops for `vad_silence_ms` the utterance is finished, every
-pending word committed at once and the buffer emptied. That is the end-of-utterance path a
-live captioner needs, and what keeps minutes of silence from costing compute. The next
-utterance starts without a prompt, as whisper_streaming's VAD controller restarts its
-processor (`init`) at each speech start: the prompt is committed text of the same utterance
-only, the way offline long-form does not carry text from one recording to the next (on the
-bundled set, whose clips are unrelated sentences, the mean streaming WER over four shifts went
-from 15.37 to 15.17: within its noise, see benchmarks/diag_stream_gap.py).
-
-The last pass over an utterance (`finish_utterance`) decodes, by default, without timestamp
-tokens (`final_pass="plain"`), as `bench` decodes a clip: nothing is cut or agreed on after it,
-so it needs no segment times, and tiny.en transcribes a whole clip better without them (on the
-bundled set, offline WER 13.18 plain against 17.09 with timestamps, mean of four shifts). Its
-words' times are spread evenly over the buffer: they place the words in the stream and serve
-the time fallback of the policy's cut (stream/policy.py), never a latency figure. Measured with
-benchmarks/diag_stream_gap.py (ct2 int8, fit, 500 ms, LA-3, VAD, prompt; mean of four shifts):
-streaming WER 15.03 with a timestamped final pass, 14.50 plain.
-
-`force_committed` (off by default) stops decoding committed words again. Once a step commits
-words of the buffer, the next steps' decodes start with the newest hypothesis's tokens through
-the last committed word (timestamp tokens included), forced as faster-whisper's `prefix` is,
-and the policy is told how many leading words of the hypothesis restate committed ones, so it
-cuts there without matching by text and time. CTranslate2 feeds forced tokens one decoder step
-each, as it generates them (tiny.en int8, 2 cores: a decode forced to all but its last 3
-tokens took as long as the free one), so on ct2 it saves no compute; the hf engine feeds them
-in one pass. It is off because it pins early mistakes: a forced wrong word steers what
-follows. Measured with benchmarks/bench_stream.py (ct2 int8, 500 ms, VAD; WER gap = mean of
-four shifts, SE about 0.8):
-- LA-2: WER gap 4.00 forced against 3.15 decoded again, commit p99 4487 against 2665 ms;
-- LA-3: WER gap 0.76 against 1.52, commit p99 5629 against 6572 ms;
-(decoded again: the previous grid run, before VAD time counted as compute), and with
-diag_stream_gap.py, both on today's code, LA-3: WER gap 0.84 against 0.90, compute/elapsed
-0.318 against 0.324.
-
-`step_pass="plain"` (VAD only) decodes every step without timestamp tokens, as the final pass
-does: fewer tokens per step (no segment's two timestamps) and no timestamp rules. Its words'
-times are spread evenly over the buffer; force_committed finds the committed words without
-those times, but with LA-2 it makes plain steps hallucinate (below). Without segment ends the
-buffer is only emptied at an utterance's end (or cut at max_buffer_s), hence the VAD. Against
-timestamped steps, both forced (bench_stream.py, 500 ms, VAD):
-- LA-3: commit p99 3463 against 5629 ms, churn 0.68 against 0.84, WER gap 1.32 against 0.76
-  (not told apart); compute/elapsed 0.291 in both timed runs, 0.282 against 0.318 as the
-  mean of four diag_stream_gap.py shifts (before the policy was told the forced length);
-- LA-2: WER gap 7.09: forced through every word heard so far, the plain decoder adds a
-  " you" or repeats the forced words ("go forward 10 meters go forward 10 meters") rather
-  than end-of-text, and two steps agree on it often enough to commit it. Decoding only up to
-  the VAD's last speech frame did not stop it; not forcing did (diag_stream_gap.py, one
-  shift: no clip ends in " you", WER gap 4.28 on that shift, against 9.23 forced).
-
-The figures above were measured before the log-mel's matrix product ran on one BLAS thread
-(audio/features.py). OpenBLAS's spinning threads had slowed every step: compute/elapsed was
-about 0.05-0.1 higher and computation-aware latencies longer (bench_stream.py, 500 ms, LA-3,
-VAD, after the fix: compute/elapsed 0.276, commit p99 3844 ms against 6572 before). They
-compare configurations measured alike.
-
-`pause_cut_ms` (VAD only; off by default) cuts the buffer inside an utterance too. The VAD
-records the middle of every pause at least that long (non-speech frames, shorter than
-vad_silence_ms, which would end the utterance); once the committed words end PAUSE_MARGIN_S
-past a pause, the buffer is cut there (with `prompt`, the committed words before it join the
-prompt).
-A step then decodes the words since the last pause, not the whole utterance so far. Segment
-ends rarely do this: tiny.en gives one segment to most of a bundled sentence, so cutting at
-them past 3 s instead of 15 s left compute/elapsed where it was (0.326 against 0.324,
-diag_stream_gap.py, four shifts, both before the log-mel's one-BLAS-thread fix; WER gap 1.83
-against 0.90). Measured with bench_stream.py (ct2 int8, 500 ms, LA-3, VAD, no prompt;
-compute/elapsed = mean of five draws, WER gap = mean of four shifts, SE about 0.7), 160 ms
-pauses against none: compute/elapsed 0.203 (draws 0.192-0.218) against
-0.276 (0.254-0.287), WER gap 1.35 against 0.82 (not told apart), commit p50 1302 against
-1308 ms, p99 4038 against 3844 ms, churn 0.97 against 0.81. With LA-2: compute/elapsed 0.203
-against 0.285, commit p99 2775 against 3388 ms, but a WER gap of 4.05 against 2.42. What it
-costs in words: the committed words past the pause are decoded again from the new buffer
-start, without the audio before it, and the policy's match by text and time does not always
-recognise them, so a word either side of a cut is at times committed twice or misheard
-("her for only 19" became "her lonely only 19" on tts-08). It stays off by default.
+Each step transcribes the whole buffer with timestamp tokens, prompted with the committed text
+before it; the buffer is cut at a committed segment end past `trim_s` (forced at
+`max_buffer_s`, counted). With a VAD only speech reaches the buffer, and a pause of
+`vad_silence_ms` finishes the utterance with one final pass. The options (`final_pass`,
+`force_committed`, `step_pass`, `pause_cut_ms`), why their defaults are what they are, and
+what each was measured to cost: docs/streaming-notes.md, "stream/session.py".
 """
 
 from __future__ import annotations
@@ -172,7 +87,7 @@ def words_of(
 
 
 class StreamSession:
-    """A live transcription over `engine` (any voxmeter engine; see module doc)."""
+    """A live transcription over `engine` (any voxmeter engine; see docs/streaming-notes.md)."""
 
     def __init__(self, engine: Any, config: StreamSettings, vad: Any = None) -> None:
         from voxmeter.assets.convert import special_ids
@@ -403,7 +318,7 @@ class StreamSession:
 
     def _prompt(self) -> list[int]:
         """Tokens of the committed text before the buffer in this utterance (whisper_streaming's
-        prompt; see module doc)."""
+        prompt; see docs/streaming-notes.md)."""
         if not self.config.prompt:
             return []
         held = self.policy.committed  # the last KEEP_COMMITTED words
@@ -454,6 +369,6 @@ class StreamSession:
             release_heap()
 
     def state_bytes(self) -> int:
-        """Bytes this session holds in its buffers (bounded: see module doc)."""
+        """Bytes this session holds in its buffers (bounded: see docs/streaming-notes.md)."""
         held = sum(f.nbytes for _, f in self._held) + sum(f.nbytes for _, f in self._preroll)
         return int(self.buffer.nbytes + self._vad_rest.nbytes + held)

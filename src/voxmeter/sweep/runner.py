@@ -122,9 +122,9 @@ RAY_NOTE = (
 
 
 def _default_runner() -> Runner:
-    from voxmeter.run.isolate import run_spec_isolated
+    from voxmeter.stream.isolate import run_any_isolated  # a stream spec: stream's child
 
-    return run_spec_isolated
+    return run_any_isolated
 
 
 def identity_here(cache_dir: str | Path | None) -> Callable[[RunSpec], Identity]:
