@@ -188,3 +188,21 @@ def test_a_card_written_to_a_link_goes_through_it(tmp_path):
     assert link.is_symlink() and target.read_text() == "# new\n"
     write_atomic("# fresh\n", tmp_path / "fresh.md")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.md", "link.md", "real.md"]
+
+
+def test_card_to_a_path_that_cannot_be_written_is_one_line_and_exit_2(
+    shallow_dir, tmp_path, capsys
+):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    argv = ["card", str(shallow_dir), "--store", str(tmp_path / "none.sqlite")]
+    _one_line_exit_2(capsys, [*argv, "-o", str(folder)], "card -o", "is a folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        _one_line_exit_2(capsys, [*argv, "-o", str(locked / "card.md")], "not writable")
+    finally:
+        locked.chmod(0o700)

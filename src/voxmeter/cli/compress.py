@@ -289,9 +289,10 @@ def card(
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
 ) -> None:
     """Write a compressed model's card: methods, measured figures, known failure modes."""
-    from voxmeter.compress.card import README, model_card, write_atomic
+    from voxmeter.compress.card import README, model_card, writable, write_atomic
 
     setup_logging(True)
+    target = writable(out or Path(directory) / README, "card -o")  # before any work
     text = model_card(directory, store, sensitivity=sensitivity, cache_dir=cache_dir)
-    path = write_atomic(text, out or Path(directory) / README)
+    path = write_atomic(text, target, "card -o")
     console().print(f"wrote {path}")

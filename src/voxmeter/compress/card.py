@@ -54,17 +54,37 @@ def model_card(
     return "\n".join(p for p in parts if p)
 
 
-def write_atomic(text: str, out: Path) -> Path:
-    """Write `text` to `out` under a temporary name, then rename: never half a card. A link
-    or a device (`-o /dev/stdout`) is written through instead, never replaced."""
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise SpecError(f"{out}: folder {out.parent} does not exist")
-    if out.is_symlink() or (out.exists() and not out.is_file()):
-        with out.open("w") as f:
-            f.write(text)
+def writable(out: Path, what: str = "-o") -> Path:
+    """`out` if a file can be written there (paths.writable_output's checks; a link or a
+    device such as /dev/stdout is written through); else a one-line SpecError naming it."""
+    from voxmeter.paths import writable_output
+
+    out = Path(out).expanduser()
+    if _through(out):
+        if not os.access(out, os.W_OK):
+            raise SpecError(f"{what} {out}: is not writable")
         return out
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.tmp-")
+    return writable_output(out, what)
+
+
+def _through(out: Path) -> bool:
+    """A link or a device: written through, never replaced by a rename."""
+    return out.is_symlink() or (out.exists() and not out.is_file() and not out.is_dir())
+
+
+def write_atomic(text: str, out: Path, what: str = "-o") -> Path:
+    """Write `text` to `out` under a temporary name, then rename: never half a card. A link
+    or a device (`-o /dev/stdout`) is written through instead, never replaced. A path that
+    cannot be written is a SpecError (one line), checked before anything is written."""
+    out = writable(out, what)
+    try:
+        if _through(out):
+            with out.open("w") as f:
+                f.write(text)
+            return out
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.tmp-")
+    except OSError as e:
+        raise SpecError(f"{what} {out}: cannot be written ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
