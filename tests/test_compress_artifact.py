@@ -62,12 +62,36 @@ def test_loaded_model_gives_the_saved_models_logits(compressed_dir, hf_source, s
     from voxmeter.compress.artifact import load_model
 
     a, b = load_model(compressed_dir), load_model(compressed_dir)
-    feats, tokens = calibration_pairs(hf_source, small_calib)[0]
+    feats, tokens = calibration_pairs(hf_source, small_calib).pairs[0]
     ids = torch.tensor([tokens[:-1]])
     with torch.no_grad():
         la = a(input_features=feats, decoder_input_ids=ids).logits
         lb = b(input_features=feats, decoder_input_ids=ids).logits
     assert torch.equal(la, lb) and la.shape == (1, len(tokens) - 1, 51864)
+
+
+def test_a_calibration_clip_that_fails_to_load_is_recorded_and_not_counted(
+    tmp_path, hf_source, small_calib
+):
+    from dataclasses import replace
+
+    from voxmeter.compress import build
+    from voxmeter.compress.artifact import read_meta
+    from voxmeter.data.datasets import load_dataset
+    from voxmeter.data.manifest import write_manifest
+
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    calib = load_dataset("default")
+    calib.clips = [*small_calib.clips[:2], replace(small_calib.clips[2], id="broken", audio=bad)]
+    write_manifest(calib, tmp_path / "calib.jsonl")
+    manifest = load_dataset(tmp_path / "calib.jsonl")
+    comp = RunSpec().with_(prune_ffn=0.25).compression
+    out = build(comp, hf_source, tmp_path / "pruned", manifest)
+    record = read_meta(out)["calibration"]
+    assert record["n_clips"] == 2  # the clips used, not the clips listed
+    assert [s["id"] for s in record["skipped"]] == ["broken"] and record["skipped"][0]["reason"]
+    assert read_meta(out)["report"]["prune"]["calibration_clips"] == 2
 
 
 def test_the_hf_engine_runs_it_and_counted_flops_equal_analytic(compressed_dir, cache_dir):

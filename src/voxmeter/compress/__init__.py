@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from voxmeter.errors import SpecError
 
+log = logging.getLogger("voxmeter")
 COMPRESS_VERSION = 1  # bump when a structural method's output changes for the same inputs
 CALIB_SET = "calib"
 
@@ -121,12 +123,12 @@ def build(
         from voxmeter.compress.depth import keep_decoder_layers
 
         report["decoder_layers_kept"] = keep_decoder_layers(model, comp.decoder_layers)
-    pairs = None
+    used: Calibration | None = None
     if comp.prune_heads or comp.prune_ffn:
         from voxmeter.compress.prune import prune
 
-        pairs = calibration_pairs(source, calib)
-        report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, pairs)
+        used = calibration_pairs(source, calib)
+        report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, used.pairs)
     if comp.lowrank_energy:
         from voxmeter.compress.lowrank import factorize
 
@@ -134,11 +136,11 @@ def build(
     if comp.recover != "none":
         from voxmeter.compress.recover import recover
 
-        pairs = pairs or calibration_pairs(source, calib)
+        used = used or calibration_pairs(source, calib)
         report["recover"] = recover(
             model,
             source,
-            pairs,
+            used.pairs,
             comp.recover,
             comp.recover_steps,
             out,
@@ -151,7 +153,7 @@ def build(
         "base": {"name": source.name, "dir": str(source.hf_dir)},
         "base_digest": base_digest,
         "compression": structural_settings(comp),
-        "calibration": {"data": CALIB_SET, "n_clips": len(calib.clips)},
+        "calibration": used.record() if used else {"data": CALIB_SET, "n_clips": 0},
         "report": report,
         "voxmeter": voxmeter.__version__,
     }
@@ -172,13 +174,27 @@ def _base_digest(source: Any) -> str:
     return weights_digest(source, FileDigests(None))
 
 
-def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> list[tuple[Any, list[int]]]:
+@dataclass
+class Calibration:
+    """The calibration pairs a build trained or ranked on, and the clips it could not use."""
+
+    pairs: list[tuple[Any, list[int]]]
+    skipped: list[dict[str, str]]  # id, reason: as a data set's bad clips are recorded
+
+    def record(self) -> dict[str, Any]:
+        """What `voxmeter.json` keeps: the clips used (not the clips listed) and the skipped."""
+        return {"data": CALIB_SET, "n_clips": len(self.pairs), "skipped": self.skipped}
+
+
+def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> Calibration:
     """(features (1, n_mels, n_frames), prompt + reference tokens + end-of-text) per
-    calibration clip, by the openai-whisper front end; clips that fail to load are skipped."""
+    calibration clip, by the openai-whisper front end. A clip that fails to load or is longer
+    than one window is skipped, logged and recorded with why; none usable is a SpecError."""
     import torch
 
     from voxmeter.assets.convert import special_ids
     from voxmeter.audio.features import clip_features
+    from voxmeter.audio.io import LoadedAudio
     from voxmeter.data.datasets import iter_audio
     from voxmeter.engines.common import Tokenizer, prompt_ids
 
@@ -187,13 +203,23 @@ def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> list[tup
         raise SpecError(f"compression: model {source.name!r} has no tokenizer for calibration")
     eot = special_ids(source.dims)["eot"]
     prompt = prompt_ids(source.dims)
-    pairs = []
+    out = Calibration([], [])
     for clip, audio in iter_audio(calib):
-        if isinstance(audio, Exception):
+        if not isinstance(audio, LoadedAudio):
+            why = str(audio) if isinstance(audio, Exception) else "longer than one 30 s window"
+            log.warning("calibration: skipped clip %s: %s", clip.id, why)
+            out.skipped.append({"id": clip.id, "reason": why})
             continue
         feats = torch.as_tensor(clip_features(audio.samples, n_frames, source.dims.n_mels))
-        pairs.append((feats, [*prompt, *tok.encode(clip.text), eot]))
-    return pairs
+        out.pairs.append((feats, [*prompt, *tok.encode(clip.text), eot]))
+    if not out.pairs:
+        raise SpecError(
+            f"calibration: data {getattr(calib, 'name', CALIB_SET)!r} has no usable clip "
+            f"({len(out.skipped)} skipped)"
+        )
+    if out.skipped:
+        log.warning("calibration: %d clip(s) skipped as bad input", len(out.skipped))
+    return out
 
 
 def quantize_loaded(model: Any, comp: Any, cpu_flags: Any) -> tuple[Any, str]:

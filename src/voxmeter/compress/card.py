@@ -174,7 +174,7 @@ def _source(d: Path, meta: dict[str, Any]) -> str:
         ),
         (
             f"- Built by voxmeter {meta.get('voxmeter', '?')}; calibration data: "
-            f"{calib.get('data', '?')} ({calib.get('n_clips', '?')} clips{synth})"
+            f"{_calibration(calib, synth)}"
         ),
         f"- Parameters: {_int(report.get('params_before'))} -> {_int(report.get('params_after'))}",
         (
@@ -187,6 +187,16 @@ def _source(d: Path, meta: dict[str, Any]) -> str:
     for line in _methods(comp, report):
         lines.append(f"- {line}")
     return "\n".join(lines) + "\n"
+
+
+def _calibration(calib: dict[str, Any], synth: str) -> str:
+    """The calibration set, the clips it really used, and those skipped as bad input."""
+    if calib.get("n_clips") == 0:
+        return f"{calib.get('data', '?')}, not used (no method here needs calibration)"
+    skipped = calib.get("skipped") or []
+    why = "; ".join(f"`{s.get('id')}`: {s.get('reason')}" for s in skipped)
+    bad = f"; {len(skipped)} skipped as bad input ({why})" if skipped else ""
+    return f"{calib.get('data', '?')} ({calib.get('n_clips', '?')} clips used{synth}{bad})"
 
 
 def _methods(comp: dict[str, Any], report: dict[str, Any]) -> list[str]:
