@@ -147,12 +147,7 @@ def test_card_cli_writes_the_readme_and_refuses_a_plain_directory(
 
 
 def test_compress_cli_refuses_what_has_nothing_to_build(tmp_path, capsys):
-    _one_line_exit_2(
-        capsys,
-        ["compress", "--compress", "quant=int8-dynamic", "-o", str(tmp_path / "m")],
-        "nothing to build",
-        "bench",
-    )
+    _one_line_exit_2(capsys, ["compress", "-o", str(tmp_path / "m")], "nothing to build", "quant")
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "notes.txt").write_text("not a model")

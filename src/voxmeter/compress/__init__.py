@@ -8,8 +8,10 @@ Two kinds of method, with different lives:
   compression code) and the result is cached as a model directory (artifact.py), which loads
   like any transformers Whisper directory. The seconds spent building it are a one-off figure
   of their own (`compress_s`), never inside load time or RTFx.
-- Quantization (quantize.py) runs at every load, like the precision axis: the spec's scheme,
-  the groups it keeps in fp32 (hybrid precision), and the embedding/projection option.
+- Quantization (engines/quant.py) runs at every load, like the precision axis: the spec's
+  scheme, the groups it keeps in fp32 (hybrid precision), and the embedding/projection option.
+  A directory built by `voxmeter compress` with quant=... carries these settings in its
+  `voxmeter.json` (its weights stay fp32), so `--model DIR` runs what was built.
 
 Order of the structural methods: depth, pruning, low-rank, recovery (each sees the previous
 one's model; recovery repairs what all of them removed). Calibration speech is the bundled
@@ -36,8 +38,8 @@ CALIB_SET = "calib"
 def _quiet_imports() -> None:
     """transformers (under torch-pruning and peft) must not pull torchao in with its warnings,
     nor print its loading bars."""
-    from voxmeter.compress.quantize import silence_torchao_noise
     from voxmeter.engines.hf_whisper import quiet_transformers
+    from voxmeter.engines.quant import silence_torchao_noise
 
     silence_torchao_noise()
     quiet_transformers()
@@ -95,6 +97,19 @@ def _calib_dataset() -> Any:
     return load_dataset(CALIB_SET)
 
 
+def quantization_settings(comp: Any) -> dict[str, Any]:
+    """The load-time fields of `comp` that are not at their defaults (quant, quant_embed,
+    keep): what a compressed directory carries for the engine to apply at load."""
+    out: dict[str, Any] = {}
+    if comp.quant != "none":
+        out["quant"] = comp.quant
+    if comp.quant_embed:
+        out["quant_embed"] = True
+    if comp.keep:
+        out["keep"] = comp.keep
+    return out
+
+
 def build(
     comp: Any,
     source: Any,
@@ -102,9 +117,13 @@ def build(
     calib: Any,
     progress: Any = None,
     base_digest: str | None = None,
+    carry_quant: bool = False,
 ) -> Path:
     """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`.
 
+    With `carry_quant`, the directory also carries `comp`'s quantization (its weights stay
+    fp32; the hf engine quantizes them at load, so `--model out` runs what was built); the
+    cache of `compressed_source` never does, since its spec applies quantization itself.
     `base_digest` is `source`'s weights digest when the caller has it (hashing the base
     weights again costs a read of every file); recovery's checkpoints and the directory's
     `voxmeter.json` are stamped with it."""
@@ -149,10 +168,14 @@ def build(
         )
     report["params_before"] = n_before
     report["params_after"] = sum(p.numel() for p in model.parameters())
+    carried = quantization_settings(comp) if carry_quant else {}
+    if carried:
+        _check_quantization(model, comp)
     meta = {
         "base": {"name": source.name, "dir": str(source.hf_dir)},
         "base_digest": base_digest,
         "compression": structural_settings(comp),
+        "quantization": carried,
         "calibration": used.record() if used else {"data": CALIB_SET, "n_clips": 0},
         "report": report,
         "voxmeter": voxmeter.__version__,
@@ -160,6 +183,18 @@ def build(
     return artifact.save_model(
         model, out, meta, tokenizer=source.tokenizer, suppress=load_suppress(source, _ids(source))
     )
+
+
+def _check_quantization(model: Any, comp: Any) -> None:
+    """The groups `keep` names exist in the built model, and quant_embed does not clash with
+    keeping 'proj': refused before the directory is written, not at its first load."""
+    from voxmeter.engines.quant import check_groups
+
+    kept = check_groups("keep", comp.keep, model)
+    if comp.quant_embed and "proj" in kept:
+        raise SpecError(
+            "keep: 'proj' keeps the output projection fp32, but quant_embed quantizes it"
+        )
 
 
 def _ids(source: Any) -> dict[str, int]:
@@ -223,8 +258,8 @@ def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> Calibrat
 
 
 def quantize_loaded(model: Any, comp: Any, cpu_flags: Any) -> tuple[Any, str]:
-    """Apply the spec's quantization to a loaded fp32 model; (model, method in words)."""
-    from voxmeter.compress.quantize import quantize
+    """Apply the spec's quantization to a loaded fp32 model; (model, method in words).
+    The hf engine applies it at load: engines/quant.py's `apply_quantization`."""
+    from voxmeter.engines.quant import apply_quantization
 
-    keep = frozenset(g.strip() for g in comp.keep.split(",") if g.strip())
-    return quantize(model, comp.quant, keep=keep, embed=comp.quant_embed, cpu_flags=cpu_flags)
+    return apply_quantization(model, comp, cpu_flags)

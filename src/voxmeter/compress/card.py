@@ -177,16 +177,25 @@ def _source(d: Path, meta: dict[str, Any]) -> str:
             f"{_calibration(calib, synth)}"
         ),
         f"- Parameters: {_int(report.get('params_before'))} -> {_int(report.get('params_after'))}",
-        (
-            "- Quantization is not stored in the directory: it applies at load "
-            "(`--compress quant=...`)."
-        ),
+        _quantization(meta.get("quantization") or {}),
         "",
         "Methods, in the order they ran:\n",
     ]
     for line in _methods(comp, report):
         lines.append(f"- {line}")
     return "\n".join(lines) + "\n"
+
+
+def _quantization(carried: dict[str, Any]) -> str:
+    if not carried:
+        return (
+            "- Quantization: none carried; the weights load fp32 (`--compress quant=...` adds it)."
+        )
+    what = ", ".join(f"{k}={v}" for k, v in carried.items())
+    return (
+        f"- Quantization carried by the directory and applied at every load: {what} "
+        "(the weights are stored fp32)."
+    )
 
 
 def _calibration(calib: dict[str, Any], synth: str) -> str:

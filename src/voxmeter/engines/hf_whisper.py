@@ -50,10 +50,11 @@ from voxmeter.engines.common import (
     subsample,
     token_limit,
 )
+from voxmeter.engines.hf_weights import carried_quantization
 from voxmeter.engines.rules import TimestampRules
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.measure.flops import ModelShape
-from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
+from voxmeter.spec import FULL_FRAMES, CompressionSettings, RunSpec, check_quant_device, is_cuda
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -108,10 +109,10 @@ def quiet_transformers() -> None:
 
 def _load(hf_dir: Path) -> torch.nn.Module:
     """Whisper weights from a transformers directory, or a compressed model directory (whose
-    shapes transformers' config cannot express; compress/artifact.py rebuilds them)."""
+    shapes transformers' config cannot express; engines/hf_weights.py rebuilds them)."""
     from transformers import WhisperForConditionalGeneration
 
-    from voxmeter.compress.artifact import is_artifact, load_model
+    from voxmeter.engines.hf_weights import is_artifact, load_model
 
     if is_artifact(hf_dir):
         return load_model(hf_dir)
@@ -119,6 +120,26 @@ def _load(hf_dir: Path) -> torch.nn.Module:
         return WhisperForConditionalGeneration.from_pretrained(hf_dir)
     except (OSError, ValueError) as e:
         raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
+
+
+def _load_time_compression(spec: RunSpec, carried: dict) -> CompressionSettings:
+    """The quantization the engine applies at load: the spec's; precision int8 as CTranslate2
+    runs it (every Linear and the tied embedding/output projection int8); or what a compressed
+    directory carries, which the spec may not quantize again."""
+    comp = spec.compression
+    if carried:
+        asked = comp.quant != "none" or comp.quant_embed or comp.keep
+        if asked or spec.axes.precision != "fp32":
+            what = ", ".join(f"{k}={v}" for k, v in carried.items())
+            raise SpecError(
+                f"model {spec.model}: the directory carries its quantization ({what}); "
+                "drop --compress quant/keep/quant_embed and --precision to run it"
+            )
+        comp = replace(comp, **carried)
+        check_quant_device(comp, spec.device)
+    elif spec.axes.precision == "int8" and comp.quant == "none":
+        comp = replace(comp, quant="int8-dynamic", quant_embed=True)
+    return comp
 
 
 class HFWhisperEngine:
@@ -141,31 +162,22 @@ class HFWhisperEngine:
             raise SpecError("precision: int8 in the hf engine is dynamic quantization, CPU only")
         self.device = torch.device(spec.device)
 
+        carried: dict = {}
         if source.kind == "cost-only":
             torch.manual_seed(spec.seed)
             model = WhisperForConditionalGeneration(whisper_config(self.dims))
         else:
-            model = _load(source.hf_dir or convert_cached(source.ct2_dir, cache_dir))
+            hf_dir = source.hf_dir or convert_cached(source.ct2_dir, cache_dir)
+            carried = carried_quantization(hf_dir)
+            model = _load(hf_dir)
         model.eval()
         self._n_params = sum(p.numel() for p in model.parameters())
         self.shape = ModelShape.of_model(model)  # the layers it has (compression may shrink them)
-        self.precision_method = f"torch {precision} weights and activations"
-        comp = spec.compression
-        if precision == "int8" and comp.quant == "none":
-            # the engine's int8 is what CTranslate2's is: every Linear and the tied embedding/
-            # output projection (one int8 matrix, the fp32 one freed) in int8
-            comp = replace(comp, quant="int8-dynamic", quant_embed=True)
-        if comp.quant != "none" or comp.quant_embed:
-            from voxmeter.compress import quantize_loaded
-            from voxmeter.measure.envinfo import cpu_info
-
-            model, self.precision_method = quantize_loaded(model, comp, cpu_info().flags)
-        else:
-            model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
-        self.model = model
+        self.compression = _load_time_compression(spec, carried)
+        self.model = self._quantize(model, carried)
         self.dtype = torch.float32 if precision == "int8" else _TORCH_DTYPES[precision]
-        self.enc = model.model.encoder
-        self.dec = model.model.decoder
+        self.enc = self.model.model.encoder
+        self.dec = self.model.model.decoder
         self.ids = special_ids(self.dims)
         self.prompt = prompt_ids(self.dims)
         self.suppress, self.suppress_begin = load_suppress(source, self.ids)
@@ -177,6 +189,21 @@ class HFWhisperEngine:
         self._suppress_begin_mask = self._mask(self.suppress_begin)
         if spec.axes.pad == "silence" and spec.axes.frames != FULL_FRAMES:
             self.silence_cross_kv()  # part of loading: computed once, never inside a clip
+
+    def _quantize(self, model: nn.Module, carried: dict) -> nn.Module:
+        """`model` at the precision the spec (or its directory) asks; sets precision_method."""
+        precision, comp = self.spec.axes.precision, self.compression
+        self.precision_method = f"torch {precision} weights and activations"
+        if comp.quant == "none" and not comp.quant_embed:
+            return model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
+        from voxmeter.engines.quant import apply_quantization
+        from voxmeter.measure.envinfo import cpu_info
+
+        model, self.precision_method = apply_quantization(model, comp, cpu_info().flags)
+        if carried:
+            what = ", ".join(f"{k}={v}" for k, v in carried.items())
+            self.precision_method += f" (carried by the model directory: {what})"
+        return model
 
     def _mask(self, ids: list[int]) -> torch.Tensor:
         m = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=self.device)
@@ -190,8 +217,8 @@ class HFWhisperEngine:
 
     def weight_bytes(self) -> int:
         """Bytes of weights as loaded: parameters, buffers, packed int8 Linear weights and any
-        compression scheme's own storage (one count for every scheme: compress/quantize.py)."""
-        from voxmeter.compress.quantize import weight_bytes
+        compression scheme's own storage (one count for every scheme: engines/quant.py)."""
+        from voxmeter.engines.quant import weight_bytes
 
         return weight_bytes(self.model)
 
