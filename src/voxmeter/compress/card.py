@@ -362,7 +362,7 @@ def _failures(rows: list[Any], smap: dict[str, Any] | None) -> str:
 
 
 def _worst_groups(smap: dict[str, Any] | None) -> str:
-    from voxmeter.compress.sensitivity import PER_CHANNEL, ranked
+    from voxmeter.compress.sensitivity import PER_CHANNEL, measured_label, ranked
 
     if smap is None:
         return "- Layer sensitivity: not measured (run `voxmeter sensitivity`)."
@@ -373,7 +373,7 @@ def _worst_groups(smap: dict[str, Any] | None) -> str:
     data = smap.get("data", {})
     lines = [
         (
-            f"- Most int8-sensitive layer groups ({smap.get('bits', 8)}-bit {gran} weights, "
+            f"- Most int8-sensitive layer groups ({gran}, {measured_label(smap)}, "
             f"{data.get('name', '?')} set, {data.get('n_clips', '?')} clips; fp32 WER "
             f"{_num(smap.get('baseline', {}).get('wer'))}):"
         ),
