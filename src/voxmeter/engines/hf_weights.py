@@ -46,6 +46,30 @@ class LowRankLinear(nn.Sequential):
         return self.in_features * self.out_features + (0 if bias is None else bias.numel())
 
 
+def quiet_transformers() -> None:
+    """Ready transformers for a voxmeter run, before its model code is imported.
+
+    - Its weight-loading bar and notices would be noise on our stderr.
+    - It imports torchao at model-loading time whenever torchao is installed (for its own
+      torchao quantizer): ~11 MiB of RSS and half a second in every hf run, and warnings
+      about CUDA kernels a CPU build cannot load. voxmeter calls torchao itself, only for its
+      torchao quantization schemes, so transformers is told torchao is absent and the plain
+      fp32 and int8 runs keep the footprint they had before torchao was a dependency.
+      Harmless if transformers changes: the check is only answered earlier.
+    """
+    import transformers.utils as tu
+    import transformers.utils.import_utils as iu
+    from transformers.utils import logging as hf_logging
+
+    def absent(*args: object, **kwargs: object) -> bool:
+        return False
+
+    iu.is_torchao_available = absent  # type: ignore[assignment]
+    tu.is_torchao_available = absent  # type: ignore[attr-defined]
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def is_artifact(path: Path) -> bool:
     return (Path(path) / META).is_file()
 
