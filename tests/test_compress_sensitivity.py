@@ -326,3 +326,19 @@ def test_the_keep_line_shows_both_estimates_and_the_noise(hand_map, capsys):
     assert "Estimated: WER +0.00 points" in out
     assert "with nothing kept the same estimate is +3.00 against +3.50 [+1.00, +6.00]" in out
     assert "within the noise" in out
+
+
+def test_a_directory_that_carries_quantization_is_no_fp32_model_to_map():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from voxmeter.compress.sensitivity import _fp32_model
+    from voxmeter.spec import CompressionSettings
+
+    spec = RunSpec(model="some-dir")
+    fake = SimpleNamespace(name="hf", model=nn.Linear(2, 2), spec=spec)
+    assert _fp32_model(fake) is fake.model
+    fake.compression = CompressionSettings(quant="int8-dynamic")  # what the directory carried
+    with pytest.raises(SpecError, match="fp32 and unquantized"):
+        _fp32_model(fake)

@@ -225,7 +225,8 @@ def _fp32_model(engine: Any) -> Any:
     spec = getattr(engine, "spec", None)
     if model is None or spec is None or getattr(engine, "name", "") != "hf":
         raise SpecError("sensitivity: needs the hf engine (torch weights to fake-quantize)")
-    if any(p.dtype != torch.float32 for p in model.parameters()) or not spec.compression.is_none:
+    comp = getattr(engine, "compression", spec.compression)  # with what a directory carries
+    if any(p.dtype != torch.float32 for p in model.parameters()) or not comp.is_none:
         raise SpecError("sensitivity: the model must load fp32 and unquantized (no --compress)")
     if spec.axes.precision != "fp32" or spec.axes.frames != 3000 or spec.axes.stride != 1:
         raise SpecError("sensitivity: measured at fp32, 3000 frames, stride 1 (the model as is)")
