@@ -121,6 +121,7 @@ def test_a_group_is_swapped_for_the_schemes_modules_and_put_back(engine):
         assert type(m.model.decoder.layers[1].fc1) is nn.Linear  # other groups untouched
     after = (m.model.decoder.layers[0].fc1, m.proj_out, m.model.decoder.embed_tokens)
     assert all(a is b for a, b in zip(before, after))
+    assert not hasattr(after[0], "qconfig")  # nothing of the conversion left behind
 
 
 def test_weight_bytes_per_group_are_counted_from_the_shapes(measured, engine):

@@ -315,6 +315,7 @@ def _scheme_quantized(model: Any, names: list[str], per_channel: bool, flags: tu
     finally:
         for name, module in saved.items():
             _replace(model, name, module)
+            module.__dict__.pop("qconfig", None)  # what torch.ao's conversion set on it
 
 
 def _decoder_side(group: str) -> bool:
