@@ -62,12 +62,73 @@ def test_loaded_model_gives_the_saved_models_logits(compressed_dir, hf_source, s
     from voxmeter.compress.artifact import load_model
 
     a, b = load_model(compressed_dir), load_model(compressed_dir)
-    feats, tokens = calibration_pairs(hf_source, small_calib)[0]
+    feats, tokens = calibration_pairs(hf_source, small_calib).pairs[0]
     ids = torch.tensor([tokens[:-1]])
     with torch.no_grad():
         la = a(input_features=feats, decoder_input_ids=ids).logits
         lb = b(input_features=feats, decoder_input_ids=ids).logits
     assert torch.equal(la, lb) and la.shape == (1, len(tokens) - 1, 51864)
+
+
+def test_a_calibration_clip_that_fails_to_load_is_recorded_and_not_counted(
+    tmp_path, hf_source, small_calib
+):
+    from dataclasses import replace
+
+    from voxmeter.compress import build
+    from voxmeter.compress.artifact import read_meta
+    from voxmeter.data.datasets import load_dataset
+    from voxmeter.data.manifest import write_manifest
+
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    calib = load_dataset("default")
+    calib.clips = [*small_calib.clips[:2], replace(small_calib.clips[2], id="broken", audio=bad)]
+    write_manifest(calib, tmp_path / "calib.jsonl")
+    manifest = load_dataset(tmp_path / "calib.jsonl")
+    comp = RunSpec().with_(prune_ffn=0.25).compression
+    out = build(comp, hf_source, tmp_path / "pruned", manifest)
+    record = read_meta(out)["calibration"]
+    assert record["n_clips"] == 2  # the clips used, not the clips listed
+    assert [s["id"] for s in record["skipped"]] == ["broken"] and record["skipped"][0]["reason"]
+    assert read_meta(out)["report"]["prune"]["calibration_clips"] == 2
+
+
+@pytest.mark.parametrize("structural", [{}, {"prune_ffn": 0.25}], ids=["quant", "prune+quant"])
+def test_a_directory_built_with_quant_carries_it_and_runs_quantized(
+    tmp_path, hf_source, small_calib, cache_dir, structural
+):
+    import torch.ao.nn.quantized.dynamic as nnqd
+    from torch import nn
+
+    from voxmeter.compress import build
+    from voxmeter.compress.artifact import load_model, read_meta
+    from voxmeter.data.datasets import iter_audio
+    from voxmeter.engines import load_engine
+    from voxmeter.errors import SpecError
+
+    carried = {"quant": "int8-dynamic", "quant_embed": True, "keep": "enc.0"}
+    comp = RunSpec().with_(**carried, **structural).compression
+    out = build(comp, hf_source, tmp_path / "q", small_calib, carry_quant=True)
+    assert read_meta(out)["quantization"] == carried
+    fp32 = load_model(out)  # the stored weights stay fp32
+    fp32_bytes = sum(p.numel() * 4 for p in fp32.parameters())
+    engine = load_engine(RunSpec(model=str(out), threads=1), cache_dir)
+    m = engine.model
+    assert type(m.model.encoder.layers[0].fc1) is nn.Linear  # kept fp32
+    assert isinstance(m.model.decoder.layers[0].fc1, nnqd.Linear)  # torch.ao dynamic int8
+    assert type(m.proj_out).__name__ == "Int8Projection"
+    assert engine.weight_bytes() < 0.5 * fp32_bytes  # the int8 matrices, not fp32 ones
+    assert "carried by the model directory" in engine.precision_method
+    assert "int8-dynamic" in engine.precision_method
+    _, audio = next(iter_audio(small_calib))
+    (out_text,) = engine.decode(engine.encode(engine.features([audio.samples])))
+    assert out_text.tokens and out_text.text.strip()
+    engine.close()
+    again = RunSpec(model=str(out), threads=1).with_(quant="int8-weight")
+    with pytest.raises(SpecError, match="carries its quantization") as e:
+        load_engine(again, cache_dir)
+    assert "\n" not in str(e.value)
 
 
 def test_the_hf_engine_runs_it_and_counted_flops_equal_analytic(compressed_dir, cache_dir):

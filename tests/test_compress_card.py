@@ -147,12 +147,7 @@ def test_card_cli_writes_the_readme_and_refuses_a_plain_directory(
 
 
 def test_compress_cli_refuses_what_has_nothing_to_build(tmp_path, capsys):
-    _one_line_exit_2(
-        capsys,
-        ["compress", "--compress", "quant=int8-dynamic", "-o", str(tmp_path / "m")],
-        "nothing to build",
-        "bench",
-    )
+    _one_line_exit_2(capsys, ["compress", "-o", str(tmp_path / "m")], "nothing to build", "quant")
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "notes.txt").write_text("not a model")
@@ -188,3 +183,72 @@ def test_a_card_written_to_a_link_goes_through_it(tmp_path):
     assert link.is_symlink() and target.read_text() == "# new\n"
     write_atomic("# fresh\n", tmp_path / "fresh.md")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.md", "link.md", "real.md"]
+
+
+def test_card_to_a_path_that_cannot_be_written_is_one_line_and_exit_2(
+    shallow_dir, tmp_path, capsys
+):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    argv = ["card", str(shallow_dir), "--store", str(tmp_path / "none.sqlite")]
+    _one_line_exit_2(capsys, [*argv, "-o", str(folder)], "card -o", "is a folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        _one_line_exit_2(capsys, [*argv, "-o", str(locked / "card.md")], "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.fixture(scope="module")
+def with_base(tmp_path_factory, stored, cache_dir):
+    """The store of `stored`, plus tiny.en itself measured with the same settings."""
+    from voxmeter.run.harness import run_spec
+    from voxmeter.store import ResultStore
+
+    path = tmp_path_factory.mktemp("store-base") / "s.sqlite"
+    shutil.copyfile(stored[0], path)
+    spec = RunSpec(model="tiny.en", max_clips=2, repeats=1, threads=1)
+    (base,) = run_spec(spec, [0], cache_dir=cache_dir)
+    with ResultStore(path) as store:
+        store.add(base)
+    return path, base
+
+
+def test_the_card_compares_with_the_base_model_measured_alike(
+    shallow_dir, stored, with_base, cache_dir
+):
+    from voxmeter.compress.card import model_card
+    from voxmeter.metrics import wer_gap_ci
+
+    mine, base = stored[1], with_base[1]
+    text = model_card(shallow_dir, with_base[0], cache_dir=cache_dir)
+    by_id = {c["id"]: c for c in base.clips}
+    ids = [c["id"] for c in mine.clips]
+    refs = [c["ref"] for c in mine.clips]
+    gap, lo, hi = wer_gap_ci(
+        refs, [[c["hyp"] for c in mine.clips]], [[by_id[i]["hyp"] for i in ids]]
+    )
+    assert f"| {gap:+.2f} [{lo:+.2f}, {hi:+.2f}] |" in text
+    assert "| base: tiny.en" in text and "(the base model)" in text
+    assert "paired percentile bootstrap over clips" in text
+    # without the base in the store, the card says so rather than leaving the column blank
+    alone = model_card(shallow_dir, stored[0], cache_dir=cache_dir)
+    assert "| not measured |" in alone and "no base result to compare with" in alone
+
+
+def test_each_configurations_precision_is_its_own():
+    from voxmeter.compress.card import _method_lines
+
+    same = _method_lines({"precision": {"a": "torch fp32", "b": "torch fp32"}})
+    assert same == ["- precision: torch fp32"]
+    mixed = _method_lines({"precision": {"fp32": "torch fp32", "int8": "torch.ao dynamic int8"}})
+    assert mixed == [
+        "- precision, per configuration:",
+        "    - fp32: torch fp32",
+        "    - int8: torch.ao dynamic int8",
+    ]
+    assert _method_lines({"energy": {"a": "", "b": ""}}) == []

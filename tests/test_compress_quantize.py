@@ -314,7 +314,7 @@ def test_bad_scheme_group_or_bits_is_one_line(fp32):
 
 
 def test_int4_without_a_cpu_kernel_is_a_spec_error(fp32, monkeypatch):
-    import voxmeter.compress.quantize as q
+    import voxmeter.engines.quant as q
 
     monkeypatch.setattr(q, "_int4_kernel_runs", lambda: False)
     with pytest.raises(SpecError) as e:

@@ -45,7 +45,7 @@ def pairs(source):
         ds = load_dataset("default")
         ds.clips = [c for c in ds.clips if c.id.startswith("tts-")]
     ds.clips = sorted(ds.clips, key=lambda c: c.duration_s or 0.0)[:3]  # fewest tokens
-    return calibration_pairs(source, ds)
+    return calibration_pairs(source, ds).pairs
 
 
 @pytest.fixture(scope="module", autouse=True)

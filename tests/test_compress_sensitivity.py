@@ -51,11 +51,11 @@ def measured(engine, calib1):
     before = {k: v.clone() for k, v in engine.model.state_dict().items()}
     seen = []
     smap = sensitivity_map(engine, calib1, progress=lambda w, d, t: seen.append((d, t)))
-    return smap, before, seen
+    return smap, before, seen, engine
 
 
 def test_the_map_has_every_group_at_both_granularities(measured):
-    smap, _, seen = measured
+    smap, _, seen, _ = measured
     assert smap["groups"] == GROUPS
     assert smap["granularities"] == [PER_CHANNEL, PER_TENSOR]
     for gran in (PER_CHANNEL, PER_TENSOR):
@@ -69,11 +69,63 @@ def test_the_map_has_every_group_at_both_granularities(measured):
     assert smap["data"]["name"] == "calib" and smap["data"]["n_clips"] == 1
     assert smap["model"] == "tiny.en" and smap["bits"] == 8 and "KL(fp32" in smap["method"]
     json.loads(json.dumps(smap))  # serialisable as is
-    assert seen[-1] == (23, 23)  # baseline + (10 groups + all) x 2, one chunk
+    assert seen[-1] == (23, 23)  # baseline + (10 groups + all) x 2, one clip
+    # what was measured is said: the hybrid's scheme, conv left out of 'all' as hybrids do
+    assert smap["measured"] == "int8-dynamic" and "torch.ao dynamic int8" in smap["method"]
+    assert smap["all_groups"] == GROUPS[1:]
+    for gran in (PER_CHANNEL, PER_TENSOR):
+        for cell in smap["cells"][gran].values():
+            lo, hi = cell["delta_wer_ci"]  # one clip: the interval is the point
+            assert lo == pytest.approx(cell["delta_wer"]) == pytest.approx(hi)
+    assert smap["one_word_points"] == pytest.approx(100 / smap["baseline"]["ref_words"])
+    assert smap["warnings"] and "one word is worth" in smap["warnings"][0]
+
+
+def test_the_maps_all_row_is_what_the_hybrid_with_nothing_kept_decodes(measured, calib1, cache_dir):
+    """Fault 9: the map measures the configuration it recommends. Its 'all' cell (per
+    channel) must give the hypothesis and the divergence from fp32 that an engine loaded with
+    int8-dynamic + quant_embed (the hybrid with nothing kept) gives."""
+    from voxmeter.compress.sensitivity import _clips, _reference_ids, _teacher_forced
+    from voxmeter.engines import load_engine
+    from voxmeter.metrics import corpus_wer
+
+    smap, fp32 = measured[0], measured[3]
+    spec = RunSpec(model="tiny.en", threads=1).with_(quant="int8-dynamic", quant_embed=True)
+    hybrid = load_engine(spec, cache_dir)
+    clips, _ = _clips(calib1)
+    ((clip, audio),) = clips
+    enc = hybrid.encode(hybrid.features([audio.samples]))
+    hyp = hybrid.decode(enc)[0].text
+    targets = [_reference_ids(hybrid, clip.text)]
+    (p1,) = _teacher_forced(hybrid, enc, targets)
+    hybrid.close()
+    (p0,) = _teacher_forced(fp32, fp32.encode(fp32.features([audio.samples])), targets)
+    kl = float((p0.exp() * (p0 - p1)).sum()) / p0.shape[0]
+    cell = smap["cells"][PER_CHANNEL][ALL]
+    assert cell["wer"] == pytest.approx(corpus_wer([clip.text], [hyp]).wer)
+    assert cell["kl"] == pytest.approx(kl, rel=1e-4)
+
+
+def test_a_group_is_swapped_for_the_schemes_modules_and_put_back(engine):
+    import torch.ao.nn.quantized.dynamic as nnqd
+    from torch import nn
+
+    from voxmeter.compress.quantize import Int8Projection
+    from voxmeter.compress.sensitivity import _How, _quantized
+
+    m = engine.model
+    before = (m.model.decoder.layers[0].fc1, m.proj_out, m.model.decoder.embed_tokens)
+    with _quantized(m, ["dec.0", "proj", "conv"], True, _How(8, False, ())):
+        assert isinstance(m.model.decoder.layers[0].fc1, nnqd.Linear)
+        assert isinstance(m.proj_out, Int8Projection)
+        assert type(m.model.decoder.layers[1].fc1) is nn.Linear  # other groups untouched
+    after = (m.model.decoder.layers[0].fc1, m.proj_out, m.model.decoder.embed_tokens)
+    assert all(a is b for a, b in zip(before, after))
+    assert not hasattr(after[0], "qconfig")  # nothing of the conversion left behind
 
 
 def test_weight_bytes_per_group_are_counted_from_the_shapes(measured, engine):
-    smap, _, _ = measured
+    smap, _, _, _ = measured
     w = smap["weights"]
     # conv1 (384, 80, 3) and conv2 (384, 384, 3), each with a 384 bias
     n_conv = 384 * 80 * 3 + 384 * 384 * 3 + 2 * 384
@@ -92,7 +144,7 @@ def test_baseline_is_an_unquantized_runs_wer_and_the_weights_come_back(measured,
     from voxmeter.compress.sensitivity import _clips
     from voxmeter.metrics import corpus_wer
 
-    smap, before, _ = measured
+    smap, before, _, _ = measured
     after = engine.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     clips, _ = _clips(calib1)
@@ -214,3 +266,80 @@ def test_two_budgets_on_the_command_line_are_one_line_before_any_work(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one budget" in err[0]
+
+
+# -- the noise: intervals over clips, the word's worth, one additive estimate -------------------
+
+
+def _tally(refs, hyps):
+    from voxmeter.compress.sensitivity import _Tally
+
+    t = _Tally()
+    t.refs, t.hyps = list(refs), list(hyps)
+    return t
+
+
+def test_a_groups_change_gets_a_paired_interval_over_clips():
+    from voxmeter.compress.sensitivity import _gap_ci
+
+    refs = ["the cat sat on the mat", "a dog ran far away", "birds sing at dawn today"]
+    base = _tally(refs, refs)
+    same = _gap_ci(base, _tally(refs, refs))
+    assert same == [0.0, 0.0]  # paired: the same hypotheses, no change in any resample
+    one = list(refs)
+    one[0] = "the cat sat on the hat"  # one substitution in clip 0's 6 words (16 in all)
+    lo, hi = _gap_ci(base, _tally(refs, one))
+    # a resample holds 0 to 3 copies of clip 0; at the top, all three: 3 edits in 18 words
+    assert lo == 0.0 and hi == pytest.approx(100 * 3 / 18)
+
+
+def test_a_word_worth_more_than_half_a_point_is_warned():
+    from voxmeter.compress.sensitivity import WORD_WARN, noise_warnings
+
+    assert noise_warnings(100 / 48, 3)[0].startswith("one word is worth 2.08 WER points")
+    assert noise_warnings(WORD_WARN, 60) == [] and noise_warnings(100 / 558, 60) == []
+    assert noise_warnings(None, 0) == []
+
+
+def test_the_additive_estimate_has_one_definition(hand_map):
+    from voxmeter.compress.sensitivity import _additivity, additive_estimate
+
+    cells = hand_map["cells"][PER_CHANNEL]
+    cells["dec.0"] = _cell(-1.0, 0.2)  # an improvement is not counted on
+    joint = ["enc.0", "enc.1", "dec.0", "proj"]
+    a = _additivity(cells, joint)
+    assert a["estimate_delta_wer"] == additive_estimate(cells, joint) == 3.0
+    hand_map["additivity"] = {PER_CHANNEL: a}
+    assert estimate(hand_map, [])["delta_wer"] == a["estimate_delta_wer"]  # the same figure
+    assert estimate(hand_map, ["enc.0"])["delta_wer"] == 1.0
+
+
+def test_the_keep_line_shows_both_estimates_and_the_noise(hand_map, capsys):
+    from voxmeter.cli.compress import _print_keep
+    from voxmeter.compress.sensitivity import _additivity
+
+    joint = ["enc.0", "enc.1", "dec.0", "proj"]
+    hand_map["cells"][PER_CHANNEL][ALL]["delta_wer_ci"] = [1.0, 6.0]
+    hand_map["additivity"] = {PER_CHANNEL: _additivity(hand_map["cells"][PER_CHANNEL], joint)}
+    hand_map["warnings"] = ["one word is worth 2.08 WER points here"]
+    _print_keep(hand_map, ["enc.0", "proj"], "tiny.en")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Estimated: WER +0.00 points" in out
+    assert "with nothing kept the same estimate is +3.00 against +3.50 [+1.00, +6.00]" in out
+    assert "within the noise" in out
+
+
+def test_a_directory_that_carries_quantization_is_no_fp32_model_to_map():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from voxmeter.compress.sensitivity import _fp32_model
+    from voxmeter.spec import CompressionSettings
+
+    spec = RunSpec(model="some-dir")
+    fake = SimpleNamespace(name="hf", model=nn.Linear(2, 2), spec=spec)
+    assert _fp32_model(fake) is fake.model
+    fake.compression = CompressionSettings(quant="int8-dynamic")  # what the directory carried
+    with pytest.raises(SpecError, match="fp32 and unquantized"):
+        _fp32_model(fake)

@@ -67,7 +67,7 @@ def test_figure_draws_the_cells_in_group_order():
     assert [list(r) for r in heat.z] == want_z
     assert [list(r) for r in heat.customdata] == want_kl
     title = fig.layout.title.text
-    for part in ("tiny.en", "8 bits", "calib", "60 clips", "fp32 WER 10.93"):
+    for part in ("tiny.en", "8-bit weights only", "calib", "60 clips", "fp32 WER 10.93"):
         assert part in title
 
 
@@ -90,7 +90,7 @@ def test_report_shows_each_map(cli, store_path, map_path, tmp_path):
     assert METHOD.replace("'", "&#x27;") in text
     top = ranked(make_map(), PER_CHANNEL)
     assert top[:2] == ["proj", "dec.0"]  # the KL breaks their WER tie
-    line = re.search(r"Most sensitive groups \(per-channel 8-bit weights.*?</p>", text)
+    line = re.search(r"Most sensitive groups \(per-channel, 8-bit weights only.*?</p>", text)
     assert line is not None
     assert line.group(0).index("proj") < line.group(0).index("dec.0")
     assert "proj (+0.36 points" in line.group(0)
@@ -99,7 +99,7 @@ def test_report_shows_each_map(cli, store_path, map_path, tmp_path):
     assert len(re.findall(r"plotly\.js v\d", text)) == 1
 
     # repeatable: a second map is a second section
-    other = make_map() | {"model": "base", "bits": 4}
+    other = make_map() | {"model": "base", "measured": "int8-dynamic"}
     other_path = tmp_path / "other.json"
     other_path.write_text(json.dumps(other))
     r = cli(
@@ -108,7 +108,8 @@ def test_report_shows_each_map(cli, store_path, map_path, tmp_path):
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     text = out.read_text()
-    assert "Layer sensitivity: base, 4-bit weights" in text
+    # what each map measured is named: weight rounding, or the int8-dynamic scheme
+    assert "Layer sensitivity: base, int8-dynamic (int8 weights and activations)" in text
     assert text.count('class="plotly-graph-div"') == 11
 
     # no map, no section

@@ -105,6 +105,17 @@ _LEGACY_NONE = {
 }
 
 
+def check_quant_device(comp: CompressionSettings, device: str) -> None:
+    """Every quantization scheme runs CPU kernels and leaves its modules on the CPU, so a
+    quantized model cannot run on a GPU: refused here rather than crashing mid-run."""
+    if (comp.quant != "none" or comp.quant_embed) and device != "cpu":
+        scheme = comp.quant if comp.quant != "none" else "quant_embed"
+        raise SpecError(
+            f"quant: {scheme} runs CPU kernels only; use --device cpu, or drop the "
+            f"quantization to run on {device}"
+        )
+
+
 @dataclass(frozen=True)
 class CompressionSettings:
     """Compression applied between loading the weights and running the engine (compress/).
@@ -592,6 +603,7 @@ class RunSpec:
                 f"compression: {c.tag()} changes a torch model; use --engine hf "
                 "(CTranslate2 runs its own converted weights)"
             )
+        check_quant_device(c, self.device)
         if (c.quant != "none" or c.quant_embed) and self.axes.precision != "fp32":
             raise SpecError(
                 f"quant: {c.quant} sets the Linear layers' precision itself; the precision "

@@ -36,9 +36,9 @@ def compress(
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     quiet: bool = typer.Option(False, help="no notes"),
 ) -> None:
-    """Build a compressed model directory (depth, pruning, low-rank, recovery) to bench later."""
+    """Build a compressed model directory (depth, pruning, low-rank, recovery, quantization)."""
     from voxmeter.assets.bundled import default_cache_dir, resolve_model
-    from voxmeter.compress import build
+    from voxmeter.compress import build, quantization_settings
     from voxmeter.compress.artifact import read_meta
     from voxmeter.data.datasets import load_dataset
     from voxmeter.run.harness import prepare_weights
@@ -47,29 +47,30 @@ def compress(
     setup_logging(quiet)
     spec = RunSpec(model=model, compression=parse_compress(compress)).validate()
     comp = spec.compression
-    if not comp.changes_weights:
+    if comp.is_none:
         raise SpecError(
-            "--compress: nothing to build: quantization applies at load; pass --compress "
-            "quant=... to bench (build needs decoder_layers, prune_heads, prune_ffn or "
-            "lowrank_energy)"
+            "--compress: nothing to build: give decoder_layers, prune_heads, prune_ffn, "
+            "lowrank_energy or quant (then bench the directory with --model)"
         )
     _check_out(out, force)
     cache = default_cache_dir(cache_dir)
     source = prepare_weights(spec, resolve_model(model, cache), cache)[0]
     comp.check_model(source.dims.n_text_layer)
-    built = build(comp, source, out, load_dataset("calib"))
-    report = read_meta(built)["report"]
+    built = build(comp, source, out, load_dataset("calib"), carry_quant=True)
+    meta = read_meta(built)
+    report = meta["report"]
     c = console()
     c.print(
         f"{source.name} -> {built}: {report['params_before']:,} -> "
         f"{report['params_after']:,} parameters "
         f"({report['params_after'] / report['params_before']:.1%})"
     )
-    quant = [f"--compress {k}={v}" for k, v in _load_time(comp).items()]
+    carried = quantization_settings(comp)
+    if carried:
+        what = ", ".join(f"{k}={v}" for k, v in carried.items())
+        c.print(f"quantization carried by the directory, applied at every load: {what}")
     c.print("measure it with:")
-    c.print(
-        f"  voxmeter bench --model {built.resolve()} {' '.join(quant)}".rstrip(), soft_wrap=True
-    )
+    c.print(f"  voxmeter bench --model {built.resolve()}", soft_wrap=True)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -89,24 +90,18 @@ def _check_out(out: Path, force: bool) -> None:
         raise SpecError(f"-o {out}: a model directory is already there; pass --force to replace it")
 
 
-def _load_time(comp: Any) -> dict[str, Any]:
-    """The settings of `comp` that apply at load (bench needs them again)."""
-    out: dict[str, Any] = {}
-    if comp.quant != "none":
-        out["quant"] = comp.quant
-    if comp.quant_embed:
-        out["quant_embed"] = "true"
-    if comp.keep:
-        out["keep"] = comp.keep
-    return out
-
-
 @app.command(rich_help_panel=PANEL)
 def sensitivity(
     model: str = typer.Option("tiny.en", help="a model name or directory (fp32)"),
     data: str = typer.Option("calib", help="clips to measure on (calib: never a test set)"),
     max_clips: int = typer.Option(0, min=0, help="use only the first N clips (0 = all)"),
-    bits: int = typer.Option(8, help="weight bits of the fake quantization"),
+    weights_only: bool = typer.Option(
+        False,
+        "--weights-only",
+        help="round weights alone (fake quantization, fp32 activations) instead of running "
+        "the int8-dynamic scheme the hybrid runs",
+    ),
+    bits: int = typer.Option(8, help="weight bits (other than 8 only with --weights-only)"),
     threads: int = typer.Option(2, min=1, help="intra-op threads"),
     out: Path | None = typer.Option(
         None,
@@ -136,7 +131,7 @@ def sensitivity(
     for p in (json_path, html_path):
         if not p.parent.is_dir():
             raise SpecError(f"{p}: folder {p.parent} does not exist")
-    smap = _measure(model, data, max_clips, bits, threads, cache_dir, quiet)
+    smap = _measure(model, data, max_clips, bits, weights_only, threads, cache_dir, quiet)
     write_atomic(json.dumps(smap, indent=1) + "\n", json_path)
     write_atomic(heatmap_html(smap), html_path)
     _print_map(smap)
@@ -150,7 +145,14 @@ def sensitivity(
 
 
 def _measure(
-    model: str, data: str, max_clips: int, bits: int, threads: int, cache: Path | None, quiet: bool
+    model: str,
+    data: str,
+    max_clips: int,
+    bits: int,
+    weights_only: bool,
+    threads: int,
+    cache: Path | None,
+    quiet: bool,
 ) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
@@ -167,6 +169,8 @@ def _measure(
 
     if isinstance(bits, bool) or not 2 <= bits <= 16:
         raise SpecError(f"--bits: expected an integer from 2 to 16, got {bits}")
+    if bits != 8 and not weights_only:
+        raise SpecError(f"--bits {bits}: needs --weights-only (the int8 schemes are 8-bit)")
     spec = RunSpec(model=model, data=data, threads=threads, max_clips=max_clips).validate()
     dataset = load_dataset(data)
     if data != "calib":
@@ -184,7 +188,9 @@ def _measure(
         def progress(what: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        return sensitivity_map(engine, dataset, bits=bits, progress=progress)
+        return sensitivity_map(
+            engine, dataset, bits=bits, weights_only=weights_only, progress=progress
+        )
 
 
 def console_err() -> Any:
@@ -194,62 +200,90 @@ def console_err() -> Any:
 
 
 def _print_map(smap: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    from voxmeter.compress.sensitivity import ALL, per_channel_gain
+    from voxmeter.compress.sensitivity import ALL
 
     grans, w = smap["granularities"], smap["weights"]
     data = smap["data"]
+    what = "weights only" if smap.get("measured") == "weights-only" else "int8-dynamic"
     t = Table(
-        title=f"{smap['model']}: {smap['bits']}-bit weights, one group at a time; "
-        f"{data['name']} ({data['n_clips']} clips), fp32 WER {_f(smap['baseline']['wer'])}",
+        title=escape(
+            f"{smap['model']}: {what} ({smap['bits']}-bit), one group at a time; "
+            f"{data['name']} ({data['n_clips']} clips, {smap['baseline']['ref_words']} words), "
+            f"fp32 WER {_f(smap['baseline']['wer'])}"
+        ),
         title_justify="left",
     )
     t.add_column("group")
     for g in grans:
-        t.add_column(f"{g} ΔWER", justify="right")
+        t.add_column(f"{g} ΔWER (95% CI)", justify="right")
         t.add_column(f"{g} KL", justify="right")
     t.add_column("fp32 bytes", justify="right")
     t.add_column(f"int{smap['bits']} bytes", justify="right")
+    joint = smap.get("all_groups", smap["groups"])
     for group in [*smap["groups"], ALL]:
-        cells = [smap["cells"][g][group] for g in grans]
         row = [group]
-        for c in cells:
-            row += [_f(c["delta_wer"], signed=True), f"{c['kl']:.2e}"]
-        if group == ALL:
-            fp32 = sum(x["fp32_bytes"] for x in w.values())
-            q = sum(x["quant_bytes"][grans[0]] for x in w.values())
-        else:
-            fp32, q = w[group]["fp32_bytes"], w[group]["quant_bytes"][grans[0]]
+        for g in grans:
+            c = smap["cells"][g][group]
+            row += [escape(_with_ci(c["delta_wer"], c.get("delta_wer_ci"))), f"{c['kl']:.2e}"]
+        members = joint if group == ALL else [group]
+        fp32 = sum(w[x]["fp32_bytes"] for x in members)
+        q = sum(w[x]["quant_bytes"][grans[0]] for x in members)
         t.add_row(*row, f"{fp32:,}", f"{q:,}", end_section=group == smap["groups"][-1])
-    sums = ["sum of groups"]
+    sums = ["additive estimate"]
     for g in grans:
         a = smap["additivity"][g]
-        sums += [_f(a["sum_delta_wer"], signed=True), f"{a['sum_kl']:.2e}"]
+        sums += [_f(a["estimate_delta_wer"], signed=True), f"{a['sum_kl']:.2e}"]
     t.add_row(*sums, "", "", style="dim")
     c = console()
     c.print(t)
+    c.print(
+        f"'{ALL}' = {', '.join(joint)} quantized at once (measured); 'additive estimate' = the "
+        "sum of those groups' WER increases (the estimate a hybrid's budget uses) and of their KL"
+    )
+    for line in smap.get("warnings") or []:
+        c.print(f"[yellow]warning:[/] {escape(line)}")
+    _print_gain(smap)
+
+
+def _print_gain(smap: dict[str, Any]) -> None:
+    from voxmeter.compress.sensitivity import ALL, per_channel_gain
+
     gain = per_channel_gain(smap)
-    if gain is not None:
-        g = gain["gain"]
-        c.print(
-            f"per-tensor -> per-channel: all groups gain {_f(g[ALL]['wer'])} WER points "
-            f"(KL {g[ALL]['kl']:.2e}); conv front end alone {_f(g['conv']['wer'])} points "
-            f"(KL {g['conv']['kl']:.2e}, {_pct(gain['conv_share_kl'])} of the joint KL gain)"
-        )
+    if gain is None:
+        return
+    g = gain["gain"]
+    console().print(
+        f"per-tensor -> per-channel: '{ALL}' gains {_f(g[ALL]['wer'])} WER points "
+        f"(KL {g[ALL]['kl']:.2e}); conv front end alone {_f(g['conv']['wer'])} points "
+        f"(KL {g['conv']['kl']:.2e}, {_pct(gain['conv_share_kl'])} of the '{ALL}' KL gain)"
+    )
 
 
 def _print_keep(smap: dict[str, Any], keep: list[str], model: str) -> None:
-    from voxmeter.compress.sensitivity import estimate, keep_spec
+    from rich.markup import escape
+
+    from voxmeter.compress.sensitivity import PER_CHANNEL, estimate, keep_spec
 
     est = estimate(smap, keep)
+    quantized = [g for g in smap["groups"] if g not in {*keep, "conv"}]
+    nothing = smap["additivity"][PER_CHANNEL]
     c = console()
     c.print(
-        f"keep fp32 (most sensitive first): {', '.join(keep) or 'nothing'}; conv stays fp32 "
-        f"(no int8 path quantizes it). Estimated: WER +{est['delta_wer']:.2f} points (sum of "
-        f"the quantized groups' changes, assumed additive), weights "
-        f"{est['weight_bytes'] / MIB:.2f} MiB"
+        escape(
+            f"keep fp32 (most sensitive first): {', '.join(keep) or 'nothing'}; conv stays fp32 "
+            f"(no int8 path quantizes it). Estimated: WER +{est['delta_wer']:.2f} points (additive "
+            f"estimate over the {len(quantized)} groups it quantizes; with nothing kept the same "
+            f"estimate is {_f(nothing['estimate_delta_wer'], signed=True)} against "
+            f"{_with_ci(nothing['all_delta_wer'], nothing.get('all_delta_wer_ci'))} measured "
+            f"jointly), weights {est['weight_bytes'] / MIB:.2f} MiB"
+        ),
+        soft_wrap=True,
     )
+    if smap.get("warnings"):
+        c.print("[yellow]warning:[/] the estimate rests on per-group changes within the noise")
     c.print(f"voxmeter bench --model {model} {keep_spec(keep)}", soft_wrap=True)
 
 
@@ -274,6 +308,13 @@ def _f(v: float | None, signed: bool = False) -> str:
     return f"{v:+.2f}" if signed else f"{v:.2f}"
 
 
+def _with_ci(v: float | None, ci: list[float] | None) -> str:
+    """A WER change with its interval: '+0.36 [-0.18, +0.90]'."""
+    if v is None or not ci:
+        return _f(v, signed=True)
+    return f"{v:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0%}"
 
@@ -289,9 +330,10 @@ def card(
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
 ) -> None:
     """Write a compressed model's card: methods, measured figures, known failure modes."""
-    from voxmeter.compress.card import README, model_card, write_atomic
+    from voxmeter.compress.card import README, model_card, writable, write_atomic
 
     setup_logging(True)
+    target = writable(out or Path(directory) / README, "card -o")  # before any work
     text = model_card(directory, store, sensitivity=sensitivity, cache_dir=cache_dir)
-    path = write_atomic(text, out or Path(directory) / README)
+    path = write_atomic(text, target, "card -o")
     console().print(f"wrote {path}")

@@ -8,8 +8,10 @@ Two kinds of method, with different lives:
   compression code) and the result is cached as a model directory (artifact.py), which loads
   like any transformers Whisper directory. The seconds spent building it are a one-off figure
   of their own (`compress_s`), never inside load time or RTFx.
-- Quantization (quantize.py) runs at every load, like the precision axis: the spec's scheme,
-  the groups it keeps in fp32 (hybrid precision), and the embedding/projection option.
+- Quantization (engines/quant.py) runs at every load, like the precision axis: the spec's
+  scheme, the groups it keeps in fp32 (hybrid precision), and the embedding/projection option.
+  A directory built by `voxmeter compress` with quant=... carries these settings in its
+  `voxmeter.json` (its weights stay fp32), so `--model DIR` runs what was built.
 
 Order of the structural methods: depth, pruning, low-rank, recovery (each sees the previous
 one's model; recovery repairs what all of them removed). Calibration speech is the bundled
@@ -20,13 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from voxmeter.errors import SpecError
 
+log = logging.getLogger("voxmeter")
 COMPRESS_VERSION = 1  # bump when a structural method's output changes for the same inputs
 CALIB_SET = "calib"
 
@@ -34,8 +38,8 @@ CALIB_SET = "calib"
 def _quiet_imports() -> None:
     """transformers (under torch-pruning and peft) must not pull torchao in with its warnings,
     nor print its loading bars."""
-    from voxmeter.compress.quantize import silence_torchao_noise
     from voxmeter.engines.hf_whisper import quiet_transformers
+    from voxmeter.engines.quant import silence_torchao_noise
 
     silence_torchao_noise()
     quiet_transformers()
@@ -93,6 +97,19 @@ def _calib_dataset() -> Any:
     return load_dataset(CALIB_SET)
 
 
+def quantization_settings(comp: Any) -> dict[str, Any]:
+    """The load-time fields of `comp` that are not at their defaults (quant, quant_embed,
+    keep): what a compressed directory carries for the engine to apply at load."""
+    out: dict[str, Any] = {}
+    if comp.quant != "none":
+        out["quant"] = comp.quant
+    if comp.quant_embed:
+        out["quant_embed"] = True
+    if comp.keep:
+        out["keep"] = comp.keep
+    return out
+
+
 def build(
     comp: Any,
     source: Any,
@@ -100,9 +117,13 @@ def build(
     calib: Any,
     progress: Any = None,
     base_digest: str | None = None,
+    carry_quant: bool = False,
 ) -> Path:
     """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`.
 
+    With `carry_quant`, the directory also carries `comp`'s quantization (its weights stay
+    fp32; the hf engine quantizes them at load, so `--model out` runs what was built); the
+    cache of `compressed_source` never does, since its spec applies quantization itself.
     `base_digest` is `source`'s weights digest when the caller has it (hashing the base
     weights again costs a read of every file); recovery's checkpoints and the directory's
     `voxmeter.json` are stamped with it."""
@@ -121,12 +142,12 @@ def build(
         from voxmeter.compress.depth import keep_decoder_layers
 
         report["decoder_layers_kept"] = keep_decoder_layers(model, comp.decoder_layers)
-    pairs = None
+    used: Calibration | None = None
     if comp.prune_heads or comp.prune_ffn:
         from voxmeter.compress.prune import prune
 
-        pairs = calibration_pairs(source, calib)
-        report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, pairs)
+        used = calibration_pairs(source, calib)
+        report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, used.pairs)
     if comp.lowrank_energy:
         from voxmeter.compress.lowrank import factorize
 
@@ -134,11 +155,11 @@ def build(
     if comp.recover != "none":
         from voxmeter.compress.recover import recover
 
-        pairs = pairs or calibration_pairs(source, calib)
+        used = used or calibration_pairs(source, calib)
         report["recover"] = recover(
             model,
             source,
-            pairs,
+            used.pairs,
             comp.recover,
             comp.recover_steps,
             out,
@@ -147,17 +168,33 @@ def build(
         )
     report["params_before"] = n_before
     report["params_after"] = sum(p.numel() for p in model.parameters())
+    carried = quantization_settings(comp) if carry_quant else {}
+    if carried:
+        _check_quantization(model, comp)
     meta = {
         "base": {"name": source.name, "dir": str(source.hf_dir)},
         "base_digest": base_digest,
         "compression": structural_settings(comp),
-        "calibration": {"data": CALIB_SET, "n_clips": len(calib.clips)},
+        "quantization": carried,
+        "calibration": used.record() if used else {"data": CALIB_SET, "n_clips": 0},
         "report": report,
         "voxmeter": voxmeter.__version__,
     }
     return artifact.save_model(
         model, out, meta, tokenizer=source.tokenizer, suppress=load_suppress(source, _ids(source))
     )
+
+
+def _check_quantization(model: Any, comp: Any) -> None:
+    """The groups `keep` names exist in the built model, and quant_embed does not clash with
+    keeping 'proj': refused before the directory is written, not at its first load."""
+    from voxmeter.engines.quant import check_groups
+
+    kept = check_groups("keep", comp.keep, model)
+    if comp.quant_embed and "proj" in kept:
+        raise SpecError(
+            "keep: 'proj' keeps the output projection fp32, but quant_embed quantizes it"
+        )
 
 
 def _ids(source: Any) -> dict[str, int]:
@@ -172,13 +209,27 @@ def _base_digest(source: Any) -> str:
     return weights_digest(source, FileDigests(None))
 
 
-def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> list[tuple[Any, list[int]]]:
+@dataclass
+class Calibration:
+    """The calibration pairs a build trained or ranked on, and the clips it could not use."""
+
+    pairs: list[tuple[Any, list[int]]]
+    skipped: list[dict[str, str]]  # id, reason: as a data set's bad clips are recorded
+
+    def record(self) -> dict[str, Any]:
+        """What `voxmeter.json` keeps: the clips used (not the clips listed) and the skipped."""
+        return {"data": CALIB_SET, "n_clips": len(self.pairs), "skipped": self.skipped}
+
+
+def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> Calibration:
     """(features (1, n_mels, n_frames), prompt + reference tokens + end-of-text) per
-    calibration clip, by the openai-whisper front end; clips that fail to load are skipped."""
+    calibration clip, by the openai-whisper front end. A clip that fails to load or is longer
+    than one window is skipped, logged and recorded with why; none usable is a SpecError."""
     import torch
 
     from voxmeter.assets.convert import special_ids
     from voxmeter.audio.features import clip_features
+    from voxmeter.audio.io import LoadedAudio
     from voxmeter.data.datasets import iter_audio
     from voxmeter.engines.common import Tokenizer, prompt_ids
 
@@ -187,18 +238,28 @@ def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> list[tup
         raise SpecError(f"compression: model {source.name!r} has no tokenizer for calibration")
     eot = special_ids(source.dims)["eot"]
     prompt = prompt_ids(source.dims)
-    pairs = []
+    out = Calibration([], [])
     for clip, audio in iter_audio(calib):
-        if isinstance(audio, Exception):
+        if not isinstance(audio, LoadedAudio):
+            why = str(audio) if isinstance(audio, Exception) else "longer than one 30 s window"
+            log.warning("calibration: skipped clip %s: %s", clip.id, why)
+            out.skipped.append({"id": clip.id, "reason": why})
             continue
         feats = torch.as_tensor(clip_features(audio.samples, n_frames, source.dims.n_mels))
-        pairs.append((feats, [*prompt, *tok.encode(clip.text), eot]))
-    return pairs
+        out.pairs.append((feats, [*prompt, *tok.encode(clip.text), eot]))
+    if not out.pairs:
+        raise SpecError(
+            f"calibration: data {getattr(calib, 'name', CALIB_SET)!r} has no usable clip "
+            f"({len(out.skipped)} skipped)"
+        )
+    if out.skipped:
+        log.warning("calibration: %d clip(s) skipped as bad input", len(out.skipped))
+    return out
 
 
 def quantize_loaded(model: Any, comp: Any, cpu_flags: Any) -> tuple[Any, str]:
-    """Apply the spec's quantization to a loaded fp32 model; (model, method in words)."""
-    from voxmeter.compress.quantize import quantize
+    """Apply the spec's quantization to a loaded fp32 model; (model, method in words).
+    The hf engine applies it at load: engines/quant.py's `apply_quantization`."""
+    from voxmeter.engines.quant import apply_quantization
 
-    keep = frozenset(g.strip() for g in comp.keep.split(",") if g.strip())
-    return quantize(model, comp.quant, keep=keep, embed=comp.quant_embed, cpu_flags=cpu_flags)
+    return apply_quantization(model, comp, cpu_flags)

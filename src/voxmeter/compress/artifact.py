@@ -4,13 +4,14 @@ Layout (a transformers Whisper directory plus one file of ours, so `--model DIR`
 as a local transformers model and any tool that reads safetensors can open the weights):
 
 - `model.safetensors`: the fp32 weights after the structural methods (fewer decoder layers,
-  pruned heads and neurons, low-rank factors) and any recovery training. Quantization is not
-  saved: it is applied at load time from the spec, like the precision axis.
+  pruned heads and neurons, low-rank factors) and any recovery training. Quantized weights
+  are not saved: `voxmeter.json` carries the quantization settings, applied at every load.
 - `config.json`: the WhisperConfig (decoder_layers already reduced).
 - `generation_config.json`: the base model's suppressed tokens, so decoding is unchanged.
 - `tokenizer.json`: the base model's.
 - `voxmeter.json`: what made it: the base model's name and weights digest, the compression
-  settings, the calibration data digest, a report per method, the voxmeter version and commit.
+  settings, the quantization it carries ({} when none), the calibration clips used and
+  skipped, a report per method, the voxmeter version.
 
 Shapes that transformers' config cannot express (a different head count or FFN width per
 layer, a Linear replaced by two thin ones) are rebuilt from the saved tensors' shapes before
@@ -28,24 +29,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from voxmeter.errors import ModelError
+from voxmeter.engines.hf_weights import (
+    FORMAT,
+    HEAD_DIM,
+    META,
+    is_artifact,
+    load_model,
+    read_meta,
+    reshape_to,
+)
 
-META = "voxmeter.json"
-FORMAT = 1
-HEAD_DIM = 64  # Whisper's head width at every size; pruning removes whole heads
-
-
-def is_artifact(path: Path) -> bool:
-    return (Path(path) / META).is_file()
-
-
-def read_meta(path: Path) -> dict[str, Any]:
-    from voxmeter.assets.bundled import read_json_object
-
-    meta = read_json_object(Path(path) / META)
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{Path(path) / META}: format {meta.get('format')!r}, expected {FORMAT}")
-    return meta
+__all__ = ["FORMAT", "HEAD_DIM", "META", "is_artifact", "load_model", "read_meta", "reshape_to"]
+__all__ += ["save_model"]
 
 
 def save_model(
@@ -88,72 +83,3 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def load_model(path: Path) -> Any:
-    """The WhisperForConditionalGeneration saved in `path`, its shapes rebuilt, weights strict."""
-    import torch
-    from safetensors.torch import load_file
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    path = Path(path)
-    try:
-        config = WhisperConfig.from_json_file(str(path / "config.json"))
-        state = load_file(str(path / "model.safetensors"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: cannot read the compressed model ({e})") from None
-    with torch.device("meta"):
-        model = WhisperForConditionalGeneration(config)
-    reshape_to(model, state)
-    try:
-        model.load_state_dict(state, strict=False, assign=True)
-    except RuntimeError as e:
-        raise ModelError(f"{path}: weights do not fit their own shapes ({e})") from None
-    model.tie_weights()
-    missing = [n for n, p in model.named_parameters() if p.is_meta]
-    if missing:
-        raise ModelError(
-            f"{path}: model.safetensors lacks {len(missing)} tensors ({missing[0]}, ...)"
-        )
-    for name, buf in model.named_buffers():
-        if buf.is_meta:  # non-persistent buffers: recompute as a fresh model would
-            raise ModelError(f"{path}: buffer {name} was not restored")
-    return model.eval()
-
-
-def reshape_to(model: Any, state: dict[str, Any]) -> None:
-    """Give `model` the module shapes its saved `state` has: resized Linears, Linears split in
-    two (low-rank `name.0` / `name.1`, rebuilt as the LowRankLinear that made them), and each
-    attention's head count from its q_proj."""
-    from torch import nn
-
-    from voxmeter.compress.lowrank import LowRankLinear
-
-    modules = dict(model.named_modules())
-    for name, mod in list(modules.items()):
-        if not isinstance(mod, nn.Linear) or name == "proj_out":
-            continue
-        w = state.get(f"{name}.weight")
-        first, second = state.get(f"{name}.0.weight"), state.get(f"{name}.1.weight")
-        if w is not None and tuple(w.shape) != tuple(mod.weight.shape):
-            new: nn.Module = _linear(w.shape[1], w.shape[0], f"{name}.bias" in state)
-        elif w is None and first is not None and second is not None:
-            new = LowRankLinear(
-                _linear(first.shape[1], first.shape[0], f"{name}.0.bias" in state),
-                _linear(second.shape[1], second.shape[0], f"{name}.1.bias" in state),
-            )
-        else:
-            continue
-        parent, _, attr = name.rpartition(".")
-        setattr(modules[parent], attr, new)
-    for name, mod in model.named_modules():
-        if hasattr(mod, "q_proj") and hasattr(mod, "num_heads"):
-            mod.num_heads = mod.q_proj.out_features // HEAD_DIM  # what prune.py sets
-
-
-def _linear(n_in: int, n_out: int, bias: bool) -> Any:
-    import torch
-    from torch import nn
-
-    with torch.device("meta"):
-        return nn.Linear(int(n_in), int(n_out), bias=bias)

@@ -14,12 +14,14 @@ it skipped, and, when a sensitivity map is at hand, the layer groups int8 hurts 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from voxmeter.compress.compare import base_for, base_rows, wer_gap
+from voxmeter.compress.writing import writable, write_atomic
 from voxmeter.errors import ModelError, SpecError
+
+__all__ = ["README", "SENSITIVITY", "model_card", "writable", "write_atomic"]
 
 README = "README.md"
 SENSITIVITY = "sensitivity.json"
@@ -43,46 +45,16 @@ def model_card(
         )
     meta = read_meta(d)
     rows, notes = _results_for(d, Path(store_path), cache_dir)
+    base = base_rows(Path(store_path), meta) if rows else []
     given = Path(sensitivity) if sensitivity is not None else None
     smap = _sensitivity(given or d / SENSITIVITY, required=given is not None)
     parts = [
         f"# {d.name}\n",
         _source(d, meta),
-        _measured(d, Path(store_path), rows, notes),
+        _measured(d, Path(store_path), rows, notes, base),
         _failures(rows, smap),
     ]
     return "\n".join(p for p in parts if p)
-
-
-def write_atomic(text: str, out: Path) -> Path:
-    """Write `text` to `out` under a temporary name, then rename: never half a card. A link
-    or a device (`-o /dev/stdout`) is written through instead, never replaced."""
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise SpecError(f"{out}: folder {out.parent} does not exist")
-    if out.is_symlink() or (out.exists() and not out.is_file()):
-        with out.open("w") as f:
-            f.write(text)
-        return out
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _mode(out))  # mkstemp's 0600 would hide a card meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
-def _mode(out: Path) -> int:
-    """The replaced file's permissions, or what a plain open() would give a new one."""
-    if out.is_file():
-        return out.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 # -- the records -------------------------------------------------------------------------------
@@ -154,19 +126,38 @@ def _source(d: Path, meta: dict[str, Any]) -> str:
         ),
         (
             f"- Built by voxmeter {meta.get('voxmeter', '?')}; calibration data: "
-            f"{calib.get('data', '?')} ({calib.get('n_clips', '?')} clips{synth})"
+            f"{_calibration(calib, synth)}"
         ),
         f"- Parameters: {_int(report.get('params_before'))} -> {_int(report.get('params_after'))}",
-        (
-            "- Quantization is not stored in the directory: it applies at load "
-            "(`--compress quant=...`)."
-        ),
+        _quantization(meta.get("quantization") or {}),
         "",
         "Methods, in the order they ran:\n",
     ]
     for line in _methods(comp, report):
         lines.append(f"- {line}")
     return "\n".join(lines) + "\n"
+
+
+def _quantization(carried: dict[str, Any]) -> str:
+    if not carried:
+        return (
+            "- Quantization: none carried; the weights load fp32 (`--compress quant=...` adds it)."
+        )
+    what = ", ".join(f"{k}={v}" for k, v in carried.items())
+    return (
+        f"- Quantization carried by the directory and applied at every load: {what} "
+        "(the weights are stored fp32)."
+    )
+
+
+def _calibration(calib: dict[str, Any], synth: str) -> str:
+    """The calibration set, the clips it really used, and those skipped as bad input."""
+    if calib.get("n_clips") == 0:
+        return f"{calib.get('data', '?')}, not used (no method here needs calibration)"
+    skipped = calib.get("skipped") or []
+    why = "; ".join(f"`{s.get('id')}`: {s.get('reason')}" for s in skipped)
+    bad = f"; {len(skipped)} skipped as bad input ({why})" if skipped else ""
+    return f"{calib.get('data', '?')} ({calib.get('n_clips', '?')} clips used{synth}{bad})"
 
 
 def _methods(comp: dict[str, Any], report: dict[str, Any]) -> list[str]:
@@ -196,7 +187,7 @@ def _methods(comp: dict[str, Any], report: dict[str, Any]) -> list[str]:
     return out or ["none (the source weights, copied)"]
 
 
-def _measured(d: Path, store: Path, rows: list[Any], notes: list[str]) -> str:
+def _measured(d: Path, store: Path, rows: list[Any], notes: list[str], base: list[Any]) -> str:
     if not rows:
         lines = [
             "## Measured results\n",
@@ -213,32 +204,56 @@ def _measured(d: Path, store: Path, rows: list[Any], notes: list[str]) -> str:
         by_data.setdefault(str(row.spec.get("data")), []).append(row)
     out = ["## Accuracy\n", *(f"({n})\n" for n in notes)]
     for data, group in by_data.items():
-        out.append(_accuracy(data, group))
+        out.append(_accuracy(data, group, base))
     out.append("## Speed, memory and energy\n")
     for data, group in by_data.items():
-        out.append(_cost(data, group))
+        pairs = [b for b in (base_for(r, base) for r in group) if b is not None]
+        out.append(_cost(data, [*group, *{id(b): b for b in pairs}.values()]))
     out.append(_environment(rows))
     return "\n".join(out)
 
 
-def _accuracy(data: str, rows: list[Any]) -> str:
+def _accuracy(data: str, rows: list[Any], base: list[Any]) -> str:
     lines = [
         f"Data set `{data}`:\n",
-        "| configuration | clips | repeats | WER % (95% CI) | CER % | flagged clips |",
-        "|---|---|---|---|---|---|",
+        (
+            "| configuration | clips | repeats | WER % (95% CI) | CER % | flagged clips | "
+            "WER vs base, points (95% CI) |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
-    methods = set()
+    methods, missing = set(), 0
     for r in rows:
         wer = r.metrics.get("wer")
         if wer is not None and wer.ci_method:
             methods.add(wer.ci_method)
-        lines.append(
-            f"| {r.label} | {_int(r.value('n_clips'))} | {r.n_repeats} | {_ci(wer)} | "
-            f"{_num(r.value('cer'))} | {_int(r.value('n_flagged'))} |"
-        )
+        b = base_for(r, base)
+        gap = wer_gap(r, b) if b is not None else None
+        missing += b is None
+        vs = "not measured" if gap is None else f"{gap[0]:+.2f} [{gap[1]:+.2f}, {gap[2]:+.2f}]"
+        lines.append(_accuracy_row(r, wer, vs))
+        if b is not None:
+            lines.append(_accuracy_row(b, b.metrics.get("wer"), "(the base model)", "base: "))
     how = "; ".join(sorted(methods)) or "none (a single clip or no reference)"
-    lines.append(f"\nWER: corpus-level after Whisper's English normalizer; CI: {how}.\n")
-    return "\n".join(lines)
+    lines.append(f"\nWER: corpus-level after Whisper's English normalizer; CI: {how}.")
+    lines.append(
+        "WER vs base: this directory's WER minus the source model's, measured with the same "
+        "settings on the same data in this store, over the clips both hold; 95% paired "
+        "percentile bootstrap over clips."
+    )
+    if missing:
+        lines.append(
+            f"{missing} configuration(s) have no base result to compare with: run `voxmeter "
+            "bench` with the source model and the same settings into this store."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_row(r: Any, wer: Any, vs: str, prefix: str = "") -> str:
+    return (
+        f"| {prefix}{r.label} | {_int(r.value('n_clips'))} | {r.n_repeats} | {_ci(wer)} | "
+        f"{_num(r.value('cer'))} | {_int(r.value('n_flagged'))} | {vs} |"
+    )
 
 
 def _cost(data: str, rows: list[Any]) -> str:
@@ -250,7 +265,7 @@ def _cost(data: str, rows: list[Any]) -> str:
         ),
         "|---|---|---|---|---|---|---|",
     ]
-    methods: dict[str, str] = {}
+    methods: dict[str, dict[str, str]] = {}
     for r in rows:
         energy = r.notes.get("energy_method", "")
         est = " (estimated)" if energy.startswith("estimated") else ""
@@ -260,19 +275,32 @@ def _cost(data: str, rows: list[Any]) -> str:
             f"{_int(r.value('weight_bytes'))} | {_num(r.value('j_per_audio_s'), 3)}{est} |"
         )
         p50 = r.metrics.get("e2e_ms_p50")
-        methods.update(
-            {
-                "latency": p50.how if p50 is not None else "",
-                "peak RSS": r.notes.get("rss_method", ""),
-                "weight bytes": r.notes.get("weight_bytes_method", ""),
-                "precision": r.notes.get("precision_method", ""),
-                "energy": energy,
-            }
-        )
-    lines.append("\nMethods (of the last configuration listed):\n")
-    lines += [f"- {k}: {v}" for k, v in methods.items() if v]
+        for key, v in (
+            ("latency", p50.how if p50 is not None else ""),
+            ("peak RSS", r.notes.get("rss_method", "")),
+            ("weight bytes", r.notes.get("weight_bytes_method", "")),
+            ("precision", r.notes.get("precision_method", "")),
+            ("energy", energy),
+        ):
+            methods.setdefault(key, {})[r.label] = v
+    lines.append("\nMethods:\n")
+    lines += _method_lines(methods)
     lines.append("- RTFx: audio seconds / processing seconds, after warm-up; load time apart")
     return "\n".join(lines) + "\n"
+
+
+def _method_lines(methods: dict[str, dict[str, str]]) -> list[str]:
+    """One line per method when every configuration shares it; otherwise one per
+    configuration, so no row is described by another row's method."""
+    out = []
+    for key, by_row in methods.items():
+        values = {v for v in by_row.values() if v}
+        if len(values) == 1 and all(by_row.values()):
+            out.append(f"- {key}: {values.pop()}")
+        elif values:
+            out.append(f"- {key}, per configuration:")
+            out += [f"    - {label}: {v or 'not recorded'}" for label, v in by_row.items()]
+    return out
 
 
 def _environment(rows: list[Any]) -> str:
@@ -324,7 +352,7 @@ def _failures(rows: list[Any], smap: dict[str, Any] | None) -> str:
 
 
 def _worst_groups(smap: dict[str, Any] | None) -> str:
-    from voxmeter.compress.sensitivity import PER_CHANNEL, ranked
+    from voxmeter.compress.sensitivity import PER_CHANNEL, measured_label, ranked
 
     if smap is None:
         return "- Layer sensitivity: not measured (run `voxmeter sensitivity`)."
@@ -335,7 +363,7 @@ def _worst_groups(smap: dict[str, Any] | None) -> str:
     data = smap.get("data", {})
     lines = [
         (
-            f"- Most int8-sensitive layer groups ({smap.get('bits', 8)}-bit {gran} weights, "
+            f"- Most int8-sensitive layer groups ({gran}, {measured_label(smap)}, "
             f"{data.get('name', '?')} set, {data.get('n_clips', '?')} clips; fp32 WER "
             f"{_num(smap.get('baseline', {}).get('wer'))}):"
         ),

@@ -28,30 +28,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from voxmeter.engines.hf_weights import LowRankLinear
 from voxmeter.errors import SpecError
 
-
-class LowRankLinear(nn.Sequential):
-    """Two thin Linears standing in for one: x -> x A^T -> (x A^T) B^T + bias."""
-
-    def __init__(self, first: nn.Linear, second: nn.Linear) -> None:
-        super().__init__(first, second)
-
-    @property
-    def in_features(self) -> int:
-        return self[0].in_features
-
-    @property
-    def out_features(self) -> int:
-        return self[-1].out_features
-
-    @property
-    def rank(self) -> int:
-        return self[0].out_features
-
-    def dense_params(self) -> int:
-        """Parameters the dense Linear it replaced held (weight and bias)."""
-        return _dense_params(self)
+__all__ = ["LowRankLinear", "factorize", "is_low_rank", "rank_for_energy"]
 
 
 def is_low_rank(m: nn.Module) -> bool:

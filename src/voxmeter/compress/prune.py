@@ -1,39 +1,10 @@
 """Structured pruning: whole attention heads and FFN neurons leave the weight matrices.
 
-What is removed. In every attention module (the encoder's and the decoder's self-attention and
-the decoder's cross-attention) a share `heads` of the heads, and in every layer a share `ffn` of
-the FFN neurons, those of lowest importance. A share becomes a count as
-`removed = floor(share * n)` (never more than asked; 25% of 6 heads removes 1, 50% removes 3),
-and at least one head or neuron is kept. The matrices really shrink: q/k/v lose the head's 64
-output rows (and bias), out_proj its 64 input columns, fc1 a neuron's row and bias, fc2 its
-column. head_dim stays 64 and each attention module's `num_heads` is set to its new count,
-which is what transformers' WhisperAttention reshapes by, so transformers' own forward runs on
-the pruned model. The configs' head counts and FFN widths are left as they were: after pruning
-the layers no longer agree with them (a WhisperConfig cannot express 4 heads of 64 in a width of
-384), so a reader must take each layer's widths from its modules (q_proj.out_features // 64).
-
-Importance (ours, measured). First-order Taylor on calibration speech: for each clip the
-model is run teacher-forced on its reference tokens and the cross-entropy of those tokens
-(the prompt excluded) is back-propagated; a head's score for that clip is
-|sum over positions and its 64 channels of activation x gradient| taken at out_proj's input,
-which is exactly |dL/d gate| for a gate multiplying the head's output (Michel, Levy and Neubig,
-"Are Sixteen Heads Really Better than One?", 2019); a neuron's is the same sum over positions
-at fc2's input (Molchanov et al., "Importance Estimation for Neural Network Pruning", 2019).
-Scores add over clips. We prefer it to an activation norm because it weighs what the rest of the
-network does with a unit's output, measured on the loss we care about (the transcript), for
-one forward and backward pass per clip; weight gradients are not computed.
-
-Torch-Pruning. The slicing is done by Torch-Pruning's DependencyGraph, traced through
-transformers' own forward: asked to remove channels of a q_proj (or fc1), it finds the coupled
-k_proj/v_proj outputs and out_proj inputs (or fc2 inputs) through the reshapes and the fused
-attention op, and slices them consistently. We check every group holds exactly those Linears
-before pruning it. Its MetaPruner is not used: it rounds a head share up (ceil: 25% of 6
-removes 2), takes importance through its own group interface, and would also consider the
-residual width; we choose the indices ourselves (our scores, our count rule) and hand them to
-`DependencyGraph.get_pruning_group(...).prune()`.
-
-Order with the other methods: depth first (fewer layers to score), then pruning, then low-rank.
-Pruning also works on a factorised model (it slices the outer thin Linears).
+A share of the heads of every attention module and of the FFN neurons of every layer, those of
+lowest first-order Taylor importance on calibration speech, are sliced out of the matrices by
+Torch-Pruning's DependencyGraph (our scores, our count rule: floor(share * n), at least one
+kept); each attention's `num_heads` follows, so transformers' own forward still runs. Why these
+choices, and what was measured: docs/compression-notes.md#structured-pruning.
 """
 
 from __future__ import annotations

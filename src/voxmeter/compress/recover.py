@@ -1,54 +1,9 @@
 """Recovery training: the compressed student learns back from its uncompressed teacher.
 
-Data: the calibration pairs (synthesized speech, never a test clip), teacher-forced on their
-reference tokens; every position predicting a reference token or end-of-text is scored. Clips
-in a batch are right-padded with end-of-text (the decoder is causal: padding reaches no scored
-position). Loss per step, over the batch's scored tokens pooled:
-- KL(teacher || student) at temperature T = 2, times T^2 (Hinton et al. 2015: T^2 keeps the
-  gradient's scale independent of T), weight 1. T = 2 is distil-whisper's default: it shows
-  the teacher's ranking of runner-up tokens, which at T = 1 are ~0 and teach nothing.
-- Cross-entropy of the reference tokens, weight 0.8 (distil-whisper's 0.8 ce + 1 kl): it holds
-  the student to the true text where the teacher is wrong.
-- When the encoder trains: MSE of its final states against the teacher's over their mean square
-  (a share of their energy, ~0..1 at any width; pruning keeps d_model), weight 1. The token
-  losses reach the encoder only through cross-attention, a few dozen tokens for 1500 frames;
-  this gives every frame a target. At the start (tiny.en, half the heads and FFN neurons
-  pruned, calib set) it measured 0.90 beside KL*T^2 4.2 and CE 9.5: a clear but minor share.
-An encoder still equal to the teacher's (only decoder layers removed) is frozen and fed the
-teacher's cached states: a step is decoder-only, several times cheaper on a CPU. Embeddings are
-frozen too: no structural method changes them, and the token table (tied to the output
-projection, half of tiny.en's weights) would only overfit a few thousand tokens.
-The teacher runs once per clip before training; its encoder states are kept in fp32 (a frozen
-student reads them), its logits at the scored positions in float16 (~110 MB for 50 clips of ~21
-scored tokens; the rounding, < 0.4% of a logit, is far below how far a student is off).
-
-"lora": peft adapters (r=8, alpha=16) on every Linear of the trained stacks (q/k/v/out_proj,
-fc1, fc2, each Linear of a low-rank pair), the same loss, then merged into the weights: the
-model runs as before, at the same cost (checked: no peft module left, same parameter count).
-
-AdamW, weight decay 0 (the prior is the compressed weights, not zero); learning rate 1e-4 for
-distillation (distil-whisper's), 1e-3 for LoRA (zero-initialised adapters; the usual 10x);
-linear warm-up over the first 10% of steps (Adam's moments are noise at first, and a full step
-on them can undo what compression kept), then linear decay to zero; gradient norm clipped to 1.
-Batches of 4 clips, 2 when the encoder trains (its pass at 3000 frames is most of a step), from
-a seeded permutation per epoch that depends on the step alone; nothing draws from an RNG
-(Whisper's dropouts are 0), so a run is reproducible. Threads are the caller's (the update
-runs on one); on a busy 2-core machine a whole step ran 4-6x faster on one thread than on two.
-
-Resume: every `ckpt_every` steps and on Ctrl-C (held during an optimizer update, so a checkpoint
-holds whole steps) the trained parameters, optimizer, step, RNG state, losses and digests (of
-the settings, the student's initial weights and the calibration pairs; of the base weights) go
-to `.<out>.ckpt/recover.pt` beside the model directory (temporary file, then rename). A run
-with the same digests resumes there and ends with an uninterrupted run's weights (bit for bit
-on one machine); other digests are refused. The directory is removed when training ends; the
-model directory is written after this returns, atomically (artifact.save_model). A student
-interrupted mid-training is left as it is (adapters included): build() abandons it.
-
-Not offered: base teaching tiny.en. They share no vocabulary: tiny.en has GPT-2's BPE, base
-(multilingual) another (" and" is 290 in one, 293 in the other; a text splits differently),
-51864 vs 51865 ids, special tokens shifted. Their distributions are over different token
-sequences, so a position-wise KL is undefined; distilling across tokenizers (aligning text
-spans) would be a project of its own.
+"distill": KL to the teacher at T = 2 plus cross-entropy of the reference tokens (and, when
+the encoder trains, MSE of its states), teacher-forced on calibration speech; "lora": the same
+loss through peft adapters, merged back. Checkpoints resume a killed run bit for bit. The loss,
+schedule and resume rules, with what was measured: docs/compression-notes.md#recovery-training.
 """
 
 from __future__ import annotations
@@ -145,36 +100,26 @@ def recover(
     settings, seconds, losses at start and end, teacher-student KL (T = 1, mean per scored token
     over all pairs) before and after, checkpoint and resume events. `base_digest`: the base
     weights' digest when the caller has it (else hashed here), which a checkpoint must match."""
-    from transformers import WhisperForConditionalGeneration
-
-    from voxmeter.identity import FileDigests, weights_digest
-
     t0 = time.perf_counter()
     if method not in METHODS:
         raise SpecError(f"recover: expected one of {METHODS}, got {method!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise SpecError(f"recover_steps: must be an integer >= 1, got {steps!r}")
-    sot = model.config.decoder_start_token_id
-    _check_pairs(pairs, sot)
-    device = next(model.parameters()).device
-    teacher = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).to(device).eval()
-    frozen = _same_encoder(model, teacher)
-    batch = max(1, min(batch or (4 if frozen else 2), len(pairs)))
-    cfg = _Settings(method, steps, LR[method] if lr is None else float(lr), batch, seed, frozen)
+    cfg, teacher = _setup(model, source, pairs, method, steps, lr, batch, seed)
     ckpt_path = checkpoint_dir(out) / CKPT_FILE
     digest = _digest(cfg, model, pairs)
-    base = base_digest or weights_digest(source, FileDigests(None))
-    ckpt = _load_checkpoint(ckpt_path, digest, base)
-    cache = _teacher_outputs(teacher, pairs, sot)
+    base = base_digest or _weights_digest(source)
+    ckpt = _load_checkpoint(ckpt_path, digest, base)  # refused before the teacher's pass
+    cache = _teacher_outputs(teacher, pairs, model.config.decoder_start_token_id)
     del teacher
     teacher_s = time.perf_counter() - t0
 
     torch.manual_seed(seed)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    for name in FROZEN + (("model.encoder",) if frozen else ()):
+    for name in FROZEN + (("model.encoder",) if cfg.frozen else ()):
         model.get_submodule(name).requires_grad_(False)
     n_student = n_params(model)
-    wrapped, n_targets = _lora_wrap(model, frozen) if method == "lora" else (None, 0)
+    wrapped, n_targets = _lora_wrap(model, cfg.frozen) if method == "lora" else (None, 0)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0, fused=True)
     if ckpt is not None:
@@ -191,33 +136,74 @@ def recover(
             "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
         })  # fmt: skip
 
-    start, t_train = run.step, time.perf_counter()
-    model.train()
-    with _bar(progress, steps, run.step) as advance:
-        try:
-            while run.step < steps:
-                _step(model, opt, [p for _, p in trainable], pairs, cache, cfg, run)
-                if run.step % max(1, ckpt_every) == 0 and run.step < steps:
-                    save("checkpoint")
-                advance(run.step)
-        except KeyboardInterrupt:
-            save("interrupted")
-            raise
-    train_s = time.perf_counter() - t_train
-    model.eval()
+    start = run.step
+    train_s = _train(model, opt, trainable, pairs, cache, cfg, run, progress, ckpt_every, save)
     lora = _merge(wrapped, model, n_student, n_targets)
     for n, p in model.named_parameters():
         p.requires_grad_(flags.get(n, True))
     kl_after = _mean_kl(model, pairs, cache, cfg)
     shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    times = {"seconds": time.perf_counter() - t0, "teacher_s": teacher_s, "train_s": train_s}
+    return _report(cfg, run, start, len(pairs), times, kl_after, lora)
+
+
+def _setup(
+    model: nn.Module,
+    source: Any,
+    pairs: Pairs,
+    method: str,
+    steps: int,
+    lr: float | None,
+    batch: int | None,
+    seed: int,
+) -> tuple[_Settings, nn.Module]:
+    """The run's settings and the teacher (the uncompressed model, loaded again)."""
+    from transformers import WhisperForConditionalGeneration
+
+    sot = model.config.decoder_start_token_id
+    _check_pairs(pairs, sot)
+    device = next(model.parameters()).device
+    teacher = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).to(device).eval()
+    frozen = _same_encoder(model, teacher)
+    batch = max(1, min(batch or (4 if frozen else 2), len(pairs)))
+    cfg = _Settings(method, steps, LR[method] if lr is None else float(lr), batch, seed, frozen)
+    return cfg, teacher
+
+
+def _weights_digest(source: Any) -> str:
+    from voxmeter.identity import FileDigests, weights_digest
+
+    return weights_digest(source, FileDigests(None))
+
+
+def _train(model, opt, trainable, pairs, cache, cfg, run, progress, ckpt_every, save) -> float:
+    """Optimizer steps until `cfg.steps`, a checkpoint every `ckpt_every` and on Ctrl-C; the
+    seconds it took. The model is left in eval mode."""
+    t_train = time.perf_counter()
+    model.train()
+    with _bar(progress, cfg.steps, run.step) as advance:
+        try:
+            while run.step < cfg.steps:
+                _step(model, opt, [p for _, p in trainable], pairs, cache, cfg, run)
+                if run.step % max(1, ckpt_every) == 0 and run.step < cfg.steps:
+                    save("checkpoint")
+                advance(run.step)
+        except KeyboardInterrupt:
+            save("interrupted")
+            raise
+    model.eval()
+    return time.perf_counter() - t_train
+
+
+def _report(cfg, run, start, n_clips, times, kl_after, lora) -> dict[str, Any]:
+    """What `recover` returns (and `voxmeter.json` keeps)."""
     last = max(1, min(LAST, len(run.losses) // 2))  # start and end never share a step
     return {
-        "method": method, "steps": steps, "steps_this_run": run.step - start, "batch": batch,
-        "lr": cfg.lr, "warmup_steps": _warmup(steps), "seed": seed,
-        "temperature": TEMPERATURE, "weights": WEIGHTS, "clips": len(pairs),
-        "encoder": "frozen (equal to the teacher's)" if frozen else "trained",
-        "seconds": time.perf_counter() - t0, "teacher_s": teacher_s, "train_s": train_s,
-        "s_per_step": train_s / max(1, run.step - start),
+        "method": cfg.method, "steps": cfg.steps, "steps_this_run": run.step - start,
+        "batch": cfg.batch, "lr": cfg.lr, "warmup_steps": _warmup(cfg.steps), "seed": cfg.seed,
+        "temperature": TEMPERATURE, "weights": WEIGHTS, "clips": n_clips,
+        "encoder": "frozen (equal to the teacher's)" if cfg.frozen else "trained",
+        **times, "s_per_step": times["train_s"] / max(1, run.step - start),
         "loss_start": fmean(run.losses[:last]), "loss_end": fmean(run.losses[-last:]),
         "loss_parts_start": run.parts_start, "loss_parts_end": run.parts,
         "kl_before": run.kl_before, "kl_after": kl_after, "events": run.events, "lora": lora,

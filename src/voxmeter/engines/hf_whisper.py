@@ -50,10 +50,12 @@ from voxmeter.engines.common import (
     subsample,
     token_limit,
 )
+from voxmeter.engines.hf_decode import DecodeState, padded_causal_mask
+from voxmeter.engines.hf_weights import carried_quantization, quiet_transformers
 from voxmeter.engines.rules import TimestampRules
 from voxmeter.errors import ModelError, SpecError
 from voxmeter.measure.flops import ModelShape
-from voxmeter.spec import FULL_FRAMES, RunSpec, is_cuda
+from voxmeter.spec import FULL_FRAMES, CompressionSettings, RunSpec, check_quant_device, is_cuda
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,46 +74,12 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
-def padded_causal_mask(real: torch.Tensor, length: int, t: int) -> torch.Tensor:
-    """(B, 1, t, length + t) self-attention mask, True where allowed, for t new positions after
-    `length`: causal, and a row's keys are its item's real (non-padding) columns. A padding
-    query sees only itself, so its row stays finite and is simply never looked at."""
-    cols = torch.arange(length + t, device=real.device)
-    rows = torch.arange(length, length + t, device=real.device)[:, None]
-    own = cols[None, :] == rows
-    return ((cols[None, :] <= rows) & (real[:, None, : length + t] | own))[:, None]
-
-
-def quiet_transformers() -> None:
-    """Ready transformers for a voxmeter run, before its model code is imported.
-
-    - Its weight-loading bar and notices would be noise on our stderr.
-    - It imports torchao at model-loading time whenever torchao is installed (for its own
-      torchao quantizer): ~11 MiB of RSS and half a second in every hf run, and warnings
-      about CUDA kernels a CPU build cannot load. voxmeter calls torchao itself, only for its
-      torchao quantization schemes, so transformers is told torchao is absent and the plain
-      fp32 and int8 runs keep the footprint they had before torchao was a dependency.
-      Harmless if transformers changes: the check is only answered earlier.
-    """
-    import transformers.utils as tu
-    import transformers.utils.import_utils as iu
-    from transformers.utils import logging as hf_logging
-
-    def absent(*args: object, **kwargs: object) -> bool:
-        return False
-
-    iu.is_torchao_available = absent  # type: ignore[assignment]
-    tu.is_torchao_available = absent  # type: ignore[attr-defined]
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _load(hf_dir: Path) -> torch.nn.Module:
     """Whisper weights from a transformers directory, or a compressed model directory (whose
-    shapes transformers' config cannot express; compress/artifact.py rebuilds them)."""
+    shapes transformers' config cannot express; engines/hf_weights.py rebuilds them)."""
     from transformers import WhisperForConditionalGeneration
 
-    from voxmeter.compress.artifact import is_artifact, load_model
+    from voxmeter.engines.hf_weights import is_artifact, load_model
 
     if is_artifact(hf_dir):
         return load_model(hf_dir)
@@ -119,6 +87,26 @@ def _load(hf_dir: Path) -> torch.nn.Module:
         return WhisperForConditionalGeneration.from_pretrained(hf_dir)
     except (OSError, ValueError) as e:
         raise ModelError(f"{hf_dir}: cannot load Whisper weights ({e})") from None
+
+
+def _load_time_compression(spec: RunSpec, carried: dict) -> CompressionSettings:
+    """The quantization the engine applies at load: the spec's; precision int8 as CTranslate2
+    runs it (every Linear and the tied embedding/output projection int8); or what a compressed
+    directory carries, which the spec may not quantize again."""
+    comp = spec.compression
+    if carried:
+        asked = comp.quant != "none" or comp.quant_embed or comp.keep
+        if asked or spec.axes.precision != "fp32":
+            what = ", ".join(f"{k}={v}" for k, v in carried.items())
+            raise SpecError(
+                f"model {spec.model}: the directory carries its quantization ({what}); "
+                "drop --compress quant/keep/quant_embed and --precision to run it"
+            )
+        comp = replace(comp, **carried)
+        check_quant_device(comp, spec.device)
+    elif spec.axes.precision == "int8" and comp.quant == "none":
+        comp = replace(comp, quant="int8-dynamic", quant_embed=True)
+    return comp
 
 
 class HFWhisperEngine:
@@ -141,31 +129,22 @@ class HFWhisperEngine:
             raise SpecError("precision: int8 in the hf engine is dynamic quantization, CPU only")
         self.device = torch.device(spec.device)
 
+        carried: dict = {}
         if source.kind == "cost-only":
             torch.manual_seed(spec.seed)
             model = WhisperForConditionalGeneration(whisper_config(self.dims))
         else:
-            model = _load(source.hf_dir or convert_cached(source.ct2_dir, cache_dir))
+            hf_dir = source.hf_dir or convert_cached(source.ct2_dir, cache_dir)
+            carried = carried_quantization(hf_dir)
+            model = _load(hf_dir)
         model.eval()
         self._n_params = sum(p.numel() for p in model.parameters())
         self.shape = ModelShape.of_model(model)  # the layers it has (compression may shrink them)
-        self.precision_method = f"torch {precision} weights and activations"
-        comp = spec.compression
-        if precision == "int8" and comp.quant == "none":
-            # the engine's int8 is what CTranslate2's is: every Linear and the tied embedding/
-            # output projection (one int8 matrix, the fp32 one freed) in int8
-            comp = replace(comp, quant="int8-dynamic", quant_embed=True)
-        if comp.quant != "none" or comp.quant_embed:
-            from voxmeter.compress import quantize_loaded
-            from voxmeter.measure.envinfo import cpu_info
-
-            model, self.precision_method = quantize_loaded(model, comp, cpu_info().flags)
-        else:
-            model = model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
-        self.model = model
+        self.compression = _load_time_compression(spec, carried)
+        self.model = self._quantize(model, carried)
         self.dtype = torch.float32 if precision == "int8" else _TORCH_DTYPES[precision]
-        self.enc = model.model.encoder
-        self.dec = model.model.decoder
+        self.enc = self.model.model.encoder
+        self.dec = self.model.model.decoder
         self.ids = special_ids(self.dims)
         self.prompt = prompt_ids(self.dims)
         self.suppress, self.suppress_begin = load_suppress(source, self.ids)
@@ -177,6 +156,21 @@ class HFWhisperEngine:
         self._suppress_begin_mask = self._mask(self.suppress_begin)
         if spec.axes.pad == "silence" and spec.axes.frames != FULL_FRAMES:
             self.silence_cross_kv()  # part of loading: computed once, never inside a clip
+
+    def _quantize(self, model: nn.Module, carried: dict) -> nn.Module:
+        """`model` at the precision the spec (or its directory) asks; sets precision_method."""
+        precision, comp = self.spec.axes.precision, self.compression
+        self.precision_method = f"torch {precision} weights and activations"
+        if comp.quant == "none" and not comp.quant_embed:
+            return model.to(device=self.device, dtype=_TORCH_DTYPES[precision])
+        from voxmeter.engines.quant import apply_quantization
+        from voxmeter.measure.envinfo import cpu_info
+
+        model, self.precision_method = apply_quantization(model, comp, cpu_info().flags)
+        if carried:
+            what = ", ".join(f"{k}={v}" for k, v in carried.items())
+            self.precision_method += f" (carried by the model directory: {what})"
+        return model
 
     def _mask(self, ids: list[int]) -> torch.Tensor:
         m = torch.zeros(self.dims.n_vocab, dtype=torch.bool, device=self.device)
@@ -190,8 +184,8 @@ class HFWhisperEngine:
 
     def weight_bytes(self) -> int:
         """Bytes of weights as loaded: parameters, buffers, packed int8 Linear weights and any
-        compression scheme's own storage (one count for every scheme: compress/quantize.py)."""
-        from voxmeter.compress.quantize import weight_bytes
+        compression scheme's own storage (one count for every scheme: engines/quant.py)."""
+        from voxmeter.engines.quant import weight_bytes
 
         return weight_bytes(self.model)
 
@@ -324,22 +318,60 @@ class HFWhisperEngine:
 
         Each item stops at its own end-of-text or length limit; finished items ride along
         (their rows are computed and ignored) until a quarter of the rows left are finished,
-        then leave the batch tensors. At most `max_new_tokens`
-        tokens are generated (openai-whisper's sample_len, and what the ct2 engine is limited
-        to), or `max_new` where given (a streaming buffer of a few seconds holds a few words:
-        a shorter limit caps what a repetition loop costs). With n_steps (cost-only models),
-        item i runs exactly n_steps[i] steps (an int: every item). Prompts of different lengths (prefixes) are left-padded: each item keeps
-        its own positions and the padding is masked out of self-attention. Forced tokens go
-        in the prompt's pass and begin the timestamp rules' history, as in CTranslate2; every
-        item of a batch must then force as many. `prefill_ms` is the
-        batch's time from entry through the first token's argmax: the cross-attention K/V
-        projection and the prompt's forward pass, the part of decoding whose cost does not
-        grow with the number of tokens.
+        then leave the batch tensors. At most `max_new_tokens` tokens are generated
+        (openai-whisper's sample_len, and what the ct2 engine is limited to), or `max_new`
+        where given (a streaming buffer of a few seconds holds a few words: a shorter limit
+        caps what a repetition loop costs). With n_steps (cost-only models), item i runs
+        exactly n_steps[i] steps (an int: every item). Prompts of different lengths (prefixes)
+        are left-padded: each item keeps its own positions and the padding is masked out of
+        self-attention. Forced tokens go in the prompt's pass and begin the timestamp rules'
+        history, as in CTranslate2; every item of a batch must then force as many.
+        `prefill_ms` is the batch's time from entry through the first token's argmax: the
+        cross-attention K/V projection and the prompt's forward pass, the part of decoding
+        whose cost does not grow with the number of tokens.
         """
         self._sync()
         t0 = time.perf_counter_ns()
-        dec, dims, dev = self.dec, self.dims, self.device
-        cross = self._cross_kv(enc)
+        st = self._decode_state(enc, n_steps, timestamps, prefixes, max_new, forced)
+        eot = self.ids["eot"]
+        prefill_ms: float | None = None  # set at the first step, which always runs
+        while True:
+            tok = self._next_token(st)
+            toks = tok.tolist()  # waits for the argmax
+            if st.steps == 1:
+                self._sync()
+                prefill_ms = (time.perf_counter_ns() - t0) / 1e6
+            st.record(toks, eot)
+            if all(st.done):
+                break
+            st.sampled[:, st.n_forced + st.steps - 1] = tok
+            st.fed = tok[:, None]
+            # finished rows may run on past the last position
+            st.pos = (st.pos[:, -1:] + 1).clamp(max=self.dims.n_text_ctx - 1)
+            st.drop_finished()
+        return [
+            DecodeOutput(
+                st.out[j],
+                self.tokenizer.text(st.out[j], eot),
+                st.hit_max[j],
+                {"steps": st.item_steps[j]},
+                prefill_ms=prefill_ms,
+            )
+            for j in range(len(st.out))
+        ]
+
+    def _decode_state(
+        self,
+        enc: Encoded,
+        n_steps: int | Sequence[int] | None,
+        timestamps: bool,
+        prefixes: Sequence[Sequence[int] | None] | None,
+        max_new: int | None,
+        forced: Sequence[Sequence[int] | None] | None,
+    ) -> DecodeState:
+        """The batch's tensors before the first step: prompts left-padded, an empty
+        self-attention cache per layer, the cross-attention K/V, the limits per item."""
+        dims, dev = self.dims, self.device
         b = enc.states.shape[0]
         prompts = batch_prompts(dims, b, timestamps, prefixes, forced)
         starts = [list(f or []) for f in forced] if forced else [[] for _ in range(b)]
@@ -355,87 +387,55 @@ class HFWhisperEngine:
         pads = torch.tensor([width - len(p) for p in prompts], device=dev)
         columns = width + max(limits) - 1  # the prompt, then every token but the last
         # each layer's own head count (fewer where heads were pruned)
-        heads = [layer.self_attn.q_proj.out_features // HEAD_DIM for layer in dec.layers]
+        heads = [layer.self_attn.q_proj.out_features // HEAD_DIM for layer in self.dec.layers]
         cache = [
             tuple(torch.empty(b, h, columns, HEAD_DIM, dtype=self.dtype, device=dev) for _ in "kv")
             for h in heads
         ]
-        pos_w, embed = dec.embed_positions.weight, dec.embed_tokens
         eot = self.ids["eot"]
-        fed = torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev)
-        pos = (torch.arange(width, device=dev) - pads[:, None]).clamp(min=0)
-        # keys a query may see: its item's own columns (a pad column sees only itself)
-        real = torch.arange(columns, device=dev) >= pads[:, None] if pads.any() else None
-        rules = self._timestamp_rules() if timestamps else None
         # the timestamp rules' history: the forced tokens, then each step's token
         sampled = torch.empty(b, n_forced + max(limits), dtype=torch.long, device=dev)
         if n_forced:
             sampled[:, :n_forced] = torch.tensor(starts, device=dev)
-        out: list[list[int]] = [list(f) for f in starts]
-        done = [False] * b
-        hit_max = [False] * b
-        item_steps = [0] * b
-        rows = list(range(b))  # the items still in the batch tensors, in row order
-        length = steps = 0
-        prefill_ms: float | None = None  # set at the first step, which always runs
-        while True:
-            t = fed.shape[1]
-            mask = None if real is None else padded_causal_mask(real, length, t)
-            x = self._step(embed(fed) + pos_w[pos], cache, cross, length, mask)
-            length += t
-            steps += 1
-            logits = self._logits(dec.layer_norm(x[:, -1])).float()
-            logits.masked_fill_(self._suppress_mask, float("-inf"))
-            if steps == 1:
-                logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
-            if rules is not None:
-                rules.apply(logits, sampled[:, : n_forced + steps - 1])
-            tok = logits.argmax(dim=-1)
-            if fixed is not None:  # a fixed length never ends early: take the runner-up
-                tok = torch.where(tok == eot, logits.topk(2, dim=-1).indices[:, 1], tok)
-            toks = tok.tolist()  # waits for the argmax
-            if steps == 1:
-                self._sync()
-                prefill_ms = (time.perf_counter_ns() - t0) / 1e6
-            for r, j in enumerate(rows):
-                if done[j]:
-                    continue
-                if fixed is not None and steps >= fixed[j]:
-                    done[j] = True  # the n-th step's logits were computed; nothing is kept
-                elif fixed is None and toks[r] == eot:
-                    done[j] = True
-                else:
-                    out[j].append(toks[r])
-                    if steps >= limits[j]:
-                        done[j] = True
-                        hit_max[j] = fixed is None
-                item_steps[j] = steps
-            if all(done):
-                break
-            sampled[:, n_forced + steps - 1] = tok
-            fed = tok[:, None]
-            pos = (pos[:, -1:] + 1).clamp(max=dims.n_text_ctx - 1)  # finished rows may run on
-            finished = [r for r, j in enumerate(rows) if done[j]]
-            if len(finished) >= max(1, len(rows) // 4):
-                # drop finished rows once a quarter of the batch is done: every later step
-                # reads each row's cross-attention K/V, so riding along is not free
-                keep = [r for r, j in enumerate(rows) if not done[j]]
-                idx = torch.tensor(keep, device=dev)
-                cache = [(kc.index_select(0, idx), vc.index_select(0, idx)) for kc, vc in cache]
-                cross = [(ck.index_select(0, idx), cv.index_select(0, idx)) for ck, cv in cross]
-                sampled, fed, pos = (z.index_select(0, idx) for z in (sampled, fed, pos))
-                real = None if real is None else real.index_select(0, idx)
-                rows = [rows[r] for r in keep]
-        return [
-            DecodeOutput(
-                out[j],
-                self.tokenizer.text(out[j], eot),
-                hit_max[j],
-                {"steps": item_steps[j]},
-                prefill_ms=prefill_ms,
-            )
-            for j in range(b)
-        ]
+        return DecodeState(
+            fixed=fixed,
+            limits=limits,
+            n_forced=n_forced,
+            cache=cache,
+            cross=self._cross_kv(enc),
+            fed=torch.tensor([[eot] * (width - len(p)) + p for p in prompts], device=dev),
+            pos=(torch.arange(width, device=dev) - pads[:, None]).clamp(min=0),
+            # keys a query may see: its item's own columns (a pad column sees only itself)
+            real=torch.arange(columns, device=dev) >= pads[:, None] if pads.any() else None,
+            rules=self._timestamp_rules() if timestamps else None,
+            sampled=sampled,
+            out=[list(f) for f in starts],
+            done=[False] * b,
+            hit_max=[False] * b,
+            item_steps=[0] * b,
+            rows=list(range(b)),  # the items still in the batch tensors, in row order
+        )
+
+    def _next_token(self, st: DecodeState) -> torch.Tensor:
+        """One decoder pass over the fed tokens; the argmax of the last position's logits
+        after suppression and the timestamp rules, per row."""
+        dec, eot = self.dec, self.ids["eot"]
+        t = st.fed.shape[1]
+        mask = None if st.real is None else padded_causal_mask(st.real, st.length, t)
+        embedded = dec.embed_tokens(st.fed) + dec.embed_positions.weight[st.pos]
+        x = self._step(embedded, st.cache, st.cross, st.length, mask)
+        st.length += t
+        st.steps += 1
+        logits = self._logits(dec.layer_norm(x[:, -1])).float()
+        logits.masked_fill_(self._suppress_mask, float("-inf"))
+        if st.steps == 1:
+            logits.masked_fill_(self._suppress_begin_mask, float("-inf"))
+        if st.rules is not None:
+            st.rules.apply(logits, st.sampled[:, : st.n_forced + st.steps - 1])
+        tok = logits.argmax(dim=-1)
+        if st.fixed is not None:  # a fixed length never ends early: take the runner-up
+            tok = torch.where(tok == eot, logits.topk(2, dim=-1).indices[:, 1], tok)
+        return tok
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         """(B, vocab) logits of (B, D) hidden states through the output projection.

@@ -328,7 +328,7 @@ def sensitivity_figure(smap: dict[str, Any]) -> go.Figure:
     group, then "all" (every group at once), one column per granularity; colour is the WER
     change in points, hover adds the KL, which ranks the groups WER cannot tell apart. Rows
     keep the map's group order, so the model reads top to bottom as it runs."""
-    from voxmeter.compress.sensitivity import ALL
+    from voxmeter.compress.sensitivity import ALL, measured_label
 
     grans = smap["granularities"]
     groups = [*smap["groups"], ALL]
@@ -346,8 +346,8 @@ def sensitivity_figure(smap: dict[str, Any]) -> go.Figure:
     data = smap["data"]
     wer = smap["baseline"]["wer"]
     fig.update_layout(
-        title=f"{smap['model']}: WER change with one layer group's weights at "
-        f"{smap['bits']} bits ({data['name']}, {data['n_clips']} clips; fp32 WER "
+        title=f"{smap['model']}: WER change with one layer group at "
+        f"{measured_label(smap)} ({data['name']}, {data['n_clips']} clips; fp32 WER "
         f"{'n/a' if wer is None else f'{wer:.2f}'})",
         template=TEMPLATE,
         yaxis={"autorange": "reversed"},

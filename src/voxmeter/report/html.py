@@ -432,7 +432,7 @@ def _map_problem(smap: Any) -> str | None:
 def _sensitivity_html(smap: dict[str, Any], source: str, fw: _FigureWriter) -> str:
     """One map's section: where it came from, the heat map, its method, and the groups that
     rounding hurts most (per channel when measured: the scheme int8 paths use)."""
-    from voxmeter.compress.sensitivity import PER_CHANNEL, ranked
+    from voxmeter.compress.sensitivity import PER_CHANNEL, measured_label, ranked
     from voxmeter.report import figures
 
     grans = smap["granularities"]
@@ -448,7 +448,7 @@ def _sensitivity_html(smap: dict[str, Any], source: str, fw: _FigureWriter) -> s
         f'<p class="muted">From {_e(source)}.</p>'
         + fw.html(figures.sensitivity_figure(smap))
         + f'<p class="muted">{_e(smap["method"])}</p>'
-        + f"<p>Most sensitive groups ({_e(gran)} {_e(smap['bits'])}-bit weights; by WER change, "
+        + f"<p>Most sensitive groups ({_e(gran)}, {_e(measured_label(smap))}; by WER change, "
         f"then KL): <b>{_e(', '.join(cell(g) for g in top))}</b></p>"
     )
 
@@ -525,8 +525,10 @@ def write_report(
     sections, front_ids = _figure_sections(agg, fw)
     sections.append(("Live streaming", _stream_html(agg, capacity, fw)))
     sections.append(("Front end: audio padding vs feature padding", _frontend_html(agg)))
+    from voxmeter.compress.sensitivity import measured_label
+
     for where_from, smap in sensitivity:
-        name = f"Layer sensitivity: {smap['model']}, {smap['bits']}-bit weights"
+        name = f"Layer sensitivity: {smap['model']}, {measured_label(smap)}"
         sections.append((name, _sensitivity_html(smap, where_from, fw)))
     page = _page(agg, title, where, recommendation, front_ids, sections)
     _write_atomic(out, page)
