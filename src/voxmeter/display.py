@@ -224,6 +224,13 @@ def _latency_rows(t: Table, row: Any, add: Any) -> None:
             add(name, key, 2, "first run only; not in model load")
 
 
+def _precision_of_spec(spec: RunSpec) -> str:
+    c = spec.compression
+    if c.quant != "none":
+        return c.quant + ("+emb" if c.quant_embed else "")
+    return "fp32, int8 emb" if c.quant_embed else spec.axes.precision
+
+
 def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: Any) -> None:
     _row(t, "parameters", f"{m.get('param_count', 0) / 1e6:.2f} M", "", "")
     _row(
@@ -234,9 +241,7 @@ def _memory_rows(t: Table, spec: RunSpec, row: Any, m: dict, last: Result, add: 
         m.get("weight_bytes_method", ""),
     )
     if m.get("precision_method"):
-        c = spec.compression
-        shown = c.quant + ("+emb" if c.quant_embed else "") if c.quant != "none" else None
-        shown = shown or ("fp32, int8 emb" if c.quant_embed else spec.axes.precision)
+        shown = m.get("precision") or _precision_of_spec(spec)  # rows stored before it
         _row(t, "precision", shown, "", m["precision_method"])
     add("peak RSS (clips)", "peak_rss_mb", 1, f"{m.get('rss_method', '')}; {last.mode}")
     add("peak RSS (process)", "process_peak_rss_mb", 1, "model load included")

@@ -170,7 +170,7 @@ class Result:
     clips: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    mode: str = "inprocess"  # "inprocess" or "isolated" (fresh child process per spec)
+    mode: str = "inprocess"  # "inprocess", "isolated" (own child process) or "ray" (shared)
     status: str = "ok"  # "ok" or "failed"
     created_at: float = field(default_factory=time.time)
     # identity beside the spec hash (see voxmeter.identity): rows that differ in any of these

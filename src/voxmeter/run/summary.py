@@ -189,11 +189,21 @@ def timing_metrics(engine: Any, data: Any, recs: list[dict]) -> dict[str, Any]:
     return m
 
 
+def precision_ran(engine: Any) -> str:
+    """The precision the engine really runs: the quantization it applied at load (the spec's,
+    precision int8's, or what a compressed directory carries), else the precision axis."""
+    c = getattr(engine, "compression", None) or engine.spec.compression
+    if c.quant != "none":
+        return c.quant + ("+emb" if c.quant_embed else "")
+    return "fp32, int8 emb" if c.quant_embed else engine.spec.axes.precision
+
+
 def model_metrics(engine: Any) -> dict[str, Any]:
     """Parameters and weight bytes as loaded, and how each was found."""
     return dict(
         param_count=engine.param_count(),
         weight_bytes=engine.weight_bytes(),
+        precision=precision_ran(engine),
         precision_method=getattr(engine, "precision_method", None),
         weight_bytes_method=(
             "from shapes and compute type (CTranslate2 has no memory query)"
