@@ -76,3 +76,15 @@ def test_every_caller_opens_the_model_through_run_model(cache_dir, monkeypatch):
         open_engine(spec.with_(stream_chunk_ms=500), cache_dir)
     with pytest.raises(_Opened):
         _build(spec, str(cache_dir))
+
+
+def test_wall_clock_rtfx_counts_what_the_stages_leave_out(cache_dir):
+    """rtfx counts the stages' own time; rtfx_wall the whole repeat, as a caller timing one
+    transcribe call (faster-whisper's benchmark) does: never faster than the stages alone."""
+    spec = RunSpec(max_clips=2, repeats=1, warmup=0).with_(frames="fit")
+    (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
+    m = res.metrics
+    stages_s = sum(c["e2e_ms"] for c in res.clips) / 1e3
+    assert m["wall_s"] >= stages_s
+    assert m["rtfx_wall"] == pytest.approx(m["audio_s"] / m["wall_s"])
+    assert m["rtfx_wall"] <= m["rtfx"]

@@ -62,6 +62,8 @@ METRIC_UNITS: dict[str, tuple[str, str]] = {
     "vad_ms_total": ("ms", "voice activity detection over the long recordings (in RTFx)"),
     "rtf": ("", "processing seconds / audio seconds (total/total)"),
     "rtfx": ("x", "audio seconds / processing seconds (total/total), after warm-up"),
+    "wall_s": ("s", "the repeat's wall clock: stages, the code between them and instruments"),
+    "rtfx_wall": ("x", "audio seconds / the repeat's wall-clock seconds, after warm-up"),
     "throughput_clips_s": ("clips/s", "clips per processing second"),
     "param_count": ("", "model parameters"),
     "weight_bytes": ("B", "bytes of weights as loaded"),
