@@ -32,11 +32,17 @@ from voxmeter.run.isolate import run_spec_isolated
 from voxmeter.spec import RunSpec
 
 HERE = Path(__file__).parent
-KEYS = ("wer", "rtfx", "process_peak_rss_mb", "peak_rss_mb", "n_windows", "n_windows_flagged",
+KEYS = ("wer", "rtfx", "rtfx_wall", "wall_s", "process_peak_rss_mb", "peak_rss_mb", "n_windows", "n_windows_flagged",
         "window_ms_p50", "vad_ms_total", "audio_s", "rss_method")  # fmt: skip
 README_OURS = "ct2-int8-batched-pooled16-enc1-fit-k2avg"
 README_KEYS = ("fw-seq-int8", "fw-batched8-int8", README_OURS)
 CONFIGS = ("full", "quick", "readme")
+RTFX_DEFINITION = (
+    "total audio / wall-clock seconds of the whole pass after warm-up, on both sides: "
+    "faster-whisper's transcribe calls (audio decoded before), voxmeter's repeat (rtfx_wall: "
+    "stages, the code between them, audio streamed from disk, instruments); voxmeter's "
+    "stage-sum RTFx is kept beside it as rtfx_stages"
+)
 
 
 def faster_whisper(spec: RunSpec, compute_type: str, batched: int = 0) -> dict:
@@ -123,7 +129,8 @@ def main() -> None:
     for key, run in plan(base, args.configs):
         rows[key] = run()
         r = rows[key]
-        print(f"{key:40s} WER {r['wer']:6.2f}  RTFx {r['rtfx']:6.1f}  "
+        wall = f"  wall {r['rtfx_wall']:6.1f}" if r.get("rtfx_wall") else ""
+        print(f"{key:40s} WER {r['wer']:6.2f}  RTFx {r['rtfx']:6.1f}{wall}  "
               f"peak RSS {r['process_peak_rss_mb']:7.1f} MiB", flush=True)  # fmt: skip
     out = {
         "configs": args.configs,
@@ -133,6 +140,7 @@ def main() -> None:
         "warmup_definition": WARMUP_DEFINITION,
         "warmup": base.warmup,
         "threads": base.threads,
+        "rtfx_definition": RTFX_DEFINITION,
         "rss_methods": sorted({str(r.get("rss_method")) for r in rows.values()}),
         **judge(rows),
         "rows": rows,
@@ -146,21 +154,27 @@ def judge(rows: dict[str, dict]) -> dict:
     """The target's verdict, and the README's comparison (ours over fw batched int8)."""
     ref_seq, ref_bat = rows["fw-seq-int8"], rows["fw-batched8-int8"]
     out: dict = {"reference_seq_int8": ref_seq["wer"], "reference_batched_rtfx": ref_bat["rtfx"]}
+    # faster-whisper's RTFx times its whole transcribe call; ours is judged on the same
+    # definition (rtfx_wall: the repeat's wall clock), its stage-sum RTFx kept beside it
     for key, r in rows.items():
         if not key.startswith("fw-"):
-            r["rtfx_over_fw_batched8_int8"] = r["rtfx"] / ref_bat["rtfx"]
+            r["rtfx_over_fw_batched8_int8"] = r["rtfx_wall"] / ref_bat["rtfx"]
+            r["stage_rtfx_over_fw_batched8_int8"] = r["rtfx"] / ref_bat["rtfx"]
     if README_OURS in rows:
         ours_row = rows[README_OURS]
         out["readme"] = {
             "ours": README_OURS,
             "wer": ours_row["wer"],
-            "rtfx": ours_row["rtfx"],
+            "rtfx_wall": ours_row["rtfx_wall"],
+            "rtfx_stages": ours_row["rtfx"],
             "process_peak_rss_mb": ours_row["process_peak_rss_mb"],
             "fw_batched8_int8": {k: ref_bat[k] for k in ("wer", "rtfx", "process_peak_rss_mb")},
             "fw_seq_int8": {k: ref_seq[k] for k in ("wer", "rtfx", "process_peak_rss_mb")},
             "rtfx_over_fw_batched8_int8": ours_row["rtfx_over_fw_batched8_int8"],
+            "stage_rtfx_over_fw_batched8_int8": ours_row["stage_rtfx_over_fw_batched8_int8"],
+            "rtfx_definition": RTFX_DEFINITION,
         }
-        print(f"README comparison: {README_OURS} RTFx {ours_row['rtfx']:.1f} = "
+        print(f"README comparison: {README_OURS} RTFx (wall) {ours_row['rtfx_wall']:.1f} = "
               f"{ours_row['rtfx_over_fw_batched8_int8']:.2f}x fw batched8 int8 "
               f"({ref_bat['rtfx']:.1f}); peak RSS {ours_row['process_peak_rss_mb']:.0f} vs "
               f"{ref_bat['process_peak_rss_mb']:.0f} MiB; WER {ours_row['wer']:.2f} vs "
@@ -172,14 +186,15 @@ def judge(rows: dict[str, dict]) -> dict:
         and r["wer"] <= ref_seq["wer"] + 0.5
         and r["process_peak_rss_mb"] <= ref_bat["process_peak_rss_mb"]
     }
-    best = max(qualifying, key=lambda k: qualifying[k]["rtfx"]) if qualifying else None
+    best = max(qualifying, key=lambda k: qualifying[k]["rtfx_wall"]) if qualifying else None
     if not best:
         print("no configuration within 0.5 WER points of faster-whisper sequential int8 "
               "at no higher peak RSS than faster-whisper batched")  # fmt: skip
         return dict(out, met=False)
     ratio = rows[best]["rtfx_over_fw_batched8_int8"]
     print(f"best within 0.5 WER of fw sequential int8 and no more RSS than fw batched: "
-          f"{best}: RTFx {rows[best]['rtfx']:.1f} = {ratio:.2f}x fw batched int8 (target >= 1.5)")  # fmt: skip
+          f"{best}: RTFx (wall) {rows[best]['rtfx_wall']:.1f} = {ratio:.2f}x fw batched int8 "
+          "(target >= 1.5)")  # fmt: skip
     return dict(out, best=best, best_rtfx_over_fw_batched=ratio, met=ratio >= 1.5)
 
 
