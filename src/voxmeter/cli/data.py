@@ -86,5 +86,6 @@ def _build_one(name: str, root: Path, out: Path, limit: int, progress: bool) -> 
     err.print(
         f"{name}: {summary.clips} clips ({summary.reused} already built), "
         f"{summary.seconds / 60:.1f} min, {len(summary.speakers)} speaker ids ({games})"
-        f"{no_text} -> {out / (name + '.jsonl')}"
+        f"{no_text} -> {out / (name + '.jsonl')}",
+        soft_wrap=True,
     )
