@@ -184,6 +184,21 @@ def test_drascula_speaker_from_prefix_and_subtitle_from_dat(games_root):
     assert clip.audio[:4].tolist() == [0.0, 127 / 128, -1.0, 0.0]  # unsigned 8-bit, 128 = 0
 
 
+def test_iter_clips_yields_decoded_clips_with_their_labels(games_root):
+    from voxmeter.data.games.sources import iter_clips
+
+    clips = list(iter_clips("drascula"))  # the root comes from VOXMETER_GAMES_DIR
+    first = clips[0]
+    assert (first.id, first.speaker, first.text, first.source, first.entry) == (
+        "drascula-en-1",
+        "drascula-hacker",
+        "HELLO THERE",
+        "drascula",
+        "1.ALS",
+    )
+    assert [len(c.audio) for c in clips] == [11024, 5512, 2205]
+
+
 def test_drascula_truncated_dat_names_file_and_array(games_root):
     dat = games_root / "drascula.dat"
     dat.write_bytes(dat.read_bytes()[:-20])
@@ -359,3 +374,24 @@ def test_games_env_overrides_root(monkeypatch, tmp_path):
     assert root() == tmp_path
     monkeypatch.delenv("VOXMETER_GAMES_DIR")
     assert root() == DEFAULT_GAMES_DIR and os.sep in str(root())
+
+
+def test_install_runs_apt_get_for_the_missing_packages_only(games_root, monkeypatch):
+    from voxmeter.data.games import sources
+
+    (games_root / "drascula.dat").unlink()
+    calls = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        make_dat(games_root / "drascula.dat", {"": ["", "HI"]})  # as if apt installed it
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(sources, "can_install", lambda: True)
+    monkeypatch.setattr(sources.subprocess, "run", fake_run)
+    sources.require(["drascula"], games_root, install=True)
+    assert calls == [["apt-get", "install", "-y", "scummvm-data"]]
+    monkeypatch.setattr(sources, "can_install", lambda: False)
+    (games_root / "drascula.dat").unlink()
+    with pytest.raises(DataError, match=r"install with: sudo apt-get install -y scummvm-data$"):
+        sources.require(["drascula"], games_root, install=True)

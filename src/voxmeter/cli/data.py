@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from voxmeter.cli.common import CACHE_HELP, app
+from voxmeter.cli.common import app
 from voxmeter.errors import SpecError
 
 data_app = typer.Typer(no_args_is_help=True, help="Build offline data sets.")
@@ -20,7 +20,9 @@ WHATS = ("real",)
 @data_app.command("build")
 def data_build(
     what: Annotated[str, typer.Argument(help="which data to build: real")],
-    cache_dir: Annotated[Path | None, typer.Option(help=CACHE_HELP)] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="cache dir (env VOXMETER_CACHE); the sets go to <it>/real")
+    ] = None,
     limit: Annotated[int, typer.Option(min=0, help="at most N clips per game (0 = all)")] = 0,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="real-train or real-test (default both)")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from voxmeter.data.games import DEFAULT_GAMES_DIR, Entry, drascula, queen, sky
+from voxmeter.data.games import DEFAULT_GAMES_DIR, Entry, GameClip, drascula, queen, sky
 from voxmeter.errors import DataError
 
 GAMES_ENV = "VOXMETER_GAMES_DIR"
@@ -68,6 +69,13 @@ GAMES = {
 }
 # real-train and real-test come from different games, so no voice is in both
 SETS = {"real-train": ("sky", "queen"), "real-test": ("drascula",)}
+
+
+def iter_clips(game: str, root: Path | None = None) -> Iterator[GameClip]:
+    """Every speech clip of `game` ("drascula", "sky", "queen"), decoded one at a time."""
+    reader = GAMES[game].reader
+    for entry in reader.list_entries(root or games_root()):
+        yield reader.read_entry(entry)
 
 
 def games_root() -> Path:
