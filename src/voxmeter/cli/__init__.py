@@ -16,6 +16,7 @@ import typer
 # the command groups register themselves on `app`, in the order `voxmeter --help` lists them
 from voxmeter.cli import (
     compress,  # noqa: F401
+    data,  # noqa: F401
     explore,  # noqa: F401
     measure,  # noqa: F401
     results,  # noqa: F401

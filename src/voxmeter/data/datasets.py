@@ -30,6 +30,8 @@ BUNDLED = {
     "longform": "longform.jsonl",
     "calib": "calib.jsonl",
 }
+# Recorded game speech, built into the cache by `voxmeter data build real` (data/games/).
+REAL_SETS = ("real-train", "real-test")
 # Whisper sees 30 s at a time: a longer clip is long-form audio, streamed rather than loaded.
 MAX_CLIP_S = 30.0
 
@@ -42,6 +44,8 @@ def bundled_manifest(name: str) -> Path:
 def load_dataset(name_or_path: str | Path) -> Dataset:
     """A bundled set by name, a .jsonl manifest, or a directory holding *.trans.txt files."""
     key = str(name_or_path)
+    if key in REAL_SETS:
+        return _load_real(key)
     if key in BUNDLED:
         path = bundled_manifest(key)
         if not path.is_file():
@@ -65,6 +69,20 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
             f"data {key!r}: not a bundled set ({', '.join(BUNDLED)}), and no such file or directory"
         )
     raise DataError(f"data {key!r}: expected a .jsonl manifest or a LibriSpeech directory")
+
+
+def _load_real(key: str) -> Dataset:
+    """A set built by `voxmeter data build real` from the cache, or how to build it."""
+    from voxmeter.data.games.build import manifest_path
+
+    path = manifest_path(key)
+    if not path.is_file():
+        raise DataError(
+            f"set {key!r} is not built ({path} missing): run `voxmeter data build real`"
+        )
+    ds = load_manifest(path)
+    ds.name = key
+    return ds
 
 
 def iter_audio(
