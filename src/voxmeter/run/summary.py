@@ -189,21 +189,21 @@ def timing_metrics(engine: Any, data: Any, recs: list[dict]) -> dict[str, Any]:
     return m
 
 
-def precision_ran(engine: Any) -> str:
+def precision_ran(spec: RunSpec, engine: Any) -> str:
     """The precision the engine really runs: the quantization it applied at load (the spec's,
     precision int8's, or what a compressed directory carries), else the precision axis."""
-    c = getattr(engine, "compression", None) or engine.spec.compression
+    c = getattr(engine, "compression", None) or spec.compression
     if c.quant != "none":
         return c.quant + ("+emb" if c.quant_embed else "")
-    return "fp32, int8 emb" if c.quant_embed else engine.spec.axes.precision
+    return "fp32, int8 emb" if c.quant_embed else spec.axes.precision
 
 
-def model_metrics(engine: Any) -> dict[str, Any]:
+def model_metrics(spec: RunSpec, engine: Any) -> dict[str, Any]:
     """Parameters and weight bytes as loaded, and how each was found."""
     return dict(
         param_count=engine.param_count(),
         weight_bytes=engine.weight_bytes(),
-        precision=precision_ran(engine),
+        precision=precision_ran(spec, engine),
         precision_method=getattr(engine, "precision_method", None),
         weight_bytes_method=(
             "from shapes and compute type (CTranslate2 has no memory query)"
@@ -347,7 +347,7 @@ def summarize_repeat(
     """One repeat's flat metrics and warnings, from its per-clip records and its instrument
     window (memory, energy, CPU, the cached matmul peaks)."""
     m = timing_metrics(engine, data, recs)
-    m.update(model_metrics(engine))
+    m.update(model_metrics(spec, engine))
     m.update(accuracy_metrics(spec, engine, source, data, recs))
     m.update(flops_metrics(spec, engine, source.dims, recs, window.peaks))
     m.update(counted_metrics(source.dims, engine, counted))
