@@ -6,9 +6,12 @@ Test sets (`--data`, comma-separated): `real-test` (Drascula lines with their su
 by `voxmeter data build real`) and `default-recorded` (every recorded clip of the bundled
 default set: its 11 LibriVox clips, the 39 espeak-ng ones left out); also any set name or
 manifest. `--max-clips N` keeps N clips of each set spread evenly over it (written as a
-manifest under <cache>/bench_compress/), so a run fits in a bounded time. Training data:
-recovery and pruning importance read `real-train` (no references: a labeller transcribes it,
-the uncompressed model or base) or, for the comparison, the synthetic `calib` set.
+manifest under <cache>/bench_compress/), so a run fits in a bounded time; recovery training
+is not cut by it (`--steps`, `--train-clips`), and its models are cached, so a rerun skips it.
+Training data (CompressionSettings.train_data, for pruning importance and recovery alike):
+`real-train` (no references: a labeller transcribes it, the uncompressed tiny.en or base) or,
+for the comparison, the synthetic `calib` set. With --full, the hybrid row's sensitivity map
+is still measured on calib (it scores WER against references).
 
 Targets (tiny.en; checked per test set and over all of them, written in the JSON):
 1. a pruned or shallower model plus recovery on real-train with at least 30% fewer analytic
@@ -22,18 +25,22 @@ Targets (tiny.en; checked per test set and over all of them, written in the JSON
 
     python benchmarks/bench_compress.py [--data real-test,default-recorded] [--max-clips 100]
         [--models tiny.en] [--full] [--steps 200] [--train-clips 256] [--only REGEX] [--plan]
-(fp32 and ct2-int8 always run: the yardsticks; --plan prints the configurations and stops.)
+        [--resume]
+(fp32 and ct2-int8 always run: the yardsticks; --plan prints the configurations and stops;
+--resume keeps the figures of this machine's latest JSON made with the same sets and training,
+so a killed run goes on where it stopped.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from common import machine_name, pick, write
+from common import latest, machine_name, pick, write
 from compress_targets import TRAINING, markdown, targets
 from fresh import PEAK_RSS_DEFINITION
 
@@ -264,11 +271,13 @@ def changes_of(spec: RunSpec) -> dict:
 def run(specs: dict[str, RunSpec], sets: list[TestSet], rows: dict[str, dict]) -> None:
     """Measure every spec on every test set into `rows` (a failure is a row that says so)."""
     for key, spec in specs.items():
-        row = rows[key] = {"label": spec.label(), "training": training(spec), "by_data": {}}
+        if key not in rows:
+            rows[key] = {"label": spec.label(), "training": training(spec), "by_data": {}}
+        row = rows[key]
         row["changes"] = changes_of(spec)
         if key.endswith("/hybrid"):
             row["training"]["train_data"] = "calib (sensitivity map)"
-        for ts in sets:
+        for ts in [ts for ts in sets if ts.name not in row["by_data"]]:
             try:
                 fig = measure(spec, ts)
             except Exception as e:  # noqa: BLE001 - a failed configuration is a row
@@ -280,6 +289,34 @@ def run(specs: dict[str, RunSpec], sets: list[TestSet], rows: dict[str, dict]) -
                 if k in ("wer", "rtfx", "gflops_analytic_total", "process_peak_rss_mb", "error")
             }
             print(f"{key:46s} {ts.name:24s} {shown}", flush=True)
+
+
+def resumed(name: str, specs: dict[str, RunSpec], sets: list[TestSet], args) -> dict:
+    """The rows of this machine's latest JSON of `name` that this run would measure alike
+    (same test sets, clips and training settings; same changes): their figures are kept,
+    their errors measured again. Nothing when that JSON was made otherwise."""
+    path = latest(name)
+    if path is None:
+        return {}
+    old = json.loads(path.read_text())
+    same = old.get("test_sets") == [ts.__dict__ for ts in sets] and all(
+        old.get("settings", {}).get(k) == getattr(args, k) for k in ("steps", "train_clips")
+    )
+    if not same:
+        print(
+            f"--resume: {path} measured other test sets or training: not resumed", file=sys.stderr
+        )
+        return {}
+    rows = {}
+    for key, spec in specs.items():
+        r = old.get("rows", {}).get(key)
+        if r and r.get("changes") == changes_of(spec):
+            rows[key] = {
+                **r,
+                "by_data": {t: f for t, f in r["by_data"].items() if "error" not in f},
+            }
+    print(f"--resume: {len(rows)} configuration(s) taken from {path}", file=sys.stderr)
+    return rows
 
 
 def main() -> None:
@@ -294,6 +331,7 @@ def main() -> None:
     ap.add_argument("--train-clips", type=int, default=256, help="training clips (real-train)")
     ap.add_argument("--only", default="", help="regex: only the configurations it matches")
     ap.add_argument("--plan", action="store_true", help="print the configurations and stop")
+    ap.add_argument("--resume", action="store_true", help="keep this machine's latest figures")
     args = ap.parse_args()
     from voxmeter.errors import VoxmeterError
     from voxmeter.paths import default_cache_dir
@@ -310,7 +348,8 @@ def main() -> None:
         for key, spec in specs.items():
             print(f"{key:46s} {spec.compression.tag() or '-':40s} {training(spec)}")
         return
-    rows: dict[str, dict] = {}
+    name = "bench_compress-" + args.models.replace(",", "-")
+    rows: dict[str, dict] = resumed(name, specs, sets, args) if args.resume else {}
     try:
         run(specs, sets, rows)
     finally:  # an interrupted run keeps what it measured, marked incomplete
@@ -323,7 +362,7 @@ def main() -> None:
         for t, goal in goals.items():
             print(f"target {t}: met={goal['met']} {goal.get('configs', '')}")
         write(
-            "bench_compress-" + args.models.replace(",", "-"),
+            name,
             {
                 "complete": len(rows) == len(specs)
                 and all(len(r["by_data"]) == len(sets) for r in rows.values()),

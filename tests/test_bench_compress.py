@@ -146,3 +146,62 @@ def test_markdown_puts_synthetic_and_real_recovery_side_by_side():
     assert (
         "| tiny.en/prune-0.35+distill@real | real-train | teacher | 6.9 [5.9, 7.9] | +1.9 |" in md
     )
+
+
+def test_plan_keeps_the_yardsticks_and_validates_each_spec():
+    import argparse
+
+    args = argparse.Namespace(
+        models="tiny.en", full=False, steps=200, train_clips=256, only=r"q-int8-dynamic\+emb$"
+    )
+    specs = bc.plan(args)
+    assert list(specs) == ["tiny.en/ct2-int8", "tiny.en/fp32", "tiny.en/q-int8-dynamic+emb"]
+    assert (specs["tiny.en/ct2-int8"].engine, specs["tiny.en/ct2-int8"].axes.precision) == (
+        "ct2",
+        "int8",
+    )
+    q = specs["tiny.en/q-int8-dynamic+emb"]
+    assert bc.changes_of(q) == {"quant": "int8-dynamic", "quant_embed": True}
+    assert bc.training(q) == {"train_data": None, "labeller": None, "train_clips": None}
+
+
+def test_resume_keeps_figures_measured_alike_and_measures_the_rest(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    args = argparse.Namespace(
+        models="tiny.en", full=False, steps=200, train_clips=256, only=r"q-int8-dynamic\+emb$"
+    )
+    specs = bc.plan(args)
+    sets = [bc.TestSet("A", "a.jsonl", 3, 9), bc.TestSet("B", "b.jsonl", 3, 9)]
+    q = "tiny.en/q-int8-dynamic+emb"
+    old = {
+        "test_sets": [ts.__dict__ for ts in sets],
+        "settings": {"steps": 200, "train_clips": 256},
+        "rows": {
+            "tiny.en/fp32": {"changes": {}, "training": {}, "by_data": {"A": {"wer": 5.0}}},
+            q: {
+                "changes": {"quant": "int8-dynamic"},  # measured otherwise: not kept
+                "training": {},
+                "by_data": {"A": {"wer": 9.0}},
+            },
+            "tiny.en/ct2-int8": {
+                "changes": {"precision": "int8"},
+                "training": {},
+                "by_data": {"A": {"error": "x"}},
+            },
+        },
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(bc, "latest", lambda name: path)
+    rows = bc.resumed("bench_compress-tiny.en", specs, sets, args)
+    assert set(rows) == {"tiny.en/fp32", "tiny.en/ct2-int8"}
+    assert rows["tiny.en/ct2-int8"]["by_data"] == {}  # an error is measured again
+    calls = []
+    monkeypatch.setattr(bc, "measure", lambda spec, ts: calls.append(ts.name) or {"wer": 1.0})
+    bc.run(specs, sets, rows)
+    assert calls == ["A", "B", "B", "A", "B"]  # ct2: both; fp32: B only; q: both
+    assert rows["tiny.en/fp32"]["by_data"]["A"] == {"wer": 5.0}
+    other = dict(args.__dict__, steps=100)
+    assert bc.resumed("x", specs, sets, argparse.Namespace(**other)) == {}
