@@ -55,7 +55,9 @@ def result_path(name: str, env: dict[str, Any], day: dt.date | None = None) -> P
 def machine(env: dict[str, Any]) -> dict[str, Any]:
     """The machine in a few fields a reader compares first."""
     keys = ("cpu_model", "cpu_flags", "cpu_logical", "cpu_physical", "gpu", "gpu_driver", "os")
-    return {k: env.get(k) for k in keys}
+    # the name the result file carries, so a table can say which machine measured it
+    name = cpu_slug(env.get("cpu_model"), env.get("cpu_flags") or ())
+    return {"name": name, **{k: env.get(k) for k in keys}}
 
 
 def write(name: str, payload: dict, device: str = "cpu", threads: int = 2) -> Path:
@@ -85,6 +87,14 @@ def latest(name: str) -> Path | None:
         (m.group(1), p) for p in RESULTS.glob(f"{name}-*.json") if (m := pattern.fullmatch(p.name))
     )
     return found[-1][1] if found else None
+
+
+def machine_name() -> str:
+    """This machine's slug, as result files name it (a table says which machine measured)."""
+    from voxmeter.measure.envinfo import cpu_info
+
+    cpu = cpu_info()
+    return cpu_slug(cpu.model, cpu.flags)
 
 
 def pick(res, keys: tuple[str, ...]) -> dict:

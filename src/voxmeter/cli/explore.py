@@ -78,9 +78,11 @@ def sweep(
         for s in exp.specs:
             typer.echo(f"{s.spec_hash}  {s.label()}  x{s.repeats}")
         return
+    from voxmeter.run.references import check_specs
     from voxmeter.store import ResultStore
     from voxmeter.sweep.runner import run_sweep
 
+    check_specs(exp.specs)  # WER on clips without references: one line, before any spec
     with ResultStore(store) as st:
         summary = run_sweep(
             exp.specs,

@@ -5,11 +5,13 @@ A manifest has one JSON object per line:
     {"id": "clip-1", "audio": "clips/clip-1.flac", "text": "Hello there.", "source": "...",
      "licence": "...", "duration_s": 2.4, "snr_db": 10}
 
-`audio` and `text` are required; `id` defaults to the audio file's stem. Relative audio paths
-resolve against the manifest's own folder (made absolute at load, so every message names the
-file it tried), so a manifest travels with its clips. A manifest none of whose files exists
-(typically one copied out of its folder) is a DataError that says where its paths were looked
-for. Keys other than the known ones are kept in `Clip.extra` and written back unchanged.
+`audio` and `text` are required; `id` defaults to the audio file's stem. A clip without a
+reference says so with `"has_text": false` (or `"text": null`): no WER is scored on it (see
+run/references.py). Relative audio paths resolve against the manifest's own folder (made
+absolute at load, so every message names the file it tried), so a manifest travels with its
+clips. A manifest none of whose files exists (typically one copied out of its folder) is a
+DataError that says where its paths were looked for. Keys other than the known ones are kept
+in `Clip.extra` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from voxmeter.errors import DataError
 
 REQUIRED_KEYS = ("audio", "text")
-KNOWN_KEYS = ("id", "audio", "text", "source", "licence", "duration_s")
+KNOWN_KEYS = ("id", "audio", "text", "source", "licence", "duration_s", "has_text")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Clip:
     licence: str = ""
     duration_s: float | None = None  # as listed; the loaded audio is the authority
     extra: dict[str, Any] = field(default_factory=dict)
+    has_text: bool = True  # False: no reference (e.g. a training clip the teacher labels)
 
 
 @dataclass
@@ -144,6 +147,8 @@ def clip_record(clip: Clip, base: Path) -> dict[str, Any]:
         rec["licence"] = clip.licence
     if clip.duration_s is not None:
         rec["duration_s"] = round(float(clip.duration_s), 3)
+    if not clip.has_text:
+        rec["has_text"] = False
     for k, v in clip.extra.items():
         if k in KNOWN_KEYS:
             raise DataError(f"clip {clip.id}: extra key {k!r} shadows a manifest field")
@@ -168,6 +173,13 @@ def _parse_line(p: Path, n: int, line: str) -> tuple[Clip, str]:
         if key not in rec:
             raise DataError(f"{where}: missing required key {key!r}")
     audio, text = rec["audio"], rec["text"]
+    has_text = rec.get("has_text", text is not None)
+    if not isinstance(has_text, bool):
+        raise DataError(f"{where}: 'has_text' must be true or false, got {has_text!r:.40}")
+    if text is None:  # no reference: the reader's clips always carry a string
+        if has_text:
+            raise DataError(f"{where}: 'text' is null but 'has_text' is true")
+        text = ""
     if not isinstance(audio, str) or not audio:
         raise DataError(f"{where}: 'audio' must be a non-empty string")
     if "\0" in audio:  # no file system takes it; os.stat raises ValueError, not OSError
@@ -194,6 +206,7 @@ def _parse_line(p: Path, n: int, line: str) -> tuple[Clip, str]:
         source=str(rec.get("source", "")),
         licence=str(rec.get("licence", "")),
         duration_s=float(duration) if duration is not None else None,
+        has_text=has_text,
         extra={k: v for k, v in rec.items() if k not in KNOWN_KEYS},
     )
     return clip, audio

@@ -31,9 +31,12 @@ def measure_spec(
     `runner` measures in process, called as harness.run_spec (its default) is: a stream
     spec's caller passes stream.run.run_stream_spec (run never imports stream)."""
     from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.data.datasets import load_dataset
     from voxmeter.identity import identity_of
+    from voxmeter.run.references import check_references
     from voxmeter.store import ResultStore
 
+    check_references(spec, load_dataset(spec.data))  # before the store, digests or model
     store = ResultStore(store_path)
     key = spec.spec_hash
     mode = "isolated" if isolated else "inprocess"

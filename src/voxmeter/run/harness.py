@@ -51,13 +51,16 @@ class PreparedData:
     clips: list[PreparedClip]
     skipped: list[tuple[str, str]]  # (clip id, reason)
     dataset: Any = None  # the data.manifest.Dataset the clips came from (for its digest)
+    unreferenced: int = 0  # clips without a reference: a cost-only run, no WER (references.py)
 
 
 def prepare_data(spec: RunSpec) -> PreparedData:
     """Load and validate every clip before any timing; bad clips are reported and skipped."""
     from voxmeter.data.datasets import iter_audio, load_dataset
+    from voxmeter.run.references import check_references
 
     ds = load_dataset(spec.data)
+    unreferenced = check_references(spec, ds)
     clips: list[PreparedClip] = []
     skipped: list[tuple[str, str]] = []
     for clip, loaded in iter_audio(ds):
@@ -81,7 +84,7 @@ def prepare_data(spec: RunSpec) -> PreparedData:
     if not clips:
         first = f" (first: {skipped[0][1]})" if skipped else ""
         raise DataError(f"data {spec.data!r}: no usable clips{first}")
-    return PreparedData(ds.name, clips, skipped, ds)
+    return PreparedData(ds.name, clips, skipped, ds, unreferenced)
 
 
 def _forced_steps(engine: Engine, source: ModelSource, clip: PreparedClip) -> int | None:

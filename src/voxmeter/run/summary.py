@@ -232,7 +232,13 @@ def accuracy_metrics(
             f"partial: {len(data.skipped)} of {len(data.skipped) + len(recs)} clips skipped "
             "as bad input, their words not counted"
         )
-    if source.has_weights and engine.tokenizer.available:
+    if getattr(data, "unreferenced", 0):  # a cost-only run (run/references.py)
+        m["wer"] = m["cer"] = None
+        m["accuracy_note"] = (
+            f"not measured: {data.unreferenced} of {len(data.dataset.clips)} clips of "
+            f"{data.name!r} have no reference text (cost-only run)"
+        )
+    elif source.has_weights and engine.tokenizer.available:
         refs, hyps = [r["ref"] for r in recs], [r["hyp"] for r in recs]
         w = corpus_wer(refs, hyps)
         m["wer"], m["cer"] = w.wer, w.cer
