@@ -77,6 +77,23 @@ def test_data_digest_covers_references_and_audio_bytes(tmp_path):
     assert data_digest(load_manifest(m), files) not in (d0, d1)  # so is other audio
 
 
+def test_data_digest_tells_a_clip_without_reference_from_an_empty_reference(tmp_path):
+    m = _manifest(tmp_path, text="")
+    files = FileDigests(None)
+    empty = data_digest(load_manifest(m), files)
+    line = json.loads(m.read_text())
+    m.write_text(json.dumps({**line, "has_text": False}) + "\n")
+    unreferenced = data_digest(load_manifest(m), files)
+    assert unreferenced != empty
+    # a referenced clip's digest is what it was before has_text existed: id and text, then audio
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps(["a", ""]).encode() + b"\0")
+    h.update(files.digest(tmp_path / "a.wav").encode() + b"\0")
+    assert empty == h.hexdigest()[:16]
+
+
 def test_weights_digest_covers_the_model_files(tiny_source, tmp_path):
     files = FileDigests(tmp_path)
     d = weights_digest(tiny_source, files)

@@ -140,7 +140,9 @@ def data_digest(dataset: Any, files: FileDigests) -> str:
     """Digest of a data set: every clip's id, reference text and audio bytes, in order."""
     h = hashlib.sha256()
     for clip in dataset.clips:
-        h.update(json.dumps([clip.id, clip.text]).encode() + b"\0")
+        # has_text joins only when false, so every referenced set keeps its earlier digest.
+        key = [clip.id, clip.text] if clip.has_text else [clip.id, clip.text, "no-reference"]
+        h.update(json.dumps(key).encode() + b"\0")
         h.update(files.digest(Path(clip.audio)).encode() + b"\0")
     return h.hexdigest()[:16]
 

@@ -35,6 +35,10 @@ REFERENCE_NOTE = (
     "reference word times: forced alignment of each clip's reference text by the reference "
     "aligner (see reference_aligner); a word ends where the next begins"
 )
+NO_REFERENCE_NOTE = (
+    "no reference text on these clips (cost-only): no word latency is measured, and WER only "
+    "against the offline transcription"
+)
 OFFLINE_NOTE = (
     "no reference text: latency is measured against the offline transcription's words "
     "(aligned the same way) and WER only against it"
@@ -99,7 +103,9 @@ def measure_stream(
         session, audio, realtime=spec.stream.realtime, progress=progress, on_step=on_step
     )
     metrics, utts = stream_metrics(trace, ref.words, ref.utterances, ref.text, offline)
-    metrics["stream_reference"] = REFERENCE_NOTE if ref.text else OFFLINE_NOTE
+    metrics["stream_reference"] = (
+        REFERENCE_NOTE if ref.text else OFFLINE_NOTE if ref.words else NO_REFERENCE_NOTE
+    )
     metrics["reference_aligner"] = ALIGNER_NOTE
     return StreamRun(trace, metrics, utts)
 
@@ -214,8 +220,11 @@ def run_stream_spec(
     cache = default_cache_dir(cache_dir)
     plan = plan_stream(spec, cache, data)
     clips, placed = plan.clips, plan.placed
-    spans = [Span(t, clips[i].audio, clips[i].text) for t, i in placed]
-    ref = aligned_reference(cache, spans, " ".join(clips[i].text for _, i in placed))
+    # Clips without a reference (has_text false; only a cost-only run gets here) give no words.
+    spans = [Span(t, clips[i].audio, clips[i].text if clips[i].has_text else "") for t, i in placed]
+    referenced = all(clips[i].has_text for _, i in placed)
+    ref_text = " ".join(clips[i].text for _, i in placed) if referenced else None
+    ref = aligned_reference(cache, spans, ref_text)
     allocator = allocator_note()
     peaks = ProcessPeaks()  # from here on: the model under test's memory
     try:
