@@ -49,9 +49,10 @@ def reject(text: str, hit_max_length: bool, duration_s: float | None) -> str | N
     """Why a label is no usable target, or None when it is."""
     from voxmeter.metrics import normalize
 
-    words = normalize(text).split()
+    # the normalizer leaves a lone "." of "..." behind: a word needs a letter or a digit
+    words = [w for w in normalize(text).split() if any(ch.isalnum() for ch in w)]
     if not words:
-        return "empty label (nothing left after Whisper's normalizer)"
+        return "empty label (no word left after Whisper's normalizer)"
     if hit_max_length:
         return "no end-of-text (decoding stopped at the length limit)"
     if _loops(words):
