@@ -153,7 +153,7 @@ class CompressionSettings:
     lowrank_energy: factorise each Linear by truncated SVD, keeping the smallest rank whose
         singular values hold this share of the squared energy (0 = off; in (0, 1]).
     recover: "none", "distill" (from the uncompressed teacher) or "lora" (peft, merged back);
-        `recover_steps` optimizer steps on calibration speech (never the test clips).
+        `recover_steps` optimizer steps on the training speech (never a test clip).
     train_data: the speech pruning importance and recovery train on: "" (auto: `real-train`
         when it is built, else the bundled synthetic `calib`, with a warning), "calib",
         "real-train" or a .jsonl manifest. Checked disjoint from every test set before use.
