@@ -156,3 +156,31 @@ def test_the_recovery_checkpoint_digest_holds_the_labels():
     a = _digest(cfg, model, [(feats, [50257, 50362, 11, 50256])])
     b = _digest(cfg, model, [(feats, [50257, 50362, 12, 50256])])
     assert a != b and a == _digest(cfg, model, [(feats, [50257, 50362, 11, 50256])])
+
+
+def test_a_killed_labelling_keeps_what_it_decoded_and_a_missing_file_is_never_cached(
+    tmp_path, monkeypatch
+):
+    from voxmeter.compress import labels
+
+    monkeypatch.setattr(labels, "BATCH", 1)
+    ds = _set(3, {0, 1, 2})
+    n = _lengths(ds)
+
+    class Dies(_Fake):
+        def decode(self, enc):
+            if self.decoded:
+                raise KeyboardInterrupt
+            return super().decode(enc)
+
+    with pytest.raises(KeyboardInterrupt):
+        labels.label(ds, lambda: Dies(dict.fromkeys(n, "Kept words.")), "k", tmp_path)
+    cache = tmp_path / "labels" / "k-v1.json"
+    assert [v["text"] for v in json.loads(cache.read_text()).values()] == ["Kept words."]
+    gone = replace(ds.clips[2], audio=tmp_path / "gone.flac")
+    ds.clips = [*ds.clips[:2], gone]
+    fake = _Fake(dict.fromkeys(n, "New words."))
+    got = labels.label(ds, lambda: fake, "k", tmp_path)
+    assert fake.decoded == 1  # clip 1 only: clip 0 was cached, the missing file never loads
+    assert [s["id"] for s in got.skipped] == [gone.id] and "gone.flac" in got.skipped[0]["reason"]
+    assert len(json.loads(cache.read_text())) == 2  # the missing file left no entry

@@ -210,3 +210,14 @@ def test_training_data_labeller_and_clip_count_change_the_identity(tmp_path, cac
     assert len(ids) == 4 and plain not in ids
     assert plain == identity_of(RunSpec(), cache_dir).weights_digest  # nothing trains: base's
     assert train_identity(RunSpec().with_(decoder_layers=2).compression, files) is None
+
+
+def test_sensitivity_refuses_a_test_set_as_training_data(tmp_path, capsys):
+    from voxmeter.cli import main
+    from voxmeter.data.datasets import bundled_manifest
+
+    with pytest.raises(SystemExit) as e:
+        main(["sensitivity", "--train-data", str(bundled_manifest("default")), "-o", str(tmp_path / "s.json")])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "overlaps test set default" in err[0]

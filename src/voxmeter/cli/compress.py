@@ -204,11 +204,12 @@ def _measure(
         TimeRemainingColumn,
     )
 
-    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.assets.bundled import default_cache_dir, resolve_model
     from voxmeter.compress.sensitivity import sensitivity_map
     from voxmeter.compress.traindata import resolve
     from voxmeter.engines import load_engine
     from voxmeter.identity import FileDigests
+    from voxmeter.run.harness import prepare_weights
     from voxmeter.spec import RunSpec, check_training
 
     if isinstance(bits, bool) or not 2 <= bits <= 16:
@@ -222,7 +223,9 @@ def _measure(
     train = resolve(train_data, labeller, train_clips, FileDigests(cache))  # checked disjoint
     if max_clips:
         train.dataset.clips = train.dataset.clips[:max_clips]
-    engine = load_engine(spec, cache)
+    # prepared as `compress` prepares its source: the same weights digest keys the labels
+    source = prepare_weights(spec, resolve_model(model, cache), cache)[0]
+    engine = load_engine(spec, cache, source)
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=console_err(), transient=True, disable=quiet,

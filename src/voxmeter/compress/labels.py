@@ -89,7 +89,7 @@ def label(
     files = FileDigests(cache)
     sha = {c.id: str(c.extra.get("sha256") or files.digest(Path(c.audio))) for c in todo}
     store = _Store(cache, labeller_digest)
-    missing = [c for c in todo if sha[c.id] not in store.labels]
+    missing = [c for c in todo if sha[c.id] not in store.labels or sha[c.id] == "missing"]
     if missing:
         _decode(missing, sha, engine_of(), store, progress)
     files.save()
@@ -98,7 +98,8 @@ def label(
         if not needs_label(c):
             out.append(c)
             continue
-        got = store.labels[sha[c.id]]
+        got = store.labels.get(sha[c.id]) if c.id not in store.unloadable else None
+        got = got or {"text": "", "skip": store.unloadable.get(c.id, "audio did not load")}
         if got["skip"]:
             skipped.append({"id": c.id, "reason": f"pseudo-label: {got['skip']}"})
         else:
@@ -114,26 +115,27 @@ def _decode(clips: list, sha: dict[str, str], engine: Any, store: _Store, progre
     from voxmeter.data.datasets import Dataset, iter_audio
 
     with _bar(progress, len(clips)) as advance:
-        done = 0
-        for b in range(0, len(clips), BATCH):
-            part = Dataset("labels", clips[b : b + BATCH], Path("."))
-            loaded = []
-            for c, a in iter_audio(part):
-                if isinstance(a, LoadedAudio):
-                    loaded.append((c, a))
-                else:
-                    why = str(a) if isinstance(a, Exception) else "longer than one 30 s window"
-                    store.labels[sha[c.id]] = {"text": "", "skip": why}
-            if loaded:
-                outs = engine.decode(engine.encode(engine.features([a.samples for _, a in loaded])))
-                for (c, a), o in zip(loaded, outs, strict=True):
-                    why = reject(o.text, o.hit_max_length, a.duration_s)
-                    store.labels[sha[c.id]] = {"text": o.text.strip(), "skip": why}
-            done += len(part.clips)
-            advance(done)
-            if (b // BATCH) % SAVE_EVERY == SAVE_EVERY - 1:
-                store.save()
-    store.save()
+        try:
+            for b in range(0, len(clips), BATCH):
+                part = Dataset("labels", clips[b : b + BATCH], Path("."))
+                loaded = []
+                for c, a in iter_audio(part):
+                    if isinstance(a, LoadedAudio):
+                        loaded.append((c, a))
+                    else:  # not the audio's fault alone (a missing file): never cached
+                        why = str(a) if isinstance(a, Exception) else "longer than one 30 s window"
+                        store.unloadable[c.id] = why
+                if loaded:
+                    feats = engine.features([a.samples for _, a in loaded])
+                    outs = engine.decode(engine.encode(feats))
+                    for (c, a), o in zip(loaded, outs, strict=True):
+                        why = reject(o.text, o.hit_max_length, a.duration_s)
+                        store.labels[sha[c.id]] = {"text": o.text.strip(), "skip": why}
+                advance(b + len(part.clips))
+                if (b // BATCH) % SAVE_EVERY == SAVE_EVERY - 1:
+                    store.save()
+        finally:  # a killed run keeps what it decoded
+            store.save()
 
 
 class _Store:
@@ -142,6 +144,7 @@ class _Store:
     def __init__(self, cache: Path | None, digest: str) -> None:
         self.path = None if cache is None else Path(cache) / "labels" / f"{digest}-v{LABEL_VERSION}.json"  # fmt: skip
         self.labels: dict[str, dict[str, Any]] = {}
+        self.unloadable: dict[str, str] = {}  # clip id -> why its audio did not load
         if self.path is not None and self.path.is_file():
             try:
                 self.labels = json.loads(self.path.read_text())
@@ -153,6 +156,9 @@ class _Store:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would leave it (mkstemp: 0600)
         with os.fdopen(fd, "w") as f:
             json.dump(self.labels, f)
         os.replace(tmp, self.path)
