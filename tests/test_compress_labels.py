@@ -184,3 +184,11 @@ def test_a_killed_labelling_keeps_what_it_decoded_and_a_missing_file_is_never_ca
     assert fake.decoded == 1  # clip 1 only: clip 0 was cached, the missing file never loads
     assert [s["id"] for s in got.skipped] == [gone.id] and "gone.flac" in got.skipped[0]["reason"]
     assert len(json.loads(cache.read_text())) == 2  # the missing file left no entry
+
+
+def test_a_build_that_trains_on_nothing_says_so():
+    from voxmeter.compress.card import _calibration
+
+    assert _calibration({"data": "", "n_clips": 0}, "") == (
+        "none (no method here trains or ranks on speech)"
+    )

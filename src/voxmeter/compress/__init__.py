@@ -56,6 +56,9 @@ def structural_settings(comp: Any) -> dict[str, Any]:
         d.pop(k)
     if d["recover"] == "none":
         d.pop("recover_steps")
+    if not comp.uses_train_data:  # nothing trains: the training fields decide nothing
+        for k in ("train_data", "labeller", "train_clips"):
+            d.pop(k)
     return d
 
 

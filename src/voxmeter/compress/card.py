@@ -153,7 +153,7 @@ def _quantization(carried: dict[str, Any]) -> str:
 def _calibration(calib: dict[str, Any], synth: str) -> str:
     """The calibration set, the clips it really used, and those skipped as bad input."""
     if calib.get("n_clips") == 0:
-        return f"{calib.get('data', '?')}, not used (no method here needs calibration)"
+        return "none (no method here trains or ranks on speech)"
     skipped = calib.get("skipped") or []
     why = "; ".join(f"`{s.get('id')}`: {s.get('reason')}" for s in skipped)
     bad = f"; {len(skipped)} skipped as bad input ({why})" if skipped else ""
