@@ -25,6 +25,7 @@ log = logging.getLogger("voxmeter")
 AUTO_REAL, FALLBACK = "real-train", "calib"
 SUBSET_SEED = 0
 SELECT_VERSION = 1  # bump when `select` picks other clips for the same inputs
+_warned: list[bool] = []
 
 
 @dataclass
@@ -73,10 +74,12 @@ def resolve_name(train_data: str) -> str:
         return train_data
     if real_train_built():
         return AUTO_REAL
-    log.warning(
-        "training data: real-train is not built (`voxmeter data build real`); training on the "
-        "bundled synthetic calib set (espeak-ng), which recovers poorly on recorded speech"
-    )
+    if not _warned:  # once a process: a sweep resolves it for every spec
+        _warned.append(True)
+        log.warning(
+            "training data: real-train is not built (`voxmeter data build real`); training on "
+            "the bundled synthetic calib set (espeak-ng), which recovers poorly on recorded speech"
+        )
     return FALLBACK
 
 
