@@ -165,8 +165,11 @@ def build(
     train = _as_train_data(comp, calib) if comp.uses_train_data else None
     if train is not None:
         from voxmeter.compress.traindata import check_disjoint
+        from voxmeter.identity import FileDigests
 
-        check_disjoint(train.dataset)  # before any work (resolve checked the whole set)
+        files = FileDigests(cache)  # the test sets' file digests, cached where there is a cache
+        check_disjoint(train.dataset, files)  # before any work (resolve checked the whole set)
+        files.save()
     model = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).eval()
     n_before = sum(p.numel() for p in model.parameters())
     report: dict[str, Any] = {}
