@@ -205,6 +205,7 @@ def _measure(
     )
 
     from voxmeter.assets.bundled import default_cache_dir, resolve_model
+    from voxmeter.compress.labels import labelled_for
     from voxmeter.compress.sensitivity import sensitivity_map
     from voxmeter.compress.traindata import resolve
     from voxmeter.engines import load_engine
@@ -236,32 +237,12 @@ def _measure(
         def progress(what: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        dataset = _labelled(engine, train, cache, progress)
+        dataset = labelled_for(engine, train, cache, progress)
         smap = sensitivity_map(
             engine, dataset, bits=bits, weights_only=weights_only, progress=progress
         )
     smap["data"].update(labeller=train.labeller, train_clips=train.train_clips)
     return smap
-
-
-def _labelled(engine: Any, train: Any, cache: Path, progress: Any) -> Any:
-    """The training clips with references; those without are labelled by the labeller
-    ("teacher": the fp32 model measured here, so its baseline WER is its agreement with
-    itself, and a group's WER change is how far quantizing it moves the transcript)."""
-    from voxmeter.compress import _labeller
-    from voxmeter.compress.labels import label
-    from voxmeter.identity import FileDigests, weights_digest
-
-    digest = weights_digest(engine.source, FileDigests(cache))
-    if train.labeller == "teacher":
-        engine_of, who = (lambda: engine), digest
-    else:
-        engine_of, who = _labeller(train.labeller, engine.source, digest, cache)
-    got = label(train.dataset, engine_of, who, cache, progress)
-    for s in got.skipped:
-        log.warning("sensitivity: skipped clip %s: %s", s["id"], s["reason"])
-    got.dataset.name = train.name
-    return got.dataset
 
 
 def console_err() -> Any:

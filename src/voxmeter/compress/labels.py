@@ -109,6 +109,26 @@ def label(
     return Labelled(replace(dataset, clips=out), skipped, len(todo) - len(skipped), len(missing))
 
 
+def labelled_for(engine: Any, train: Any, cache: Path | None, progress: Any = None) -> Any:
+    """A sensitivity map's clips (traindata.TrainData) with references; those without are
+    labelled by the labeller ("teacher": the fp32 engine measured, so the map's baseline WER
+    is its agreement with itself and a group's WER change is how far quantizing it moves the
+    transcript). Unusable clips are logged and left out."""
+    from voxmeter.compress import _labeller
+    from voxmeter.identity import FileDigests, weights_digest
+
+    digest = weights_digest(engine.source, FileDigests(cache))
+    if train.labeller == "teacher":
+        engine_of, who = (lambda: engine), digest
+    else:
+        engine_of, who = _labeller(train.labeller, engine.source, digest, cache)
+    got = label(train.dataset, engine_of, who, cache, progress)
+    for s in got.skipped:
+        log.warning("sensitivity: skipped clip %s: %s", s["id"], s["reason"])
+    got.dataset.name = train.name
+    return got.dataset
+
+
 def _decode(clips: list, sha: dict[str, str], engine: Any, store: _Store, progress: Any) -> None:
     """Greedy transcripts of `clips`, BATCH at a time, into `store` (saved as it goes)."""
     from voxmeter.audio.io import LoadedAudio
