@@ -11,7 +11,10 @@ A result's identity is its spec hash together with three digests:
   resolved (for a bundled model, the assembled CTranslate2 files, checked against pinned
   digests when they load (assets/bundled.py); the conversion to
   transformers is code and is covered by `code_fp`). Cost-only models have no files: their
-  random weights follow from the seed (in the spec) and the code.
+  random weights follow from the seed (in the spec) and the code. A spec whose compression
+  trains (pruning, recovery) joins to it the key of its training data as resolved here (set,
+  digest of the selected clips, labeller, train_clips): `train_data=""` means real-train where
+  it is built and calib where not, and those models are different weights.
 - `data_digest`: sha256 over the data set's clip list (id, reference text) and the bytes of
   every audio file it names.
 
@@ -147,6 +150,18 @@ def data_digest(dataset: Any, files: FileDigests) -> str:
     return h.hexdigest()[:16]
 
 
+def _trained_weights(spec: Any, digest: str, files: FileDigests) -> str:
+    """The weights digest of a spec whose compression trains (pruning importance, recovery):
+    the base weights' digest joined with the training data's key (set, digest, labeller,
+    train_clips; compress.train_identity), so models trained on other data never share rows."""
+    from voxmeter.compress import train_identity
+
+    key = train_identity(spec.compression, files)
+    if key is None:
+        return digest
+    return hashlib.sha256(json.dumps([digest, key], sort_keys=True).encode()).hexdigest()[:16]
+
+
 def identity_of(
     spec: Any,
     cache_dir: Path,
@@ -164,7 +179,7 @@ def identity_of(
     libraries = library_versions()
     ident = Identity(
         code_fingerprint(libraries=libraries),
-        weights_digest(source, files),
+        _trained_weights(spec, weights_digest(source, files), files),
         data_digest(dataset, files),
         libraries=libraries,
         weights=source.provenance,

@@ -95,6 +95,10 @@ QUANT_SCHEMES = (
     "torchao-int4-weight",  # torchao int4 weight-only, where a CPU kernel exists
 )
 RECOVERY = ("none", "distill", "lora")
+TRAIN_SETS = ("calib", "real-train")  # named training sets (else a .jsonl manifest)
+LABELLERS = ("teacher", "base")
+MAX_TRAIN_CLIPS = 1024  # the teacher's cached states and logits: ~4.6 MB per clip (tiny)
+_TRAINING_DEFAULTS = {"train_data": "", "labeller": "teacher", "train_clips": 256}
 # the hash of an uncompressed spec is the one it had before these fields existed
 _LEGACY_NONE = {
     "quant": "none",
@@ -103,6 +107,23 @@ _LEGACY_NONE = {
     "lowrank_rank": 0,
     "lora": "",
 }
+
+
+def check_training(train_data: Any, labeller: Any, train_clips: Any) -> None:
+    """The training-data settings (CompressionSettings; the sensitivity command's options)."""
+    t = train_data
+    if not isinstance(t, str) or (t and t not in TRAIN_SETS and not t.endswith(".jsonl")):
+        raise SpecError(
+            f"train_data: expected {', '.join(TRAIN_SETS)}, a .jsonl manifest or empty "
+            f"(auto), got {t!r}"
+        )
+    if labeller not in LABELLERS:
+        raise SpecError(f"labeller: expected one of {LABELLERS}, got {labeller!r}")
+    n = train_clips
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_TRAIN_CLIPS:
+        raise SpecError(
+            f"train_clips: expected an integer from 0 (all) to {MAX_TRAIN_CLIPS}, got {n!r}"
+        )
 
 
 def check_quant_device(comp: CompressionSettings, device: str) -> None:
@@ -132,7 +153,15 @@ class CompressionSettings:
     lowrank_energy: factorise each Linear by truncated SVD, keeping the smallest rank whose
         singular values hold this share of the squared energy (0 = off; in (0, 1]).
     recover: "none", "distill" (from the uncompressed teacher) or "lora" (peft, merged back);
-        `recover_steps` optimizer steps on calibration speech (never the test clips).
+        `recover_steps` optimizer steps on the training speech (never a test clip).
+    train_data: the speech pruning importance and recovery train on: "" (auto: `real-train`
+        when it is built, else the bundled synthetic `calib`, with a warning), "calib",
+        "real-train" or a .jsonl manifest. Checked disjoint from every test set before use.
+    labeller: who labels clips without a reference: "teacher" (the uncompressed source
+        model's greedy transcript) or "base" (the bundled multilingual base model's greedy
+        English transcript, re-tokenised for the student; sequence-level distillation).
+    train_clips: a seeded subset of this many training clips spread over games and speakers
+        (0 = all, at most MAX_TRAIN_CLIPS: the teacher's outputs are cached in memory).
     """
 
     quant: str = "none"
@@ -144,6 +173,9 @@ class CompressionSettings:
     lowrank_energy: float = 0.0
     recover: str = "none"
     recover_steps: int = 200
+    train_data: str = ""
+    labeller: str = "teacher"
+    train_clips: int = 256
 
     def validate(self) -> None:
         if self.quant not in QUANT_SCHEMES:
@@ -174,6 +206,26 @@ class CompressionSettings:
             raise SpecError(f"recover_steps: expected an integer, got {self.recover_steps!r}")
         if self.recover_steps < 1:
             raise SpecError(f"recover_steps: must be >= 1, got {self.recover_steps}")
+        self._validate_training()
+
+    def _validate_training(self) -> None:
+        """train_data, labeller, train_clips: typed, in range, and only where data is used."""
+        check_training(self.train_data, self.labeller, self.train_clips)
+        if self.training_fields and not self.uses_train_data:
+            raise SpecError(
+                f"{', '.join(self.training_fields)}: only pruning (prune_heads, prune_ffn) "
+                "and recovery train on speech; this spec uses none"
+            )
+
+    @property
+    def uses_train_data(self) -> bool:
+        """Whether a method here reads training speech (pruning importance, recovery)."""
+        return bool(self.prune_heads or self.prune_ffn or self.recover != "none")
+
+    @property
+    def training_fields(self) -> dict[str, Any]:
+        """train_data, labeller, train_clips where not at their defaults."""
+        return {k: getattr(self, k) for k, v in _TRAINING_DEFAULTS.items() if getattr(self, k) != v}
 
     def check_model(self, n_decoder_layers: int) -> None:
         """Checks that need the model's shape (before any work starts)."""
@@ -213,6 +265,8 @@ class CompressionSettings:
             parts.append(f"svd={self.lowrank_energy:g}")
         if self.recover != "none":
             parts.append(f"+{self.recover}{self.recover_steps}")
+        for k, v in self.training_fields.items():
+            parts.append(f"{k}={v}")
         return " ".join(parts)
 
 
@@ -676,6 +730,10 @@ class RunSpec:
                     d["stream"].pop(k)
         if self.compression.is_none:
             d["compression"] = dict(_LEGACY_NONE)  # likewise for the compression fields
+        else:  # the training fields came later: at their defaults they leave the hash alone
+            for k, v in _TRAINING_DEFAULTS.items():
+                if d["compression"][k] == v:
+                    d["compression"].pop(k)
         return d
 
     @property

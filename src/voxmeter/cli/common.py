@@ -74,6 +74,7 @@ def fmt(v: float | None, digits: int = 2) -> str:
 
 COMPRESS_HELP = (
     "compression KEY=VALUE, repeatable: quant, quant_embed, keep, prune_heads, prune_ffn, "
+    "train_data, labeller, train_clips, "
     "decoder_layers, lowrank_energy, recover, recover_steps (as in a sweep file's compression section)"
 )
 

@@ -24,6 +24,10 @@ from voxmeter.store import DEFAULT_STORE_PATH
 
 PANEL = "Compress"
 MIB = 2**20
+TRAIN_HELP = (
+    "training speech for pruning importance and recovery: real-train, calib or a .jsonl "
+    "manifest (default: real-train when built, else calib); checked disjoint from every test set"
+)
 log = logging.getLogger("voxmeter")
 
 
@@ -33,6 +37,7 @@ def compress(
     compress: list[str] | None = typer.Option(None, "--compress", help=COMPRESS_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="the model directory to write"),
     force: bool = typer.Option(False, help="replace an existing model directory at -o"),
+    train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_HELP),
     cache_dir: Path | None = typer.Option(None, help=CACHE_HELP),
     quiet: bool = typer.Option(False, help="no notes"),
 ) -> None:
@@ -40,13 +45,14 @@ def compress(
     from voxmeter.assets.bundled import default_cache_dir, resolve_model
     from voxmeter.compress import build, quantization_settings
     from voxmeter.compress.artifact import read_meta
-    from voxmeter.data.datasets import load_dataset
+    from voxmeter.compress.traindata import from_settings
+    from voxmeter.identity import FileDigests
     from voxmeter.run.harness import prepare_weights
     from voxmeter.spec import RunSpec
 
     setup_logging(quiet)
-    spec = RunSpec(model=model, compression=parse_compress(compress)).validate()
-    comp = spec.compression
+    comp = _with_train_data(parse_compress(compress), train_data)
+    spec = RunSpec(model=model, compression=comp).validate()
     if comp.is_none:
         raise SpecError(
             "--compress: nothing to build: give decoder_layers, prune_heads, prune_ffn, "
@@ -54,9 +60,11 @@ def compress(
         )
     _check_out(out, force)
     cache = default_cache_dir(cache_dir)
+    # resolved and checked disjoint from every test set before any work
+    train = from_settings(comp, FileDigests(cache)) if comp.uses_train_data else None
     source = prepare_weights(spec, resolve_model(model, cache), cache)[0]
     comp.check_model(source.dims.n_text_layer)
-    built = build(comp, source, out, load_dataset("calib"), carry_quant=True)
+    built = build(comp, source, out, train, carry_quant=True, cache=cache)
     meta = read_meta(built)
     report = meta["report"]
     c = console()
@@ -65,12 +73,39 @@ def compress(
         f"{report['params_after']:,} parameters "
         f"({report['params_after'] / report['params_before']:.1%})"
     )
+    _print_training(meta.get("calibration") or {})
     carried = quantization_settings(comp)
     if carried:
         what = ", ".join(f"{k}={v}" for k, v in carried.items())
         c.print(f"quantization carried by the directory, applied at every load: {what}")
     c.print("measure it with:")
     c.print(f"  voxmeter bench --model {built.resolve()}", soft_wrap=True)
+
+
+def _with_train_data(comp: Any, train_data: str | None) -> Any:
+    """`--train-data` into the settings; refused when --compress train_data= says otherwise."""
+    from dataclasses import replace
+
+    if train_data is None:
+        return comp
+    if comp.train_data and comp.train_data != train_data:
+        raise SpecError(
+            f"--train-data {train_data!r} and --compress train_data={comp.train_data!r}: give one"
+        )
+    return replace(comp, train_data=train_data)
+
+
+def _print_training(rec: dict[str, Any]) -> None:
+    """One line: the training data a build used (set, clips, labeller, skipped)."""
+    if not rec.get("n_clips"):
+        return
+    console().print(
+        f"trained on {rec.get('data')}: {rec['n_clips']} clips used of "
+        f"{rec.get('n_selected', '?')} selected ({rec.get('n_listed', '?')} listed), "
+        f"{rec.get('n_pseudo_labelled', 0)} labelled by the {rec.get('labeller', '?')}, "
+        f"{len(rec.get('skipped') or [])} skipped",
+        soft_wrap=True,
+    )
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -93,7 +128,13 @@ def _check_out(out: Path, force: bool) -> None:
 @app.command(rich_help_panel=PANEL)
 def sensitivity(
     model: str = typer.Option("tiny.en", help="a model name or directory (fp32)"),
-    data: str = typer.Option("calib", help="clips to measure on (calib: never a test set)"),
+    train_data: str = typer.Option("", "--train-data", "--data", help=TRAIN_HELP),
+    labeller: str = typer.Option(
+        "teacher", help="labels clips without reference: teacher (this model) or base"
+    ),
+    train_clips: int = typer.Option(
+        256, min=0, help="a seeded subset spread over games and speakers (0 = all)"
+    ),
     max_clips: int = typer.Option(0, min=0, help="use only the first N clips (0 = all)"),
     weights_only: bool = typer.Option(
         False,
@@ -131,6 +172,7 @@ def sensitivity(
     for p in (json_path, html_path):
         if not p.parent.is_dir():
             raise SpecError(f"{p}: folder {p.parent} does not exist")
+    data = (train_data, labeller, train_clips)
     smap = _measure(model, data, max_clips, bits, weights_only, threads, cache_dir, quiet)
     write_atomic(json.dumps(smap, indent=1) + "\n", json_path)
     write_atomic(heatmap_html(smap), html_path)
@@ -146,7 +188,7 @@ def sensitivity(
 
 def _measure(
     model: str,
-    data: str,
+    data: tuple[str, str, int],
     max_clips: int,
     bits: int,
     weights_only: bool,
@@ -162,22 +204,29 @@ def _measure(
         TimeRemainingColumn,
     )
 
+    from voxmeter.assets.bundled import default_cache_dir, resolve_model
+    from voxmeter.compress.labels import labelled_for
     from voxmeter.compress.sensitivity import sensitivity_map
-    from voxmeter.data.datasets import load_dataset
+    from voxmeter.compress.traindata import resolve
     from voxmeter.engines import load_engine
-    from voxmeter.spec import RunSpec
+    from voxmeter.identity import FileDigests
+    from voxmeter.run.harness import prepare_weights
+    from voxmeter.spec import RunSpec, check_training
 
     if isinstance(bits, bool) or not 2 <= bits <= 16:
         raise SpecError(f"--bits: expected an integer from 2 to 16, got {bits}")
     if bits != 8 and not weights_only:
         raise SpecError(f"--bits {bits}: needs --weights-only (the int8 schemes are 8-bit)")
-    spec = RunSpec(model=model, data=data, threads=threads, max_clips=max_clips).validate()
-    dataset = load_dataset(data)
-    if data != "calib":
-        log.warning("choosing layers to keep on a test set, then scoring it, flatters the hybrid")
+    train_data, labeller, train_clips = data
+    check_training(train_data, labeller, train_clips)
+    spec = RunSpec(model=model, threads=threads, max_clips=max_clips).validate()
+    cache = default_cache_dir(cache)
+    train = resolve(train_data, labeller, train_clips, FileDigests(cache))  # checked disjoint
     if max_clips:
-        dataset.clips = dataset.clips[:max_clips]
-    engine = load_engine(spec, cache)
+        train.dataset.clips = train.dataset.clips[:max_clips]
+    # prepared as `compress` prepares its source: the same weights digest keys the labels
+    source = prepare_weights(spec, resolve_model(model, cache), cache)[0]
+    engine = load_engine(spec, cache, source)
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=console_err(), transient=True, disable=quiet,
@@ -188,9 +237,12 @@ def _measure(
         def progress(what: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        return sensitivity_map(
+        dataset = labelled_for(engine, train, cache, progress)
+        smap = sensitivity_map(
             engine, dataset, bits=bits, weights_only=weights_only, progress=progress
         )
+    smap["data"].update(labeller=train.labeller, train_clips=train.train_clips)
+    return smap
 
 
 def console_err() -> Any:

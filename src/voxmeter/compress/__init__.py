@@ -14,8 +14,12 @@ Two kinds of method, with different lives:
   `voxmeter.json` (its weights stay fp32), so `--model DIR` runs what was built.
 
 Order of the structural methods: depth, pruning, low-rank, recovery (each sees the previous
-one's model; recovery repairs what all of them removed). Calibration speech is the bundled
-`calib` set (synthesized offline, disjoint from every test set); never a test clip.
+one's model; recovery repairs what all of them removed). Training speech (pruning importance,
+recovery) is the spec's `train_data` (traindata.py: `real-train` when built, else the bundled
+synthetic `calib`), a seeded subset of `train_clips` clips, checked to share no audio and no
+speaker with any test set before any work; clips without reference are labelled by the
+`labeller` (labels.py). Which set, how many clips, its digest and the labeller are part of the
+artifact key, of the directory's voxmeter.json and of a result's identity.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +56,30 @@ def structural_settings(comp: Any) -> dict[str, Any]:
         d.pop(k)
     if d["recover"] == "none":
         d.pop("recover_steps")
+    if not comp.uses_train_data:  # nothing trains: the training fields decide nothing
+        for k in ("train_data", "labeller", "train_clips"):
+            d.pop(k)
     return d
 
 
-def artifact_key(comp: Any, base_digest: str, calib_digest: str, code: str) -> str:
+def artifact_key(comp: Any, base_digest: str, calib_digest: Any, code: str) -> str:
+    """`calib_digest`: the training data's key (TrainData.key: set, digest, labeller,
+    train_clips), or "" for a spec that trains on nothing."""
     blob = json.dumps(
         [structural_settings(comp), base_digest, calib_digest, code, COMPRESS_VERSION],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def train_identity(comp: Any, files: Any) -> dict[str, Any] | None:
+    """What decides the training data of `comp` (TrainData.key), None when nothing trains;
+    resolving it checks the set against every test set (DataError on overlap)."""
+    if not comp.changes_weights or not comp.uses_train_data:
+        return None
+    from voxmeter.compress.traindata import from_settings
+
+    return from_settings(comp, files).key(files)
 
 
 def compressed_source(
@@ -74,27 +93,30 @@ def compressed_source(
     if not comp.changes_weights:
         return source, 0.0
     from voxmeter.assets.bundled import resolve_model
-    from voxmeter.identity import FileDigests, code_fingerprint, data_digest, weights_digest
+    from voxmeter.identity import FileDigests, code_fingerprint, weights_digest
 
     files = FileDigests(cache)
-    calib = _calib_dataset()
+    train = _train_data(comp, files)
     base = weights_digest(source, files)
-    key = artifact_key(comp, base, data_digest(calib, files), code_fingerprint())
+    key = artifact_key(comp, base, train.key(files) if train else "", code_fingerprint())
     files.save()
     out = cache / "compressed" / key
     took = 0.0
     if not (out / "model.safetensors").is_file():
         t0 = time.perf_counter()
-        build(comp, source, out, calib, progress=progress, base_digest=base)
+        build(comp, source, out, train, progress=progress, base_digest=base, cache=cache)
         took = time.perf_counter() - t0
     built = resolve_model(str(out), cache)
     return replace(built, name=f"{source.name}+{comp.tag()}"), took
 
 
-def _calib_dataset() -> Any:
-    from voxmeter.data.datasets import load_dataset
+def _train_data(comp: Any, files: Any) -> Any:
+    """The resolved, checked training data of `comp`; None when no method here trains."""
+    if not comp.uses_train_data:
+        return None
+    from voxmeter.compress.traindata import from_settings
 
-    return load_dataset(CALIB_SET)
+    return from_settings(comp, files)
 
 
 def quantization_settings(comp: Any) -> dict[str, Any]:
@@ -118,9 +140,14 @@ def build(
     progress: Any = None,
     base_digest: str | None = None,
     carry_quant: bool = False,
+    cache: Path | None = None,
 ) -> Path:
     """Apply the structural methods of `comp` to the fp32 model of `source`; save to `out`.
 
+    `calib`: the training data, a traindata.TrainData or a Dataset (used whole, labelled by
+    `comp.labeller`); None resolves `comp`'s own. Either is checked against every test set
+    before any work. `cache`: where pseudo-labels are cached and the base labeller is
+    resolved (None: labels are not cached).
     With `carry_quant`, the directory also carries `comp`'s quantization (its weights stay
     fp32; the hf engine quantizes them at load, so `--model out` runs what was built); the
     cache of `compressed_source` never does, since its spec applies quantization itself.
@@ -135,6 +162,14 @@ def build(
     from voxmeter.engines.common import load_suppress
 
     base_digest = base_digest or _base_digest(source)
+    train = _as_train_data(comp, calib) if comp.uses_train_data else None
+    if train is not None:
+        from voxmeter.compress.traindata import check_disjoint
+        from voxmeter.identity import FileDigests
+
+        files = FileDigests(cache)  # the test sets' file digests, cached where there is a cache
+        check_disjoint(train.dataset, files)  # before any work (resolve checked the whole set)
+        files.save()
     model = WhisperForConditionalGeneration.from_pretrained(source.hf_dir).eval()
     n_before = sum(p.numel() for p in model.parameters())
     report: dict[str, Any] = {}
@@ -146,7 +181,7 @@ def build(
     if comp.prune_heads or comp.prune_ffn:
         from voxmeter.compress.prune import prune
 
-        used = calibration_pairs(source, calib)
+        used = training_pairs(source, train, base_digest, cache, progress)
         report["prune"] = prune(model, comp.prune_heads, comp.prune_ffn, used.pairs)
     if comp.lowrank_energy:
         from voxmeter.compress.lowrank import factorize
@@ -155,7 +190,7 @@ def build(
     if comp.recover != "none":
         from voxmeter.compress.recover import recover
 
-        used = used or calibration_pairs(source, calib)
+        used = used or training_pairs(source, train, base_digest, cache, progress)
         report["recover"] = recover(
             model,
             source,
@@ -176,7 +211,7 @@ def build(
         "base_digest": base_digest,
         "compression": structural_settings(comp),
         "quantization": carried,
-        "calibration": used.record() if used else {"data": CALIB_SET, "n_clips": 0},
+        "calibration": used.record() if used else {"data": "", "n_clips": 0},
         "report": report,
         "voxmeter": voxmeter.__version__,
     }
@@ -209,16 +244,75 @@ def _base_digest(source: Any) -> str:
     return weights_digest(source, FileDigests(None))
 
 
+def _as_train_data(comp: Any, calib: Any) -> Any:
+    from voxmeter.compress.traindata import TrainData, from_settings
+
+    if calib is None:
+        return from_settings(comp)
+    if isinstance(calib, TrainData):
+        return calib
+    n = len(calib.clips)
+    return TrainData(calib.name, calib, comp.labeller, comp.train_clips, n)
+
+
 @dataclass
 class Calibration:
     """The calibration pairs a build trained or ranked on, and the clips it could not use."""
 
     pairs: list[tuple[Any, list[int]]]
     skipped: list[dict[str, str]]  # id, reason: as a data set's bad clips are recorded
+    about: dict[str, Any] = field(default_factory=lambda: {"data": CALIB_SET})
 
     def record(self) -> dict[str, Any]:
-        """What `voxmeter.json` keeps: the clips used (not the clips listed) and the skipped."""
-        return {"data": CALIB_SET, "n_clips": len(self.pairs), "skipped": self.skipped}
+        """What `voxmeter.json` keeps: the data (name, digest, labeller, clips selected and
+        pseudo-labelled), the clips used (not the clips listed) and the skipped."""
+        return {**self.about, "n_clips": len(self.pairs), "skipped": self.skipped}
+
+
+def training_pairs(
+    source: Any, train: Any, base_digest: str, cache: Path | None, progress: Any = None
+) -> Calibration:
+    """`calibration_pairs` of the training data, its clips without reference labelled by
+    the labeller first (labels.py); skipped clips of both steps recorded."""
+    from voxmeter.compress.labels import label
+    from voxmeter.identity import FileDigests
+
+    engine_of, digest = _labeller(train.labeller, source, base_digest, cache)
+    got = label(train.dataset, engine_of, digest, cache, progress)
+    out = calibration_pairs(source, got.dataset)
+    out.skipped = got.skipped + out.skipped
+    out.about = {
+        **train.key(FileDigests(cache)),
+        "n_listed": train.n_listed,
+        "n_selected": len(train.dataset.clips),
+        "n_pseudo_labelled": got.n_pseudo,
+    }
+    return out
+
+
+def _labeller(name: str, source: Any, base_digest: str, cache: Path | None) -> tuple[Any, str]:
+    """(a function loading the labeller's hf engine, its weights digest): "teacher" is the
+    uncompressed source, "base" the bundled multilingual base model (English transcription)."""
+    if name == "teacher":
+        return (lambda: _engine(source, cache)), base_digest
+    from voxmeter.assets.bundled import default_cache_dir, resolve_model
+    from voxmeter.identity import FileDigests, weights_digest
+
+    root = default_cache_dir(cache)
+    other = resolve_model(name, root)
+    return (lambda: _engine(other, root)), weights_digest(other, FileDigests(cache))
+
+
+def _engine(source: Any, cache: Path | None) -> Any:
+    """An fp32 hf engine of `source` on the caller's threads (greedy, 3000 frames)."""
+    import torch
+
+    from voxmeter.assets.bundled import default_cache_dir
+    from voxmeter.engines import load_engine
+    from voxmeter.spec import RunSpec
+
+    spec = RunSpec(model=source.name, engine="hf", threads=torch.get_num_threads())
+    return load_engine(spec, default_cache_dir(cache), source)
 
 
 def calibration_pairs(source: Any, calib: Any, n_frames: int = 3000) -> Calibration:

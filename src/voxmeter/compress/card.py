@@ -153,11 +153,15 @@ def _quantization(carried: dict[str, Any]) -> str:
 def _calibration(calib: dict[str, Any], synth: str) -> str:
     """The calibration set, the clips it really used, and those skipped as bad input."""
     if calib.get("n_clips") == 0:
-        return f"{calib.get('data', '?')}, not used (no method here needs calibration)"
+        return "none (no method here trains or ranks on speech)"
     skipped = calib.get("skipped") or []
     why = "; ".join(f"`{s.get('id')}`: {s.get('reason')}" for s in skipped)
     bad = f"; {len(skipped)} skipped as bad input ({why})" if skipped else ""
-    return f"{calib.get('data', '?')} ({calib.get('n_clips', '?')} clips used{synth}{bad})"
+    n_pseudo = calib.get("n_pseudo_labelled")
+    who = f"; {n_pseudo} pseudo-labelled by the {calib.get('labeller')}" if n_pseudo else ""
+    digest = f", digest {calib['digest']}" if calib.get("digest") else ""
+    used = f"{calib.get('n_clips', '?')} clips used{synth}{digest}{who}{bad}"
+    return f"{calib.get('data', '?')} ({used})"
 
 
 def _methods(comp: dict[str, Any], report: dict[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """Recovery training: the compressed student learns back from its uncompressed teacher.
 
 "distill": KL to the teacher at T = 2 plus cross-entropy of the reference tokens (and, when
-the encoder trains, MSE of its states), teacher-forced on calibration speech; "lora": the same
+the encoder trains, MSE of its states), teacher-forced on the training speech (its reference
+or pseudo-label tokens: compress/traindata.py, labels.py); "lora": the same
 loss through peft adapters, merged back. Checkpoints resume a killed run bit for bit. The loss,
 schedule and resume rules, with what was measured: docs/compression-notes.md#recovery-training.
 """
