@@ -71,23 +71,26 @@ def _records(n: int) -> list[dict]:
 
 
 def test_screen_keeps_clips_within_the_cer_and_reports_the_rest():
-    recs = _records(4)
+    recs = _records(5)
     recs[3]["text"] = "?!"  # normalises to nothing
     hyps = {"s0": "hello there", "s1": "hello where", "s2": "good evening", "s3": "hi"}
+    hyps["s4"] = "hello " * 30  # a decoding loop: the model failed, the subtitle may be right
     rule = screen.ScreenRule(max_cer=0.1)  # "hello where": 1 edit in 11 characters, 0.091
     out = screen.screen_records(recs, hyps, rule, "base test")
     assert [r["id"] for r in out.kept] == ["c0", "c1"]
     assert out.kept[1]["screen_cer"] == pytest.approx(1 / 11, abs=1e-4)
     assert out.kept[0]["screen_model"] == "base test" and out.kept[0]["speaker"] == "p0"
-    assert [(d["id"], d["reason"]) for d in out.dropped] == [
-        ("c2", screen.DROP_CER),
-        ("c3", screen.DROP_EMPTY_REF),
+    assert [(d["id"], d["reason"], d["model_failure"]) for d in out.dropped] == [
+        ("c2", screen.DROP_CER, []),
+        ("c3", screen.DROP_EMPTY_REF, []),
+        ("c4", screen.DROP_CER, ["repetition_loop"]),
     ]
     r = out.report
-    assert (r["n_clips"], r["n_kept"], r["n_dropped"]) == (4, 2, 2)
-    assert r["dropped_by_reason"] == {screen.DROP_CER: 1, screen.DROP_EMPTY_REF: 1}
-    assert r["minutes_all"] == pytest.approx(10 / 60, abs=0.01)
-    assert r["kept_of_total_by_speaker"] == {"p0": [1, 2], "p1": [1, 2]}
+    assert (r["n_clips"], r["n_kept"], r["n_dropped"]) == (5, 2, 3)
+    assert r["dropped_by_reason"] == {screen.DROP_CER: 2, screen.DROP_EMPTY_REF: 1}
+    assert r["dropped_with_model_failure_flags"] == 1
+    assert r["minutes_all"] == pytest.approx(15 / 60, abs=0.01)
+    assert r["kept_of_total_by_speaker"] == {"p0": [1, 3], "p1": [1, 2]}
     assert r["screen_model_wer_kept"] == pytest.approx(25.0)  # 1 of 4 words
     assert r["screen_model_wer_all"] > r["screen_model_wer_kept"]
 
@@ -232,3 +235,41 @@ def test_screen_runs_the_base_model_on_real_drascula_lines(tmp_path, cache_dir):
     assert "second biggest door" in cached.read_text()  # drascula-en-1, as base hears it
     again = screen.screen_set(out, Path(cache_dir))
     assert len(cached.read_text().splitlines()) == 3 and again.report == first.report
+
+
+# -- recorded speech in the bundled default set -------------------------------------------------
+
+
+def test_default_set_bundles_attributed_drascula_lines():
+    from voxmeter.data.datasets import SAMPLE_DIR, load_dataset
+
+    clips = load_dataset("default").clips
+    lines = [c for c in clips if c.id.startswith("drascula-en-")]
+    assert len(clips) == 50 and len(lines) >= 20
+    assert sum(c.duration_s for c in lines) >= 120.0  # minutes of it, not seconds
+    assert len({c.extra["speaker"] for c in lines}) >= 5  # spread over the voices
+    for c in lines:
+        assert "Alcachofa Soft" in c.licence and "modified by voxmeter" in c.licence
+        assert c.extra["screen_cer"] <= 0.5 and c.text.strip()
+    licences = (SAMPLE_DIR / "LICENCES.md").read_text()
+    assert "modified version" in licences and "Drascula-License" in licences
+
+
+def test_bundle_pick_is_seeded_round_robin_within_the_length_range():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bundle_real_speech.py"
+    spec = importlib.util.spec_from_file_location("bundle_real_speech", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    kept = [
+        {"id": f"{s}-{i}", "speaker": s, "duration_s": d}
+        for s in ("a", "b", "c")
+        for i, d in enumerate((3.0, 7.0, 8.0, 9.0, 13.0))
+    ]
+    picked = mod.pick(kept, 7)
+    assert [r["speaker"] for r in picked] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert all(mod.MIN_S <= r["duration_s"] <= mod.MAX_S for r in picked)
+    assert picked == mod.pick(list(reversed(kept)), 7)  # the input order does not matter
+    with pytest.raises(SystemExit, match="only 9 lines"):
+        mod.pick(kept, 10)

@@ -39,7 +39,7 @@ def data_build(
     screen_max_cer: Annotated[
         float,
         typer.Option(min=0.0, help="real-test keeps clips whose subtitle-vs-base CER is <= this"),
-    ] = 0.2,
+    ] = 0.5,
     install: Annotated[
         bool, typer.Option("--install", help="as root with apt: install missing game packages")
     ] = False,

@@ -131,7 +131,7 @@ def join(out: Path, index: int, p: Plan) -> dict[str, Any]:
         "game": first["game"],
         "language": first["language"],
         "speech_s": round(_speech(p.lines), 3),
-        "pause_s": [PAUSE_S[0], PAUSE_S[1]],
+        "pause_range_s": [PAUSE_S[0], PAUSE_S[1]],  # each pause drawn uniformly in it
         "seed": [SEED, index],
         "parts": parts,
         "sha256": _sha256(path),
