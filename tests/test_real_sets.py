@@ -273,3 +273,25 @@ def test_bundle_pick_is_seeded_round_robin_within_the_length_range():
     assert picked == mod.pick(list(reversed(kept)), 7)  # the input order does not matter
     with pytest.raises(SystemExit, match="only 9 lines"):
         mod.pick(kept, 10)
+
+
+def test_games_tree_to_screened_and_longform_sets(tmp_path, monkeypatch):
+    """The synthetic Drascula tree through extraction, the screen's rule and the joining; the
+    hypotheses stand in for a model (one agrees with its subtitle, one does not)."""
+    from test_games import make_drascula
+
+    from voxmeter.data.games.build import build_set
+    from voxmeter.data.manifest import load_manifest
+
+    root = tmp_path / "games"
+    make_drascula(root)
+    out = tmp_path / "real"
+    build_set("real-test-unscreened", root, out)
+    recs = screen.read_manifest_records(out / f"{screen.UNSCREENED}.jsonl")
+    hyps = {r["sha256"]: ("Hello there." if r["entry"] == "1.ALS" else "bats") for r in recs}
+    kept = screen.write_screened(out, screen.screen_records(recs, hyps, screen.ScreenRule(), "m"))
+    kept_recs = screen.read_manifest_records(kept)
+    assert [r["id"] for r in kept_recs] == ["drascula-en-1"]
+    (rec,) = longform.build_longform(out, kept_recs)
+    assert rec["text"] == "HELLO THERE" and rec["parts"][0]["id"] == "drascula-en-1"
+    assert load_manifest(out / "real-longform.jsonl").clips[0].audio.is_file()
