@@ -37,6 +37,7 @@ import soundfile as sf
 import soxr
 
 # Run as a script, this folder is on sys.path: the long-form set is built by its neighbour.
+from bundle_real_speech import bundle, default_real_test
 from make_longform_set import longform_md, longform_recordings
 
 from voxmeter.data.manifest import Clip, Dataset, write_manifest
@@ -237,6 +238,8 @@ def main() -> int:
     version = espeak_version(espeak)
     sources = sources_md(clean, noisy, version, longform_md(longform, real), calib_md(calib))
     (out / "SOURCES.md").write_text(sources)
+    # recorded Drascula lines in place of some espeak-ng clips (needs the real-test set built)
+    print(bundle(out, default_real_test()))
     total = sum(c.duration_s or 0.0 for c in clean)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     long_size = sum(f.stat().st_size for f in out.glob("longform-*.flac"))

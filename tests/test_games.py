@@ -264,9 +264,9 @@ def test_queen_truncated_resource_names_file_and_entry(games_root):
 
 def test_build_resamples_to_16k_and_manifests_round_trip(games_root, tmp_path):
     out = tmp_path / "cache" / "real"
-    test = build_set("real-test", games_root, out)
+    test = build_set("real-test-unscreened", games_root, out)
     assert (test.clips, test.skipped_no_text) == (2, 1)  # 2.ALS has no subtitle
-    ds = load_manifest(out / "real-test.jsonl")
+    ds = load_manifest(out / "real-test-unscreened.jsonl")
     clip = next(c for c in ds.clips if c.id == "drascula-en-1")
     assert clip.text == "HELLO THERE" and clip.extra["speaker"] == "drascula-hacker"
     assert clip.source == "drascula" and "Alcachofa Soft" in clip.licence
@@ -285,16 +285,16 @@ def test_build_resamples_to_16k_and_manifests_round_trip(games_root, tmp_path):
 
 def test_build_resumes_and_redoes_a_damaged_clip(games_root, tmp_path):
     out = tmp_path / "real"
-    build_set("real-test", games_root, out)
-    again = build_set("real-test", games_root, out)
+    build_set("real-test-unscreened", games_root, out)
+    again = build_set("real-test-unscreened", games_root, out)
     assert (again.clips, again.reused) == (2, 2)  # nothing decoded again
     flac = out / "clips" / "drascula" / "drascula-en-1.flac"
     flac.write_bytes(flac.read_bytes()[:-10])  # digest no longer matches
     # as if killed before the manifest was written: only the partial log of records is left
-    (out / "real-test.jsonl").rename(out / "real-test.partial.jsonl")
-    third = build_set("real-test", games_root, out)
+    (out / "real-test-unscreened.jsonl").rename(out / "real-test-unscreened.partial.jsonl")
+    third = build_set("real-test-unscreened", games_root, out)
     assert (third.clips, third.reused) == (2, 1)
-    assert load_manifest(out / "real-test.jsonl").clips[0].audio.stat().st_size > 0
+    assert load_manifest(out / "real-test-unscreened.jsonl").clips[0].audio.stat().st_size > 0
 
 
 def test_build_limit_is_per_game(games_root, tmp_path):
@@ -306,11 +306,12 @@ def test_load_dataset_finds_the_built_sets(games_root, tmp_path, monkeypatch):
     from voxmeter.data.datasets import load_dataset
 
     monkeypatch.setenv("VOXMETER_CACHE", str(tmp_path / "vx"))
-    with pytest.raises(DataError, match="'real-test' is not built.*voxmeter data build real"):
-        load_dataset("real-test")
-    build_set("real-test", games_root, manifest_path("real-test").parent)
-    ds = load_dataset("real-test")
-    assert ds.name == "real-test" and len(ds.clips) == 2
+    for name in ("real-test", "real-test-unscreened"):
+        with pytest.raises(DataError, match=f"'{name}' is not built.*data build real --set {name}"):
+            load_dataset(name)
+    build_set("real-test-unscreened", games_root, manifest_path("real-test").parent)
+    ds = load_dataset("real-test-unscreened")
+    assert ds.name == "real-test-unscreened" and len(ds.clips) == 2
 
 
 def _cli_error(argv: list[str], capsys) -> str:
@@ -395,3 +396,21 @@ def test_install_runs_apt_get_for_the_missing_packages_only(games_root, monkeypa
     (games_root / "drascula.dat").unlink()
     with pytest.raises(DataError, match=r"install with: sudo apt-get install -y scummvm-data$"):
         sources.require(["drascula"], games_root, install=True)
+
+
+def test_unknown_set_is_one_line_naming_the_choices(tmp_path, capsys):
+    err = _cli_error(["data", "build", "real", "--set", "real-tset"], capsys)
+    assert err.count("\n") == 1 and "'real-tset'" in err and "real-longform" in err
+
+
+def test_cli_builds_the_unscreened_set_without_a_model(games_root, tmp_path, capsys):
+    from voxmeter.cli import main
+
+    argv = ["data", "build", "real", "--set", "real-test-unscreened", "--no-progress"]
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--cache-dir", str(tmp_path / "c")])
+    assert done.value.code == 0
+    out = tmp_path / "c" / "real"
+    assert len(load_manifest(out / "real-test-unscreened.jsonl").clips) == 2
+    assert not (out / "real-test.jsonl").exists() and not (out / "screen").exists()
+    assert "real-test-unscreened: 2 clips" in capsys.readouterr().err

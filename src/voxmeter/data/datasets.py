@@ -30,8 +30,10 @@ BUNDLED = {
     "longform": "longform.jsonl",
     "calib": "calib.jsonl",
 }
-# Recorded game speech, built into the cache by `voxmeter data build real` (data/games/).
-REAL_SETS = ("real-train", "real-test")
+# Recorded game speech, built into the cache by `voxmeter data build real` (data/games/):
+# real-test is real-test-unscreened screened by the base model (run/screen.py), real-longform
+# the kept lines joined into recordings of a few minutes (data/games/longform.py).
+REAL_SETS = ("real-train", "real-test", "real-test-unscreened", "real-longform")
 # Whisper sees 30 s at a time: a longer clip is long-form audio, streamed rather than loaded.
 MAX_CLIP_S = 30.0
 
@@ -78,7 +80,7 @@ def _load_real(key: str) -> Dataset:
     path = manifest_path(key)
     if not path.is_file():
         raise DataError(
-            f"set {key!r} is not built ({path} missing): run `voxmeter data build real`"
+            f"set {key!r} is not built ({path} missing): run `voxmeter data build real --set {key}`"
         )
     ds = load_manifest(path)
     ds.name = key

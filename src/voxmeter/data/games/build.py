@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from voxmeter.data.games import Entry
-from voxmeter.data.games.sources import GAMES, SETS, licence_texts
+from voxmeter.data.games.sources import GAMES, NEEDS_TEXT, SETS, licence_texts
 from voxmeter.paths import cache_dir_source
 
 RATE = 16000
@@ -59,7 +59,7 @@ def set_entries(name: str, root: Path, limit: int = 0) -> tuple[list[Entry], int
     dropped = 0
     for game in SETS[name]:
         found = GAMES[game].entries(root)
-        if name == "real-test":  # a test set needs references
+        if name in NEEDS_TEXT:  # a test set needs references
             kept = [e for e in found if e.text]
             dropped, found = dropped + len(found) - len(kept), kept
         entries += found[:limit] if limit > 0 else found

@@ -67,8 +67,11 @@ GAMES = {
         f"intact; {MODIFIED}); see LICENCES.md",
     ),
 }
-# real-train and real-test come from different games, so no voice is in both
-SETS = {"real-train": ("sky", "queen"), "real-test": ("drascula",)}
+# The sets the games are extracted into. real-train and the Drascula sets come from different
+# games, so no voice is in both. real-test-unscreened holds every subtitled Drascula line;
+# real-test (screened) and real-longform are made from it (run/screen.py, games/longform.py).
+SETS = {"real-train": ("sky", "queen"), "real-test-unscreened": ("drascula",)}
+NEEDS_TEXT = ("real-test-unscreened",)  # test sets: lines without a subtitle are left out
 
 
 def iter_clips(game: str, root: Path | None = None) -> Iterator[GameClip]:
