@@ -194,7 +194,7 @@ def test_train_data_given_twice_differently_is_one_line(tmp_path, capsys):
 def test_training_data_labeller_and_clip_count_change_the_identity(tmp_path, cache_dir):
     from voxmeter.assets.digests import FileDigests
     from voxmeter.compress import train_identity
-    from voxmeter.identity import identity_of
+    from voxmeter.run.identify import identity_of
 
     few = _write(tmp_path / "few.jsonl", _calib_recs(5))
     spec = RunSpec().with_(prune_ffn=0.1, train_data="calib", train_clips=4)

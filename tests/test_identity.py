@@ -174,8 +174,8 @@ def test_library_versions_are_part_of_the_code_fingerprint(package_copy):
 
 def test_a_library_upgrade_is_measured_anew_and_never_averaged(tmp_path, monkeypatch):
     """The same spec, data and weights with another torch: not skipped as done, kept apart."""
-    from voxmeter import identity
     from voxmeter.data.manifest import load_manifest
+    from voxmeter.run import identify as identity
 
     m = _manifest(tmp_path)
     spec = RunSpec(data=str(m), repeats=2)

@@ -42,7 +42,6 @@ __all__ = [
     "Identity",
     "code_fingerprint",
     "data_digest",
-    "identity_of",
     "library_versions",
     "weights_digest",
 ]
@@ -148,41 +147,3 @@ def data_digest(dataset: Any, files: FileDigests) -> str:
         h.update(json.dumps(key).encode() + b"\0")
         h.update(files.digest(Path(clip.audio)).encode() + b"\0")
     return h.hexdigest()[:16]
-
-
-def _trained_weights(spec: Any, digest: str, files: FileDigests) -> str:
-    """The weights digest of a spec whose compression trains (pruning importance, recovery):
-    the base weights' digest joined with the training data's key (set, digest, labeller,
-    train_clips; compress.train_identity), so models trained on other data never share rows."""
-    from voxmeter.compress import train_identity
-
-    key = train_identity(spec.compression, files)
-    if key is None:
-        return digest
-    return hashlib.sha256(json.dumps([digest, key], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def identity_of(
-    spec: Any,
-    cache_dir: Path,
-    source: Any = None,
-    dataset: Any = None,
-    files: FileDigests | None = None,
-) -> Identity:
-    """The identity a run of `spec` would have here and now (resolves model and data)."""
-    from voxmeter.assets.bundled import resolve_model
-    from voxmeter.data.datasets import load_dataset
-
-    files = files or FileDigests(cache_dir)
-    source = source or resolve_model(spec.model, cache_dir)
-    dataset = dataset or load_dataset(spec.data)
-    libraries = library_versions()
-    ident = Identity(
-        code_fingerprint(libraries=libraries),
-        _trained_weights(spec, weights_digest(source, files), files),
-        data_digest(dataset, files),
-        libraries=libraries,
-        weights=source.provenance,
-    )
-    files.save()
-    return ident

@@ -32,7 +32,7 @@ def measure_spec(
     spec's caller passes stream.run.run_stream_spec (run never imports stream)."""
     from voxmeter.assets.bundled import default_cache_dir
     from voxmeter.data.datasets import load_dataset
-    from voxmeter.identity import identity_of
+    from voxmeter.run.identify import identity_of
     from voxmeter.run.references import check_references
     from voxmeter.store import ResultStore
 
@@ -86,7 +86,7 @@ def stored_results(
     """The results of `spec` already in the store for this code, weights and data, in `mode`;
     none when there is no store yet."""
     from voxmeter.assets.bundled import default_cache_dir
-    from voxmeter.identity import identity_of
+    from voxmeter.run.identify import identity_of
     from voxmeter.store import ResultStore
 
     if not Path(store_path).exists():

@@ -181,8 +181,9 @@ def _open_run(
     instruments: bool,
 ) -> _OpenRun:
     """Data prepared, identity taken, model opened (run/model.py), instruments ready."""
-    from voxmeter.identity import FileDigests, identity_of
+    from voxmeter.identity import FileDigests
     from voxmeter.measure.probes import Instruments
+    from voxmeter.run.identify import identity_of
     from voxmeter.run.model import open_model, resolve_checked
 
     data = data or prepare_data(spec)

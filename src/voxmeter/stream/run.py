@@ -178,8 +178,9 @@ class StreamPlan:
 
 def plan_stream(spec: RunSpec, cache: Path, data: Any) -> StreamPlan:
     """The stream a data set makes (module doc), and the result's identity."""
-    from voxmeter.identity import FileDigests, identity_of
+    from voxmeter.identity import FileDigests
     from voxmeter.run.harness import prepare_data
+    from voxmeter.run.identify import identity_of
     from voxmeter.run.model import resolve_checked
 
     data = data or prepare_data(spec)
@@ -220,10 +221,11 @@ def run_stream_spec(
     cache = default_cache_dir(cache_dir)
     plan = plan_stream(spec, cache, data)
     clips, placed = plan.clips, plan.placed
-    # Clips without a reference (has_text false; only a cost-only run gets here) give no words.
-    spans = [Span(t, clips[i].audio, clips[i].text if clips[i].has_text else "") for t, i in placed]
-    referenced = all(clips[i].has_text for _, i in placed)
-    ref_text = " ".join(clips[i].text for _, i in placed) if referenced else None
+    # Clips without a reference (text "": only a cost-only run gets here, references.py) give
+    # no words and no reference text.
+    spans = [Span(t, clips[i].audio, clips[i].text) for t, i in placed]
+    joined = " ".join(clips[i].text for _, i in placed)
+    ref_text = joined if joined.strip() else None
     ref = aligned_reference(cache, spans, ref_text)
     allocator = allocator_note()
     peaks = ProcessPeaks()  # from here on: the model under test's memory

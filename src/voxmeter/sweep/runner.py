@@ -130,7 +130,7 @@ def _default_runner() -> Runner:
 def identity_here(cache_dir: str | Path | None) -> Callable[[RunSpec], Identity]:
     """What a run of a spec would be identified by on this machine, with this code."""
     from voxmeter.assets.bundled import default_cache_dir
-    from voxmeter.identity import identity_of
+    from voxmeter.run.identify import identity_of
 
     cache = default_cache_dir(cache_dir)
     return lambda spec: identity_of(spec, cache)
