@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from voxmeter.progress import advance_or_bar
 
 log = logging.getLogger("voxmeter")
 LABEL_VERSION = 1  # bump when decoding or the rejection rules change
@@ -134,7 +135,7 @@ def _decode(clips: list, sha: dict[str, str], engine: Any, store: _Store, progre
     from voxmeter.audio.io import LoadedAudio
     from voxmeter.data.datasets import Dataset, iter_audio
 
-    with _bar(progress, len(clips)) as advance:
+    with advance_or_bar(progress, "pseudo-labels", len(clips)) as advance:
         try:
             for b in range(0, len(clips), BATCH):
                 part = Dataset("labels", clips[b : b + BATCH], Path("."))
@@ -182,29 +183,3 @@ class _Store:
         with os.fdopen(fd, "w") as f:
             json.dump(self.labels, f)
         os.replace(tmp, self.path)
-
-
-class _bar:
-    """advance(done): the caller's callback, else a transient rich bar with a time estimate."""
-
-    def __init__(self, progress: Any, total: int) -> None:
-        self.progress, self.total, self.bar = progress, total, None
-
-    def __enter__(self):
-        if self.progress is not None:
-            return lambda i: self.progress("pseudo-labels", i, self.total)
-        import rich.progress as rp
-        from rich.console import Console
-
-        self.bar = rp.Progress(
-            rp.TextColumn("pseudo-labels"), rp.BarColumn(), rp.MofNCompleteColumn(),
-            rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=Console(stderr=True),
-            transient=True, disable=not sys.stderr.isatty(),
-        )  # fmt: skip
-        self.bar.__enter__()
-        task = self.bar.add_task("labels", total=self.total)
-        return lambda i: self.bar.update(task, completed=i)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from torch import nn
 
 from voxmeter.compress.prune import _prompt_len, n_params
 from voxmeter.errors import DataError, SpecError
+from voxmeter.progress import advance_or_bar
 
 METHODS = ("distill", "lora")
 TEMPERATURE = 2.0
@@ -182,7 +182,9 @@ def _train(model, opt, trainable, pairs, cache, cfg, run, progress, ckpt_every, 
     seconds it took. The model is left in eval mode."""
     t_train = time.perf_counter()
     model.train()
-    with _bar(progress, cfg.steps, run.step) as advance:
+    with advance_or_bar(
+        progress, "recover", cfg.steps, run.step, lambda i: f"recover step {i}"
+    ) as advance:
         try:
             while run.step < cfg.steps:
                 _step(model, opt, [p for _, p in trainable], pairs, cache, cfg, run)
@@ -457,23 +459,3 @@ def _sigint_held():
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:
         raise KeyboardInterrupt
-
-
-@contextmanager
-def _bar(progress: Callable | None, steps: int, done: int):
-    """Yields advance(step): the caller's callback when given, else a transient rich bar on
-    stderr with a time estimate (disabled when stderr is not a terminal)."""
-    if progress is not None:
-        yield lambda i: progress(f"recover step {i}", i, steps)
-        return
-    import rich.progress as rp
-    from rich.console import Console
-
-    bar = rp.Progress(
-        rp.TextColumn("recover"), rp.BarColumn(), rp.MofNCompleteColumn(),
-        rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=Console(stderr=True),
-        transient=True, disable=not sys.stderr.isatty(),
-    )  # fmt: skip
-    with bar:
-        task = bar.add_task("recover", total=steps, completed=done)
-        yield lambda i: bar.update(task, completed=i)
