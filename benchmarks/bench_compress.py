@@ -332,6 +332,12 @@ def main() -> None:
     ap.add_argument("--only", default="", help="regex: only the configurations it matches")
     ap.add_argument("--plan", action="store_true", help="print the configurations and stop")
     ap.add_argument("--resume", action="store_true", help="keep this machine's latest figures")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="added to the result's name: a variant run (say, more steps) "
+        "gets its own JSON beside the committed one",
+    )
     args = ap.parse_args()
     from voxmeter.errors import VoxmeterError
     from voxmeter.paths import default_cache_dir
@@ -348,7 +354,7 @@ def main() -> None:
         for key, spec in specs.items():
             print(f"{key:46s} {spec.compression.tag() or '-':40s} {training(spec)}")
         return
-    name = "bench_compress-" + args.models.replace(",", "-")
+    name = "bench_compress-" + args.models.replace(",", "-") + (f"-{args.tag}" if args.tag else "")
     rows: dict[str, dict] = resumed(name, specs, sets, args) if args.resume else {}
     try:
         run(specs, sets, rows)

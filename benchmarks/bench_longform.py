@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from common import write
+from common import named, write
 from fresh import PEAK_RSS_DEFINITION, WARMUP_DEFINITION, python_script, run_json
 
 from voxmeter.run.isolate import run_spec_isolated
@@ -147,7 +147,7 @@ def main() -> None:
     }
     if len(out["rss_methods"]) > 1:
         print(f"warning: peak RSS read in different ways: {out['rss_methods']}", file=sys.stderr)
-    write("bench_longform", out, threads=base.threads)
+    write(named("bench_longform", args.data, "longform"), out, threads=base.threads)
 
 
 def judge(rows: dict[str, dict]) -> dict:

@@ -37,7 +37,7 @@ import sys
 import time
 
 import numpy as np
-from common import write
+from common import named, write
 
 from voxmeter.spec import AxisSettings, RunSpec, StreamSettings
 from voxmeter.stream.isolate import run_stream_spec_isolated
@@ -219,12 +219,13 @@ def verdicts(row: dict) -> dict:
     return out
 
 
-def previous() -> dict:
+def previous(name: str) -> dict:
+    """This machine's newest figures of benchmark `name` (one data set's), to carry over."""
     import json
 
     from common import latest
 
-    path = latest("bench_stream")  # this machine's newest: figures of one CPU only
+    path = latest(name)  # this machine's newest: figures of one CPU only
     if path is None:
         return {}
     old = json.loads(path.read_text())
@@ -235,7 +236,14 @@ def previous() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="default")
-    ap.add_argument("--max-clips", type=int, default=0)
+    ap.add_argument("--max-clips", type=int, default=0, help="the first N clips (0: all)")
+    ap.add_argument(
+        "--spread",
+        type=int,
+        default=0,
+        help="N clips spread evenly over the set (bench_compress's subset: every speaker of "
+        "real-test, not the first lines' few); the result is named by that subset",
+    )
     ap.add_argument(
         "--grid",
         default="500:2:vad,500:3:vad,500:2:vad:force,500:3:vad:force,500:3:vad:plain:force,"
@@ -254,8 +262,18 @@ def main() -> None:
     )
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
-    payload = previous()  # a run of one part keeps the others' last figures
+    if args.spread:
+        from bench_compress import test_set
+
+        from voxmeter.paths import default_cache_dir
+
+        subset = test_set(args.data, args.spread, default_cache_dir() / "bench_compress")
+        print(f"{subset.name}: {subset.n} of {subset.n_total} clips", file=sys.stderr)
+        args.data = subset.data
+    name = named("bench_stream", args.data, "default")
+    payload = previous(name)  # a run of one part keeps the others' last figures
     payload["targets"] = {k: f"{o} {b}" for k, (o, b) in TARGETS.items()}
+    payload["data"] = {"data": args.data, "max_clips": args.max_clips, "spread": args.spread}
     payload.setdefault("grid", {})
     for config in [c for c in args.grid.split(",") if c]:
         spec = stream_spec(config, args.data, args.max_clips)
@@ -296,7 +314,7 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-        write("bench_stream", payload)
+        write(name, payload)
     if args.long_minutes > 0:
         spec = stream_spec(args.long_config, args.data, args.max_clips, args.long_minutes)
         row = measure(spec, args.cache_dir)
@@ -312,7 +330,7 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-        write("bench_stream", payload)
+        write(name, payload)
     if not args.skip_load:
         from bench_stream_load import SERVER_CONFIGS, capacity
 
@@ -323,7 +341,7 @@ def main() -> None:
         for curve in capacity(args.load_duration, args.cache_dir, configs)["capacity"]:
             curves[curve["config"]] = curve
         payload["load"] = {"capacity": list(curves.values())}
-        write("bench_stream", payload)
+        write(name, payload)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,15 @@ def result_path(name: str, env: dict[str, Any], day: dt.date | None = None) -> P
     return RESULTS / f"{name}-{day.isoformat()}-{slug}.json"
 
 
+def named(name: str, data: str, default: str) -> str:
+    """A benchmark's result name for data set `data`: `name` itself on its default set, else
+    `name-<data>` (so a run on real-test never overwrites the default set's JSON, and
+    `latest` finds each set's own)."""
+    if data == default:
+        return name
+    return f"{name}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', Path(data).stem).strip('-')}"
+
+
 def machine(env: dict[str, Any]) -> dict[str, Any]:
     """The machine in a few fields a reader compares first."""
     keys = ("cpu_model", "cpu_flags", "cpu_logical", "cpu_physical", "gpu", "gpu_driver", "os")

@@ -78,6 +78,19 @@ def test_result_path_names_benchmark_date_and_cpu():
     assert path == common.RESULTS / "bench_longform-2026-12-07-amd-epyc-avx2.json"
 
 
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        ("longform", "bench_longform"),
+        ("real-longform", "bench_longform-real-longform"),
+        ("/cache/bench_compress/real-test-spread100.jsonl", "bench_longform-real-test-spread100"),
+    ],
+)
+def test_a_run_on_another_set_gets_its_own_result_name(data, name):
+    """A run on another data set never overwrites the default set's committed JSON."""
+    assert common.named("bench_longform", data, "longform") == name
+
+
 def test_results_are_not_ignored_by_git():
     import subprocess
 
