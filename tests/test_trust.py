@@ -156,7 +156,8 @@ def test_flops_need_no_weights(cli):
 def test_cost_only_bench_runs_without_accuracy(tmp_path, cache_dir):
     # one clip: random weights decode to the token limit
     r = _bench(
-        tmp_path / "s.sqlite", cache_dir, "--model", "tiny", "--cost-only", "--max-clips", "1"
+        tmp_path / "s.sqlite", cache_dir, "--model", "tiny", "--cost-only", "--max-clips", "1",
+        "--warmup", "0",
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
