@@ -155,10 +155,8 @@ def test_flops_need_no_weights(cli):
 @pytest.mark.slow
 def test_cost_only_bench_runs_without_accuracy(tmp_path, cache_dir):
     # one clip: random weights decode to the token limit
-    r = _bench(
-        tmp_path / "s.sqlite", cache_dir, "--model", "tiny", "--cost-only", "--max-clips", "1",
-        "--warmup", "0",
-    )
+    args = ("--model", "tiny", "--cost-only", "--max-clips", "1", "--warmup", "0")
+    r = _bench(tmp_path / "s.sqlite", cache_dir, *args)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["identity"]["weights_digest"] == "cost-only"
