@@ -112,17 +112,19 @@ def test_cli_budget_nothing_fits_is_one_line(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_compressed_model_is_built_in_its_own_child(cache_dir):
     """The measured child finds the model built (by a first child) and the first result
-    carries the build seconds; a second run builds nothing."""
-    spec = RunSpec(engine="hf", max_clips=1, repeats=1, warmup=0).with_(decoder_layers=3)
+    carries the build seconds; a second run builds nothing. A low-rank factorization that
+    keeps 99% of the energy: a model built like any other, whose decodes stay short (a
+    shallower decoder repeats itself to the token limit, which costs both runs minutes)."""
+    spec = RunSpec(engine="hf", max_clips=1, repeats=1, warmup=0).with_(lowrank_energy=0.99)
     root = cache_dir / "compressed"
     for d in root.glob("*") if root.is_dir() else []:
         meta = d / "voxmeter.json"
         if meta.is_file():
             comp = json.loads(meta.read_text())["compression"]
             if (
-                comp.get("decoder_layers") == 3
+                comp.get("lowrank_energy") == 0.99
                 and comp.get("recover") == "none"
-                and not any(comp.get(k) for k in ("prune_heads", "prune_ffn", "lowrank_energy"))
+                and not any(comp.get(k) for k in ("prune_heads", "prune_ffn", "decoder_layers"))
             ):
                 shutil.rmtree(d)
     (first,) = list(run_spec_isolated(spec, [0], cache_dir=cache_dir))

@@ -230,11 +230,15 @@ def test_features_front_end_gives_faster_whisper_hypotheses_on_real_speech(
 def test_features_front_end_gives_faster_whisper_hypotheses_on_the_default_set(
     default_clips, cache_dir, tiny_source, record_property
 ):
-    """All 50 clips of the default set: identical texts; the "audio" front end gives other
-    tokens on 16 of them and another normalised text on 11 (cards-002 and ten tts clips;
-    tiny.en fp32, ctranslate2 4.8.5, faster-whisper 1.2.1)."""
+    """The default set's other 39 clips (tts and Drascula lines; the 11 LibriVox, cards and
+    go-forward clips are the test above's, which decodes them alike, so the two together
+    cover all 50): identical texts. The two tests' `audio_front_end_differs` properties add
+    up to the count over all 50 on which the "audio" front end gives another normalised
+    text (11 when measured with tiny.en fp32, ctranslate2 4.8.5, faster-whisper 1.2.1)."""
     assert len(default_clips) == 50
-    _check_parity(default_clips, cache_dir, tiny_source, record_property)
+    rest = [(c, a) for c, a in default_clips if not c.id.startswith(REAL)]
+    assert len(rest) == 39
+    _check_parity(rest, cache_dir, tiny_source, record_property)
 
 
 @pytest.mark.slow
@@ -254,7 +258,9 @@ def test_long_form_with_the_features_front_end_gives_faster_whispers_text(cache_
     spec = RunSpec(engine="ct2", data="longform", repeats=1, warmup=0).with_(frontend="features")
     (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
     ours = {c["id"]: c["hyp"] for c in res.clips}
-    fw = WhisperModel(str(resolve_model("tiny.en", cache_dir).ct2_dir), compute_type="float32")
+    # two threads, as the engine runs (CTranslate2's default is 4, on a 2-core runner too)
+    ct2_dir = str(resolve_model("tiny.en", cache_dir).ct2_dir)
+    fw = WhisperModel(ct2_dir, compute_type="float32", cpu_threads=2)
     differ = []
     for clip in prepare_data(spec).clips:
         with clip.stream() as s:

@@ -378,7 +378,9 @@ def test_greedy_cer_gets_a_bootstrap_ci_and_a_small_change_is_not_flagged(cache_
     from voxmeter.analysis.regress import compare
     from voxmeter.run.harness import run_spec
 
-    spec = RunSpec(max_clips=4, repeats=2, warmup=0).with_(frames=200)  # cut clips: errors
+    # tiny.en's own errors ("old-sposed") on whole clips; clips cut short (frames=200) repeat
+    # themselves to the token limit, which costs minutes and tests nothing more
+    spec = RunSpec(engine="ct2", max_clips=4, repeats=2, warmup=0).with_(frames="fit")
     old = list(run_spec(spec, [0, 1], cache_dir=cache_dir, instruments=False))
     assert old[0].metrics["cer"] == old[1].metrics["cer"] > 0  # greedy: the same every repeat
     cer = aggregate_results(old)[0].metrics["cer"]

@@ -45,7 +45,9 @@ def test_process_peak_includes_the_model_load(cache_dir, monkeypatch):
         return engine
 
     monkeypatch.setattr(voxmeter.engines, "load_engine", loud_load)
-    spec = RunSpec(engine="ct2", **ONE_CLIP).with_(precision="int8", stream_chunk_ms=1000)
+    spec = RunSpec(engine="ct2", **ONE_CLIP).with_(
+        precision="int8", frames="fit", stream_chunk_ms=1000
+    )
     (res,) = run_stream_spec(spec, [0], cache_dir=cache_dir, mode="isolated")
     m = res.metrics
     assert m["process_peak_rss_mb"] >= seen["spike_mb"] - 1  # VmHWM/VmRSS are in KiB
@@ -100,9 +102,9 @@ def test_a_stream_spec_runs_isolated_through_streams_child(cache_dir):
     isolated, with the child's own process peak."""
     from voxmeter.stream.isolate import run_any_isolated
 
-    spec = RunSpec(engine="ct2", axes=AxisSettings(precision="int8"), **ONE_CLIP).with_(
-        stream_chunk_ms=1000
-    )
+    spec = RunSpec(
+        engine="ct2", axes=AxisSettings(precision="int8", frames="fit"), **ONE_CLIP
+    ).with_(stream_chunk_ms=1000)
     (res,) = run_any_isolated(spec, [0], cache_dir=cache_dir)
     assert res.mode == "isolated" and res.spec_hash == spec.spec_hash
     assert res.metrics["process_peak_rss_mb"] >= res.metrics["peak_rss_mb"] > 0

@@ -315,7 +315,7 @@ def test_stream_spec_lands_in_the_store(cache_dir, tmp_path):
     from voxmeter.run.bench import measure_spec
     from voxmeter.stream.run import run_stream_spec
 
-    spec = CT2.with_(stream_chunk_ms=1000, stream_vad=True, max_clips=3, repeats=1)
+    spec = CT2.with_(stream_chunk_ms=1000, stream_vad=True, max_clips=1, repeats=1)
     store = tmp_path / "s.sqlite"
     results, _ = measure_spec(spec, store, cache_dir=cache_dir, show=False, runner=run_stream_spec)
     m = results[0].metrics

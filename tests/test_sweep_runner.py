@@ -321,7 +321,7 @@ def test_ray_executor_on_a_local_instance(tmp_path):
 SWEEP_TOML = """
 [sweep]
 models = ["tiny.en"]
-engines = ["hf"]
+engines = ["ct2"]
 repeats = 3
 threads = 1
 max_clips = 1

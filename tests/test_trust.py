@@ -25,7 +25,9 @@ def _bench(store, cache_dir, *extra):
 @pytest.mark.slow
 def test_rows_of_two_code_fingerprints(tmp_path, cache_dir):
     store = tmp_path / "s.sqlite"
-    first = _bench(store, cache_dir)
+    # any spec will do: ct2 (no FLOP-counting pass), one clip, no warm-up
+    args = ("--engine", "ct2", "--max-clips", "1", "--warmup", "0")
+    first = _bench(store, cache_dir, *args)
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     h = doc["spec_hash"]
@@ -35,7 +37,7 @@ def test_rows_of_two_code_fingerprints(tmp_path, cache_dir):
         c.execute("UPDATE results SET code_fp = '0.0.9+older', metrics_json = "
                   "json_set(metrics_json, '$.rtfx', 1000.0)")  # fmt: skip
     c.close()
-    again = _bench(store, cache_dir)
+    again = _bench(store, cache_dir, *args)
     assert again.returncode == 0, again.stderr
     doc2 = json.loads(again.stdout)
     assert "already" not in doc2["note"] and "other code" in doc2["note"]
@@ -61,6 +63,7 @@ def test_rows_of_two_code_fingerprints(tmp_path, cache_dir):
 def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir):
     store = tmp_path / "s.sqlite"
     args = ["bench", "--max-clips", "2", "--repeats", "40", "--store", str(store), "--quiet"]
+    args += ["--engine", "ct2", "--warmup", "0"]  # the first repeat lands sooner
     # a runner that started us in the background hands SIGINT down as ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the one a foreground job has
     boot = (
@@ -152,9 +155,8 @@ def test_flops_need_no_weights(cli):
 @pytest.mark.slow
 def test_cost_only_bench_runs_without_accuracy(tmp_path, cache_dir):
     # one clip: random weights decode to the token limit
-    r = _bench(
-        tmp_path / "s.sqlite", cache_dir, "--model", "tiny", "--cost-only", "--max-clips", "1"
-    )
+    args = ("--model", "tiny", "--cost-only", "--max-clips", "1", "--warmup", "0")
+    r = _bench(tmp_path / "s.sqlite", cache_dir, *args)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["identity"]["weights_digest"] == "cost-only"
