@@ -86,7 +86,7 @@ def test_bench_json_store_and_skip(tmp_path, default_clips, cache_dir):
     store = tmp_path / "r.sqlite"
     env = {"VOXMETER_CACHE": str(cache_dir)}
     args = ["bench", "--data", str(m), "--repeats", "2", "--warmup", "0", "--store", str(store)]
-    args.append("--json")
+    args += ["--json"]  # both runs below print JSON
     p = voxmeter(*args, env_extra=env)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
