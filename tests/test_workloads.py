@@ -1,5 +1,5 @@
-"""Workloads end to end: a batch with a bad clip and clips of very different lengths, and a
-2-hour recording streamed through the VAD-batched long-form path in bounded memory."""
+"""Workloads end to end: a batch with a bad clip and clips of very different lengths, and
+an hour-long recording streamed through the VAD-batched long-form path in bounded memory."""
 
 from __future__ import annotations
 
@@ -46,16 +46,19 @@ def test_a_bad_clip_is_skipped_and_the_batch_runs_with_the_rest(tmp_path, cache_
 
 
 @pytest.mark.slow
-def test_a_two_hour_recording_streams_through_batched_long_form(tmp_path, cache_dir):
-    """2 h of silence with three real clips, decoded with VAD chunks: the clips' words come
-    back, and the process's peak RSS grows far less than holding the recording would take."""
+def test_an_hour_long_recording_streams_through_batched_long_form(tmp_path, cache_dir):
+    """An hour of silence with three real clips, decoded with VAD chunks: the clips' words
+    come back, and the process's peak RSS grows far less than holding the recording would
+    take. (An hour, not two: Silero's pass over the silence is most of the cost, 17 s of 26 s
+    at 2 h, and an hour decoded is already 220 MiB against the streamed path's few.)"""
     from voxmeter.run.isolate import run_spec_isolated
 
     refs = _refs()
     names = ("librivox-0870", "cards-005", "goforward")
     rate = 16000
     peaks = {}
-    for hours in (2 / 60, 2.0):  # two minutes, then two hours, same clips
+    long_h = 1.0
+    for hours in (2 / 60, long_h):  # two minutes, then an hour, same clips
         total = round(hours * 3600 * rate)
         clips = {}
         for k, name in enumerate(names):
@@ -79,8 +82,8 @@ def test_a_two_hour_recording_streams_through_batched_long_form(tmp_path, cache_
             words = set(normalize(refs[n]).split())
             assert len(words & hyp) >= 0.6 * len(words), (n, rec["hyp"])
         peaks[hours] = res.metrics["process_peak_rss_mb"]
-    decoded_mb = 2 * 3600 * rate * 4 / 2**20  # float32 at 16 kHz: 440 MiB
-    assert peaks[2.0] - peaks[2 / 60] < decoded_mb / 4, peaks
+    decoded_mb = long_h * 3600 * rate * 4 / 2**20  # float32 at 16 kHz: 220 MiB
+    assert peaks[long_h] - peaks[2 / 60] < decoded_mb / 4, peaks
 
 
 @pytest.mark.slow
