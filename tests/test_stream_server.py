@@ -330,7 +330,12 @@ def errors_of(events: list[dict]) -> list[tuple[str, bool]]:
 
 
 def with_speaker(
-    engine, clips, fault, config: ServerConfig | None = None, speaker_s: float = SPEAKER_S
+    engine,
+    clips,
+    fault,
+    config: ServerConfig | None = None,
+    speaker_s: float = SPEAKER_S,
+    spec: RunSpec = SPEC,
 ):
     """Run `fault(server)` beside a client streaming speech in real time, at least `speaker_s`
     of it and for as long as the fault lasts (its audio runs SPEAKER_SPARE_S longer, and it is
@@ -339,7 +344,7 @@ def with_speaker(
 
     async def main():
         config_ = config or ServerConfig(port=0)
-        async with running_server(SPEC, replace(config_, port=0), engine=engine) as srv:
+        async with running_server(spec, replace(config_, port=0), engine=engine) as srv:
             good, stop = StreamResult(0, 0.0), asyncio.Event()
             audio = speech(speaker_s + SPEAKER_SPARE_S, 1.0, 0, clips)
             speaker = asyncio.create_task(run_stream(srv.url, audio, 100, good, stop))
@@ -497,8 +502,13 @@ def test_sample_rates(engine, clips):
 
 @pytest.mark.slow
 def test_minutes_of_silence_hold_bounded_memory(engine, clips):
-    config = ServerConfig(limits=Limits(max_ahead_s=0.0))  # no pace guard: 3 min in seconds
-    seconds, frame = 180, np.zeros(8000, dtype=np.float32)  # 0.5 s frames
+    # no pace guard: 90 s in seconds. The limits are the defaults made smaller (a 10 s buffer
+    # and 1 s frames: a 22 s bound, not 52 s), so that a minute and a half of silence is
+    # already over three times the bound, and each step decodes at most 10 s of it
+    limits = Limits(max_ahead_s=0.0, max_frame_bytes=16000)
+    config = ServerConfig(limits=limits)
+    spec = SPEC.with_(stream_max_buffer_s=10.0, stream_trim_s=5.0)
+    seconds, frame = 90, np.zeros(8000, dtype=np.float32)  # 0.5 s frames
 
     async def fault(srv):
         ws, ready = await started(srv.url)
@@ -518,15 +528,16 @@ def test_minutes_of_silence_hold_bounded_memory(engine, clips):
         await ws.send(Stop().message())
         events = await events_until_close(ws, timeout=60)
         watcher.cancel()
-        bound = srv.server.config.held_bytes_bound(SPEC.stream.chunk_s)
+        bound = srv.server.config.held_bytes_bound(spec.stream.chunk_s)
         return events, peak[0], bound, time.monotonic() - t0
 
-    events, peak, bound, took = with_speaker(engine, clips, fault, config)
+    events, peak, bound, took = with_speaker(engine, clips, fault, config, spec=spec)
     assert events[-1]["type"] == "final" and events[-1]["audio_s"] == seconds
     assert 0 < peak <= bound
     assert bound < seconds * 16000 * 4 / 3  # the bound is far below holding the audio
-    # faster than real time, with room for a busy machine (under 20 s in earlier quiet runs,
-    # 28 s beside a training run): silence must not back a session up
+    # faster than real time, with room for a busy machine (180 s at the default limits took
+    # under 20 s in quiet runs, 28 s beside a training run; these 90 s about 5 s): silence
+    # must not back a session up
     assert took < seconds / 2
 
 
