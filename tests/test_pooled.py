@@ -190,12 +190,12 @@ def test_encoder_parts_reproduce_each_clip_run_alone(engine, cache_dir):
 
 @pytest.mark.slow
 def test_pooled_recordings_keep_each_recordings_text(cache_dir):
-    """ct2 fp32 at full frames on three of the bundled long-form recordings (more than one
+    """ct2 fp32 at full frames on two of the bundled long-form recordings (more than one
     recording is all pooling needs): pooling the recordings' chunks into shared batches
     changes the batches, not any recording's text."""
     from voxmeter.run.harness import run_spec
 
-    base = RunSpec(engine="ct2", data="longform", max_clips=3, batch_size=8, repeats=1, warmup=0)
+    base = RunSpec(engine="ct2", data="longform", max_clips=2, batch_size=8, repeats=1, warmup=0)
     base = base.with_(longform="batched")
     alone, pooled = (
         next(run_spec(s, [0], cache_dir=cache_dir, instruments=False))
