@@ -87,19 +87,30 @@ def test_an_hour_long_recording_streams_through_batched_long_form(tmp_path, cach
 
 
 @pytest.mark.slow
-def test_batched_long_form_gives_faster_whispers_batched_text(cache_dir):
+def test_batched_long_form_gives_faster_whispers_batched_text(tmp_path, cache_dir):
     """VAD-batched long-form, ct2 fp32 with the features front end, against faster-whisper's
     own BatchedInferencePipeline (batch 8, its Silero VAD and its chunk collection) reduced to
-    one greedy pass: the same text on every bundled long-form recording, or the assertion
-    names the recording with both texts."""
+    one greedy pass: the same text on bundled long-form recordings 03-05, or the assertion
+    names the recording with both texts. Recordings 01-02 are test_frontend_parity.py's
+    sequential long-form parity test's: each recording plays the same 11 real clips in its
+    own order, and the two tests together hold all five to faster-whisper's long-form text,
+    each recording through one of the two paths."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from voxmeter.assets.bundled import resolve_model
+    from voxmeter.data.datasets import bundled_manifest
 
-    spec = RunSpec(engine="ct2", data="longform", repeats=1, warmup=0, batch_size=8)
+    lines = [json.loads(x) for x in bundled_manifest("longform").read_text().splitlines()]
+    assert [x["id"] for x in lines] == [f"longform-0{i}" for i in range(1, 6)]
+    m = tmp_path / "longform-03-05.jsonl"
+    m.write_text(
+        "".join(json.dumps({**x, "audio": str(SAMPLE_DIR / x["audio"])}) + "\n" for x in lines[2:])
+    )
+    spec = RunSpec(engine="ct2", data=str(m), repeats=1, warmup=0, batch_size=8)
     spec = spec.with_(frontend="features", longform="batched")
     (res,) = list(run_spec(spec, [0], cache_dir=cache_dir, instruments=False))
     ours = {c["id"]: c["hyp"] for c in res.clips}
+    assert sorted(ours) == ["longform-03", "longform-04", "longform-05"]
     fw = WhisperModel(
         str(resolve_model("tiny.en", cache_dir).ct2_dir), compute_type="float32", cpu_threads=2
     )
