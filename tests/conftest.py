@@ -33,6 +33,21 @@ def default_clips():
     return [(c, a) for c, a in iter_audio(load_dataset("default")) if not isinstance(a, Exception)]
 
 
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory) -> str:
+    """A manifest of the default set's shortest clip ("go forward", 2.8 s; the set's first is
+    7.1 s), for end-to-end runs whose checks do not grow with the audio but whose cost does."""
+    import json
+
+    from voxmeter.data.datasets import SAMPLE_DIR, load_dataset
+
+    (clip,) = [c for c in load_dataset("default").clips if c.id == "goforward"]
+    line = {"id": clip.id, "audio": str(SAMPLE_DIR / "goforward.flac"), "text": clip.text}
+    m = tmp_path_factory.mktemp("short") / "short.jsonl"
+    m.write_text(json.dumps(line) + "\n")
+    return str(m)
+
+
 @pytest.fixture
 def store_path(tmp_path):
     """A results store holding test_store's sample results."""

@@ -110,14 +110,14 @@ def test_cli_budget_nothing_fits_is_one_line(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_compressed_model_is_built_in_its_own_child(cache_dir):
+def test_compressed_model_is_built_in_its_own_child(cache_dir, short_clip):
     """The measured child finds the model built (by a first child) and the first result
     carries the build seconds; a second run builds nothing. A low-rank factorization that
     keeps 99% of the energy: a model built like any other, whose decodes stay short (a
     shallower decoder repeats itself to the token limit, which costs both runs minutes)."""
-    # frames="fit": the clip's own length, not 30 s, for the hf engine's timed and counted
-    # passes; what is checked here is where and when the model is built
-    spec = RunSpec(engine="hf", max_clips=1, repeats=1, warmup=0)
+    # a 2.8 s clip at its own length (frames="fit"), not 30 s, for the hf engine's timed and
+    # counted passes; what is checked here is where and when the model is built
+    spec = RunSpec(engine="hf", data=short_clip, max_clips=1, repeats=1, warmup=0)
     spec = spec.with_(lowrank_energy=0.99, frames="fit")
     root = cache_dir / "compressed"
     for d in root.glob("*") if root.is_dir() else []:

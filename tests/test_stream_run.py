@@ -17,20 +17,6 @@ SPIKE_MB = 400
 ONE_CLIP = dict(max_clips=1, repeats=1, warmup=0)
 
 
-def _short_clip(tmp_path) -> str:
-    """A manifest of the default set's shortest clip ("go forward", 2.8 s, not the first
-    clip's 7.1 s): what these tests check does not grow with the audio, their cost does."""
-    import json
-
-    from voxmeter.data.datasets import SAMPLE_DIR, load_dataset
-
-    (clip,) = [c for c in load_dataset("default").clips if c.id == "goforward"]
-    line = {"id": clip.id, "audio": str(SAMPLE_DIR / "goforward.flac"), "text": clip.text}
-    m = tmp_path / "short.jsonl"
-    m.write_text(json.dumps(line) + "\n")
-    return str(m)
-
-
 def _status_mib(key: str) -> float:
     with open("/proc/self/status") as f:
         line = next(x for x in f if x.startswith(key))
@@ -39,7 +25,7 @@ def _status_mib(key: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-def test_process_peak_includes_the_model_load(cache_dir, monkeypatch, tmp_path):
+def test_process_peak_includes_the_model_load(cache_dir, monkeypatch, short_clip):
     """A spike while the model loads (SPIKE_MB above anything this process reached before)
     is in process_peak_rss_mb, and not in the replay's own peak_rss_mb."""
     import voxmeter.engines
@@ -59,7 +45,7 @@ def test_process_peak_includes_the_model_load(cache_dir, monkeypatch, tmp_path):
         return engine
 
     monkeypatch.setattr(voxmeter.engines, "load_engine", loud_load)
-    spec = RunSpec(engine="ct2", data=_short_clip(tmp_path), **ONE_CLIP).with_(
+    spec = RunSpec(engine="ct2", data=short_clip, **ONE_CLIP).with_(
         precision="int8", frames="fit", stream_chunk_ms=1000
     )
     (res,) = run_stream_spec(spec, [0], cache_dir=cache_dir, mode="isolated")
@@ -111,14 +97,14 @@ def test_a_pruned_model_streams_on_the_reference_aligners_clock(pruned_dir, cach
 
 
 @pytest.mark.slow
-def test_a_stream_spec_runs_isolated_through_streams_child(cache_dir, tmp_path):
+def test_a_stream_spec_runs_isolated_through_streams_child(cache_dir, short_clip):
     """The sweep's runner sends a stream spec to stream/isolate.py's child: one Result, mode
     isolated, with the child's own process peak."""
     from voxmeter.stream.isolate import run_any_isolated
 
     spec = RunSpec(
         engine="ct2",
-        data=_short_clip(tmp_path),
+        data=short_clip,
         axes=AxisSettings(precision="int8", frames="fit"),
         **ONE_CLIP,
     ).with_(stream_chunk_ms=1000)

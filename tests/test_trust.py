@@ -23,10 +23,10 @@ def _bench(store, cache_dir, *extra):
 
 
 @pytest.mark.slow
-def test_rows_of_two_code_fingerprints(tmp_path, cache_dir):
+def test_rows_of_two_code_fingerprints(tmp_path, cache_dir, short_clip):
     store = tmp_path / "s.sqlite"
-    # any spec will do: ct2 (no FLOP-counting pass), one clip, no warm-up
-    args = ("--engine", "ct2", "--max-clips", "1", "--warmup", "0")
+    # any spec will do: ct2 (no FLOP-counting pass), one short clip, no warm-up
+    args = ("--engine", "ct2", "--data", short_clip, "--max-clips", "1", "--warmup", "0")
     first = _bench(store, cache_dir, *args)
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
