@@ -60,9 +60,9 @@ def test_rows_of_two_code_fingerprints(tmp_path, cache_dir, short_clip):
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir):
+def test_ctrl_c_exits_130_with_the_store_intact(tmp_path, cache_dir, short_clip):
     store = tmp_path / "s.sqlite"
-    args = ["bench", "--max-clips", "2", "--repeats", "40", "--store", str(store), "--quiet"]
+    args = ["bench", "--data", short_clip, "--repeats", "40", "--store", str(store), "--quiet"]
     args += ["--engine", "ct2", "--warmup", "0"]  # the first repeat lands sooner
     # a runner that started us in the background hands SIGINT down as ignored, and Python then
     # installs no KeyboardInterrupt handler: give the child the one a foreground job has
