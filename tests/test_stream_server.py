@@ -43,7 +43,7 @@ SPEC = RunSpec(engine="ct2", axes=AxisSettings(frames="fit", precision="int8")).
     stream_chunk_ms=1000
 )
 DOCS = Path(__file__).parents[1] / "docs" / "stream-protocol.md"
-SPEAKER_S = 3.0  # the well-behaved client's speech in each fault test ("John Dashwood" by 2 s)
+SPEAKER_S = 2.5  # the well-behaved client's speech in each fault test ("John Dashwood" by 2 s)
 SPEAKER_SPARE_S = 300.0  # its audio beyond that, for a fault that runs long
 
 
