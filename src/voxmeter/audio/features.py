@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache, lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -42,10 +43,13 @@ HOP = 160
 FRONTENDS = ("audio", "features")
 
 
-@lru_cache(maxsize=4)
-def mel_filters(n_mels: int) -> np.ndarray:
-    """(n_mels, n_freq) float32 Slaney mel filters, read-only (one cached copy is shared)."""
-    from transformers.audio_utils import mel_filter_bank  # numpy only: imports no torch
+BANDS = (80, 128)  # whisper's mel bands (large-v3 has 128): shipped in mel_filters.npz
+SHIPPED = Path(__file__).with_name("mel_filters.npz")
+
+
+def compute_mel_filters(n_mels: int) -> np.ndarray:
+    """(n_mels, n_freq) float32 Slaney mel filters, computed by transformers (numpy only)."""
+    from transformers.audio_utils import mel_filter_bank
 
     fb = mel_filter_bank(
         num_frequency_bins=1 + N_FFT // 2,
@@ -56,7 +60,21 @@ def mel_filters(n_mels: int) -> np.ndarray:
         norm="slaney",
         mel_scale="slaney",
     )
-    out = np.ascontiguousarray(fb.T, dtype=np.float32)
+    return np.ascontiguousarray(fb.T, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def mel_filters(n_mels: int) -> np.ndarray:
+    """(n_mels, n_freq) float32 Slaney mel filters, read-only (one cached copy is shared).
+    The usual band counts come from the shipped mel_filters.npz (scripts/make_mel_filters.py:
+    transformers' filters, saved, so a process need not import transformers); others are
+    computed."""
+    key = f"mel_{n_mels}"
+    if n_mels in BANDS and SHIPPED.is_file():
+        with np.load(SHIPPED) as shipped:
+            out = np.ascontiguousarray(shipped[key], dtype=np.float32)
+    else:
+        out = compute_mel_filters(n_mels)
     out.flags.writeable = False
     return out
 
