@@ -1,4 +1,4 @@
-"""WER/CER against hand counts, the normalizer, the bootstrap, failure flags, UA/WA."""
+"""WER/CER against hand counts, the normalizer, the bootstrap, failure flags, UA/WA/macro-F1."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import pytest
 
 from voxmeter.metrics import (
     accuracy_bootstrap_cis,
+    classification_bootstrap_cis,
     clip_wer,
     compression_ratio,
+    confusion,
     corpus_wer,
     failure_flags,
     longest_repeat,
+    macro_f1,
     normalize,
     unweighted_accuracy,
     weighted_accuracy,
@@ -260,3 +263,57 @@ def test_classification_inputs_are_checked():
         weighted_accuracy([1, 2], [1])
     with pytest.raises(ValueError):
         unweighted_accuracy([], [])
+
+
+def test_macro_f1_by_hand():
+    # class 0: P 1/2 R 1/2; class 1: P 2/3 R 2/3; class 2: P 1 R 1
+    assert macro_f1([0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 0, 2]) == pytest.approx(
+        100 * (1 / 2 + 2 / 3 + 1) / 3
+    )
+    # the minority class never predicted: F1 0, the majority 2PR/(P+R) with P 0.8, R 1
+    y_true = ["neutral"] * 8 + ["angry"] * 2
+    assert macro_f1(y_true, ["neutral"] * 10) == pytest.approx(100 * (2 * 0.8 / 1.8 + 0) / 2)
+
+
+def test_macro_f1_averages_over_the_true_classes_only():
+    # "c" is predicted but never true: it is a false positive of "a", not a class of its own
+    assert macro_f1(["a", "a", "b"], ["a", "c", "b"]) == pytest.approx(100 * (2 / 3 + 1) / 2)
+
+
+def test_confusion_rows_are_true_columns_predicted():
+    got = confusion([0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 0, 2])
+    assert got == {"labels": [0, 1, 2], "counts": [[1, 1, 0], [1, 2, 0], [0, 0, 1]]}
+    got = confusion(["a", "a", "b"], ["a", "c", "b"])
+    assert got == {"labels": ["a", "b", "c"], "counts": [[1, 0, 1], [0, 1, 0], [0, 0, 0]]}
+
+
+def test_classification_cis_hold_the_figure_and_narrow_with_the_level():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 4, 200).tolist()
+    y_pred = [t if rng.random() < 0.6 else int(rng.integers(0, 4)) for t in y_true]
+    wide = classification_bootstrap_cis(y_true, y_pred, n_boot=400, level=0.99)
+    narrow = classification_bootstrap_cis(y_true, y_pred, n_boot=400, level=0.5)
+    figures = {
+        "ua": unweighted_accuracy(y_true, y_pred),
+        "wa": weighted_accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred),
+    }
+    for name, value in figures.items():
+        assert wide[name][0] < narrow[name][0] <= value <= narrow[name][1] < wide[name][1]
+    assert classification_bootstrap_cis(y_true, y_pred, n_boot=400, level=0.99) == wide
+
+
+def test_classification_cis_of_a_perfect_classifier_are_a_point():
+    cis = classification_bootstrap_cis(["x", "y", "y", "z"], ["x", "y", "y", "z"], n_boot=50)
+    assert cis == {"ua": (100.0, 100.0), "wa": (100.0, 100.0), "macro_f1": (100.0, 100.0)}
+
+
+def test_ua_equals_scikit_learns_balanced_accuracy():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(2)
+    y_true = rng.integers(0, 5, 300)
+    y_pred = np.where(rng.random(300) < 0.5, y_true, rng.integers(0, 5, 300))
+    assert unweighted_accuracy(y_true.tolist(), y_pred.tolist()) == pytest.approx(
+        100 * balanced_accuracy_score(y_true, y_pred)
+    )

@@ -1,5 +1,6 @@
 """Accuracy figures: WER/CER as the Open ASR Leaderboard computes them, bootstrap CIs over
-clips (voxmeter.stats), flags for hypotheses that look like failures, and UA/WA for classification.
+clips (voxmeter.stats), flags for hypotheses that look like failures, and UA/WA/macro-F1, the
+confusion matrix and their bootstrap CIs for classification.
 
 WER convention: Whisper's English text normalizer on reference and hypothesis, then corpus
 totals (sum of substitutions + deletions + insertions over sum of reference words), never a
@@ -260,6 +261,63 @@ def weighted_accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) ->
     percent."""
     t, p = _labels(y_true, y_pred)
     return 100.0 * float(np.mean(t == p))
+
+
+def macro_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
+    """Macro-F1 in percent: scikit-learn's `f1_score(average="macro")` over the classes of
+    `y_true` (as EmoBox reports it); a class never predicted scores F1 0, not a warning."""
+    from sklearn.metrics import f1_score
+
+    t, p = _codes(y_true, y_pred)
+    classes = np.unique(t)
+    return 100.0 * float(f1_score(t, p, labels=classes, average="macro", zero_division=0))
+
+
+def confusion(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> dict:
+    """{"labels": the classes in order of first appearance (of y_true, then predictions
+    outside it), "counts": rows true, columns predicted} by scikit-learn's confusion_matrix."""
+    from sklearn.metrics import confusion_matrix
+
+    t, p = _labels(y_true, y_pred)
+    names = list(dict.fromkeys([*t.tolist(), *p.tolist()]))
+    index = {c: i for i, c in enumerate(names)}
+    codes_t = [index[c] for c in t.tolist()]
+    codes_p = [index[c] for c in p.tolist()]
+    m = confusion_matrix(codes_t, codes_p, labels=list(range(len(names))))
+    return {"labels": names, "counts": m.tolist()}
+
+
+def classification_bootstrap_cis(
+    y_true: Sequence[Hashable],
+    y_pred: Sequence[Hashable],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """{"ua", "wa", "macro_f1": percentile bootstrap CI over clips}: clips resampled with
+    their prediction, the three figures recomputed on each resample (a resample that lacks a
+    class scores over the classes it has, as the figure itself would)."""
+    t, p = _codes(y_true, y_pred)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(t), size=(n_boot, len(t)))
+    figures = {"ua": unweighted_accuracy, "wa": weighted_accuracy, "macro_f1": macro_f1}
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {}
+    for name, fn in figures.items():
+        values = [fn(t[i], p[i]) for i in draws]
+        out[name] = (float(np.percentile(values, lo)), float(np.percentile(values, hi)))
+    return out
+
+
+def _codes(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
+    """The labels as integer codes (first appearance order), so numpy and scikit-learn can
+    index and compare labels of any hashable type."""
+    t, p = _labels(y_true, y_pred)
+    index = {c: i for i, c in enumerate(dict.fromkeys([*t.tolist(), *p.tolist()]))}
+    return (
+        np.array([index[c] for c in t.tolist()], dtype=np.int64),
+        np.array([index[c] for c in p.tolist()], dtype=np.int64),
+    )
 
 
 def _labels(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
