@@ -97,3 +97,24 @@ def test_speaker_folds_test_every_speaker_once(tmp_path):
         assert len(tr.clips) + len(te.clips) == len(ds.clips)
     with pytest.raises(DataError, match="folds need 2 to 4"):
         speaker_folds(ds, 5)
+
+
+def test_the_cli_writes_speaker_split_manifests(tmp_path, cli):
+    root = _tree(tmp_path / "crema", CREMA)
+    got = cli("data", "labelled", "crema-d", root, "-o", tmp_path / "m", "--folds", "2")
+    assert got.exit_code == 0, got.output
+    assert "5 clips, 4 speakers" in got.output
+    for i in range(2):
+        tr = load_manifest(tmp_path / "m" / f"crema-d-fold{i}-train.jsonl")
+        te = load_manifest(tmp_path / "m" / f"crema-d-fold{i}-test.jsonl")
+        assert _speakers(tr).isdisjoint(_speakers(te))
+    assert len(load_manifest(tmp_path / "m" / "crema-d.jsonl").clips) == 5
+
+
+def test_a_missing_corpus_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    from voxmeter.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["data", "labelled", "crema-d", str(tmp_path / "absent"), "-o", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "absent: no such directory" in err[0]

@@ -1,6 +1,7 @@
 """The data commands: `voxmeter data build real` extracts the recorded speech of Debian's voiced
 games into real-train and real-test-unscreened, screens real-test out of the latter with the
-base model, and joins real-longform from the kept lines (see docs/real-speech.md)."""
+base model, and joins real-longform from the kept lines (see docs/real-speech.md); `voxmeter
+data labelled` writes an emotion corpus's folder as labelled manifests, split by speaker."""
 
 from __future__ import annotations
 
@@ -155,3 +156,37 @@ def _longform(out: Path, progress: bool) -> None:
         f"{speech / 60:.1f} min unique speech (every kept line once) -> {out / NAME_OUT}.jsonl",
         soft_wrap=True,
     )
+
+
+@data_app.command("labelled")
+def data_labelled(
+    corpus: Annotated[str, typer.Argument(help="crema-d, ravdess or emodb")],
+    root: Annotated[Path, typer.Argument(help="the corpus's folder (its .wav files, any depth)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="folder for the JSONL manifests")],
+    folds: Annotated[
+        int, typer.Option(min=0, help="k folds by speaker (0: one train/test split)")
+    ] = 0,
+    test_share: Annotated[
+        float, typer.Option(help="share of the speakers held out whole (one split)")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the speaker shuffle")] = 0,
+) -> None:
+    """Write CORPUS's clips (label and speaker from each file's name) as <corpus>.jsonl, and
+    speaker-independent <corpus>-train/-test.jsonl (or -fold<i>-train/-test with --folds)."""
+    from voxmeter.data.emotion import labels_of, load_emotion, speaker_folds, speaker_split
+    from voxmeter.data.manifest import write_manifest
+
+    ds = load_emotion(root, corpus)
+    pairs = speaker_folds(ds, folds, seed) if folds else [speaker_split(ds, test_share, seed)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(ds, out / f"{ds.name}.jsonl")
+    for part in (p for pair in pairs for p in pair):
+        write_manifest(part, out / f"{part.name}.jsonl")
+    counts: dict[str, int] = {}
+    for label in labels_of(ds):
+        counts[label] = counts.get(label, 0) + 1
+    speakers = len({c.extra["speaker"] for c in ds.clips})
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    typer.echo(f"{ds.name}: {len(ds.clips)} clips, {speakers} speakers ({shown}) -> {out}")
+    for train, test in pairs:
+        typer.echo(f"  {test.name}: {len(test.clips)} clips of speakers not in {train.name}")
