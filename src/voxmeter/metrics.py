@@ -25,7 +25,7 @@ from functools import lru_cache
 import jiwer
 import numpy as np
 
-from voxmeter.stats import paired_bootstrap_ci, ratio_bootstrap_ci
+from voxmeter.stats import BOOTSTRAP_RESAMPLES, CI_LEVEL, paired_bootstrap_ci, ratio_bootstrap_ci
 
 # failure_flags thresholds (see its docstring for why each value).
 SLOW_WORDS_PER_S = 1.5
@@ -268,7 +268,7 @@ def macro_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
     `y_true` (as EmoBox reports it); a class never predicted scores F1 0, not a warning."""
     from sklearn.metrics import f1_score
 
-    t, p = _codes(y_true, y_pred)
+    _, t, p = _coded(y_true, y_pred)
     classes = np.unique(t)
     return 100.0 * float(f1_score(t, p, labels=classes, average="macro", zero_division=0))
 
@@ -278,43 +278,52 @@ def confusion(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> dict:
     outside it), "counts": rows true, columns predicted} by scikit-learn's confusion_matrix."""
     from sklearn.metrics import confusion_matrix
 
-    t, p = _labels(y_true, y_pred)
-    names = list(dict.fromkeys([*t.tolist(), *p.tolist()]))
-    index = {c: i for i, c in enumerate(names)}
-    codes_t = [index[c] for c in t.tolist()]
-    codes_p = [index[c] for c in p.tolist()]
-    m = confusion_matrix(codes_t, codes_p, labels=list(range(len(names))))
+    names, t, p = _coded(y_true, y_pred)
+    m = confusion_matrix(t, p, labels=list(range(len(names))))
     return {"labels": names, "counts": m.tolist()}
 
 
 def classification_bootstrap_cis(
     y_true: Sequence[Hashable],
     y_pred: Sequence[Hashable],
-    n_boot: int = 1000,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
 ) -> dict[str, tuple[float, float]]:
     """{"ua", "wa", "macro_f1": percentile bootstrap CI over clips}: clips resampled with
     their prediction, the three figures recomputed on each resample (a resample that lacks a
     class scores over the classes it has, as the figure itself would)."""
-    t, p = _codes(y_true, y_pred)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(t), size=(n_boot, len(t)))
+    _, t, p = _coded(y_true, y_pred)
     figures = {"ua": unweighted_accuracy, "wa": weighted_accuracy, "macro_f1": macro_f1}
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    out = {}
-    for name, fn in figures.items():
-        values = [fn(t[i], p[i]) for i in draws]
-        out[name] = (float(np.percentile(values, lo)), float(np.percentile(values, hi)))
-    return out
+    return {
+        name: paired_bootstrap_ci((t, p), _per_resample(fn), n_boot, seed, level)
+        for name, fn in figures.items()
+    }
 
 
-def _codes(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> tuple[np.ndarray, ...]:
-    """The labels as integer codes (first appearance order), so numpy and scikit-learn can
-    index and compare labels of any hashable type."""
+def _per_resample(fn):
+    """`fn(y_true, y_pred)` as the vectorised statistic scipy's bootstrap calls: one value per
+    row of 2-D resamples, a scalar for the 1-D data."""
+
+    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1):
+        if t.ndim == 1:
+            return fn(t, p)
+        t, p = np.moveaxis(t, axis, -1), np.moveaxis(p, axis, -1)
+        flat = [fn(a, b) for a, b in zip(t.reshape(-1, t.shape[-1]), p.reshape(-1, p.shape[-1]))]
+        return np.asarray(flat).reshape(t.shape[:-1])
+
+    return statistic
+
+
+def _coded(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> tuple[list, ...]:
+    """(the classes in order of first appearance, of y_true then y_pred; both label lists as
+    integer codes into them), so numpy and scikit-learn can index and compare labels of any
+    hashable type."""
     t, p = _labels(y_true, y_pred)
-    index = {c: i for i, c in enumerate(dict.fromkeys([*t.tolist(), *p.tolist()]))}
+    names = list(dict.fromkeys([*t.tolist(), *p.tolist()]))
+    index = {c: i for i, c in enumerate(names)}
     return (
+        names,
         np.array([index[c] for c in t.tolist()], dtype=np.int64),
         np.array([index[c] for c in p.tolist()], dtype=np.int64),
     )
