@@ -173,6 +173,8 @@ def data_labelled(
 ) -> None:
     """Write CORPUS's clips (label and speaker from each file's name) as <corpus>.jsonl, and
     speaker-independent <corpus>-train/-test.jsonl (or -fold<i>-train/-test with --folds)."""
+    from collections import Counter
+
     from voxmeter.data.emotion import labels_of, load_emotion, speaker_folds, speaker_split
     from voxmeter.data.manifest import write_manifest
 
@@ -182,9 +184,7 @@ def data_labelled(
     write_manifest(ds, out / f"{ds.name}.jsonl")
     for part in (p for pair in pairs for p in pair):
         write_manifest(part, out / f"{part.name}.jsonl")
-    counts: dict[str, int] = {}
-    for label in labels_of(ds):
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(labels_of(ds))
     speakers = len({c.extra["speaker"] for c in ds.clips})
     shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     typer.echo(f"{ds.name}: {len(ds.clips)} clips, {speakers} speakers ({shown}) -> {out}")

@@ -142,34 +142,31 @@ def _speaker(ds: Dataset, clip: Clip) -> str:
 def speaker_folds(ds: Dataset, k: int, seed: int = 0) -> list[tuple[Dataset, Dataset]]:
     """k (train, test) pairs: the speakers shuffled by `seed` and dealt into k groups, each
     group the test set of one fold, so every speaker is tested exactly once."""
-    speakers = sorted({_speaker(ds, c) for c in ds.clips})
+    speakers = _shuffled_speakers(ds, seed)
     if not 2 <= k <= len(speakers):
         raise DataError(f"data {ds.name}: {k} folds need 2 to {len(speakers)} (its speakers)")
-    random.Random(seed).shuffle(speakers)
-    groups = [set(speakers[i::k]) for i in range(k)]
-    out = []
-    for i, test in enumerate(groups):
-        tr = [c for c in ds.clips if _speaker(ds, c) not in test]
-        te = [c for c in ds.clips if _speaker(ds, c) in test]
-        out.append(
-            (
-                Dataset(f"{ds.name}-fold{i}-train", tr, ds.root),
-                Dataset(f"{ds.name}-fold{i}-test", te, ds.root),
-            )
-        )
-    return out
+    return [_hold_out(ds, set(speakers[i::k]), f"{ds.name}-fold{i}") for i in range(k)]
 
 
 def speaker_split(ds: Dataset, test_share: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
     """(train, test) with about `test_share` of the speakers (at least one) held out whole."""
     if not 0.0 < test_share < 1.0:
         raise DataError(f"test_share: expected a share in (0, 1), got {test_share!r}")
-    speakers = sorted({_speaker(ds, c) for c in ds.clips})
+    speakers = _shuffled_speakers(ds, seed)
     if len(speakers) < 2:
         raise DataError(f"data {ds.name}: a speaker split needs 2 speakers, it has 1")
-    random.Random(seed).shuffle(speakers)
     n = min(len(speakers) - 1, max(1, round(test_share * len(speakers))))
-    test = set(speakers[:n])
+    return _hold_out(ds, set(speakers[:n]), ds.name)
+
+
+def _shuffled_speakers(ds: Dataset, seed: int) -> list[str]:
+    speakers = sorted({_speaker(ds, c) for c in ds.clips})
+    random.Random(seed).shuffle(speakers)
+    return speakers
+
+
+def _hold_out(ds: Dataset, test: set[str], name: str) -> tuple[Dataset, Dataset]:
+    """(<name>-train: the clips of speakers not in `test`, <name>-test: the others)."""
     tr = [c for c in ds.clips if _speaker(ds, c) not in test]
     te = [c for c in ds.clips if _speaker(ds, c) in test]
-    return Dataset(f"{ds.name}-train", tr, ds.root), Dataset(f"{ds.name}-test", te, ds.root)
+    return Dataset(f"{name}-train", tr, ds.root), Dataset(f"{name}-test", te, ds.root)
